@@ -1,0 +1,48 @@
+"""L-inf attacks. Every attack keeps its perturbation in float32, inside the eps-ball and [0, 1].
+
+The caller sets the model's mode (the paper attacks with the student in eval mode).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor], Tensor]  # logits -> scalar loss (summed over the batch) to maximise
+
+
+def ce_loss(y: Tensor) -> LossFn:
+    return lambda logits: F.cross_entropy(logits.float(), y, reduction="sum")
+
+
+def kl_loss(target_probs: Tensor) -> LossFn:
+    """KL(target || softmax(logits)) summed over the batch: RSLAD's inner loss KL(S(x'), T(x))."""
+    return lambda logits: F.kl_div(F.log_softmax(logits.float(), dim=1), target_probs, reduction="sum")
+
+
+def random_start(x: Tensor, eps: float, start: str) -> Tensor:
+    if start == "uniform":
+        x0 = x + torch.empty_like(x).uniform_(-eps, eps)
+    elif start == "normal":  # the TRADES/RSLAD start: x + 0.001 N(0, 1)
+        x0 = x + 0.001 * torch.randn_like(x)
+    elif start == "none":
+        x0 = x.clone()
+    else:
+        raise ValueError(f"start: {start!r} is not allowed; one of uniform, normal, none")
+    return x0.clamp(0, 1)
+
+
+def pgd(model: nn.Module, x: Tensor, loss_fn: LossFn, eps: float, step_size: float, steps: int,
+        start: str = "uniform") -> Tensor:
+    """Projected gradient ascent with signed steps (Madry et al.); returns x' with |x'-x|_inf <= eps, x' in [0,1]."""
+    x = x.detach().float()
+    x_adv = random_start(x, eps, start)
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = loss_fn(model(x_adv))
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = torch.minimum(torch.maximum(x_adv.detach() + step_size * grad.sign(), lo), hi)
+    return x_adv.detach()

@@ -1,0 +1,141 @@
+"""`rslad-tune`: tune (the default verb), train, export.
+
+    rslad-tune --space search_spaces/quickstart.yaml          # a whole sweep
+    rslad-tune train --space FILE --set alpha=0.9             # one trial, no Ray
+    rslad-tune export runs/<experiment>                       # best student out again
+
+Bad input exits with status 2 and one line naming the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+VERBS = ("tune", "train", "export")
+
+
+def _log(msg: str) -> None:
+    print(f"[rslad-tune] {msg}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rslad-tune", description="Distil adversarial robustness (RSLAD) and tune it with Ray Tune + MLflow.")
+    sub = p.add_subparsers(dest="verb")
+
+    def space_args(sp):
+        sp.add_argument("--space", required=True, help="YAML search space, e.g. search_spaces/quickstart.yaml")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a trial: value (repeatable)")
+        sp.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
+        sp.add_argument("--runs-dir", help="output folder (default: the YAML's runs_dir, else runs/)")
+
+    t = sub.add_parser("tune", help="run a sweep (default)")
+    space_args(t)
+    t.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///runs/mlflow.db; http://host:port for a server)")
+    t.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    t.add_argument("--no-export", action="store_true", help="skip exporting the best student")
+
+    tr = sub.add_parser("train", help="run one trial from the YAML's fixed values, without Ray")
+    space_args(tr)
+    tr.add_argument("--out", help="checkpoint folder (default runs/<experiment>-train)")
+
+    e = sub.add_parser("export", help="export the best student of a sweep folder")
+    e.add_argument("experiment_dir", help="runs/<experiment>")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in VERBS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "tune")
+    args = _parser().parse_args(argv)
+    if args.verb is None:
+        _parser().print_help()
+        return 2
+    from .data import DataError
+    from .spec import SpecError
+
+    try:
+        return {"tune": cmd_tune, "train": cmd_train, "export": cmd_export}[args.verb](args)
+    except (SpecError, DataError) as e:
+        print(f"rslad-tune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rslad-tune: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(args):
+    from .spec import check_tracking_uri, load_sweep, parse_set_overrides
+
+    spec = load_sweep(args.space, parse_set_overrides(args.set), args.data_dir)
+    if args.runs_dir:
+        spec.runs_dir = args.runs_dir
+    if getattr(args, "tracking_uri", None):
+        check_tracking_uri(args.tracking_uri)
+    return spec
+
+
+def cmd_tune(args) -> int:
+    from .export import export_best
+    from .tuning import format_summary, run_sweep
+
+    spec = _load(args)
+    t0 = time.time()
+    rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log)
+    print("\n" + format_summary(rows), flush=True)
+    done = [r for r in rows if r.status == "TERMINATED"]
+    _log(f"{len(done)}/{len(rows)} trials finished ({sum(r.early_stopped for r in rows)} stopped early by ASHA, "
+         f"{len(rows) - len(done)} failed) in {time.time() - t0:.0f}s")
+    if not done:
+        print("rslad-tune: error: no trial finished; see the summary above", file=sys.stderr)
+        return 1
+    if not args.no_export:
+        out = export_best(exp_dir, log=_log)
+        m = json.loads((out / "metrics.json").read_text())
+        _log(f"best student: {out}  (test clean {m['test_clean_acc']:.4f}, PGD-{m['eval_steps']} {m['test_pgd_acc']:.4f})")
+    _log(f"MLflow UI: mlflow ui --backend-store-uri {args.tracking_uri or spec.tracking_uri or 'sqlite:///' + str(Path(spec.runs_dir) / 'mlflow.db')}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .teachers import load_teacher, prepare_teachers
+    from .methods import METHODS
+    from .trainer import resolve_device, test_metrics, train_student, write_json
+
+    spec = _load(args)
+    cfg = spec.trial
+    runs_dir = Path(spec.runs_dir).resolve()
+    teacher = None
+    if METHODS[cfg.method].needs_teacher:
+        if cfg.teacher is None:
+            from .spec import SpecError
+
+            raise SpecError("trial.teacher", None, f"`train` runs the fixed values: give --set teacher=<one of {', '.join(spec.teachers)}>")
+        dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log)
+        teacher = load_teacher(dirs[cfg.teacher], resolve_device(cfg.device))
+    out = Path(args.out) if args.out else runs_dir / f"{spec.experiment}-train"
+    result = train_student(cfg, teacher, checkpoint_dir=out, log=_log)
+    model = result["model"]
+    final = {"last": test_metrics(model, cfg, result["splits"])}
+    model.load_state_dict(result["best_state"])
+    final["best"] = test_metrics(model, cfg, result["splits"])
+    write_json(final, out / "test_metrics.json")
+    for which, m in final.items():
+        _log(f"{which} checkpoint: test clean {m['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} {m['test_pgd_acc']:.4f} ({m['test_n']} images)")
+    _log(f"checkpoints in {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_best
+
+    export_best(Path(args.experiment_dir), log=_log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

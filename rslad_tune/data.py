@@ -1,0 +1,210 @@
+"""Datasets as whole tensors on the device, a fixed validation split, and on-device augmentation.
+
+Fashion-MNIST (offline default) and CIFAR-10/100 are read through torchvision's dataset
+classes; `synthetic` (MNIST-shaped) and `synthetic_cifar` are seeded class-template images
+for tests. Images are float32 in [0, 1], NCHW; no normalisation (RobustBench convention).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+VAL_SPLIT_SEED = 1234  # the validation split is the same for every trial and teacher of every sweep
+
+
+class DataError(ValueError):
+    """Data that cannot be found or read. One line: key, value, what is expected."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RSLAD_TUNE_CACHE", Path.home() / ".cache" / "rslad-tune"))
+
+
+@dataclass
+class Splits:
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    augment: str  # "none" | "crop_flip" | "crop"
+    pad: int  # crop padding
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[-1]
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _fmnist_source(data_dir: str | None) -> Path | None:
+    """A folder holding the four idx files (.gz or not), or a torchvision root; None -> download."""
+    candidates = [Path(data_dir).expanduser()] if data_dir else [DEBIAN_FMNIST]
+    for d in candidates:
+        for sub in (d, d / "FashionMNIST" / "raw"):
+            if all((sub / f).is_file() or (sub / f"{f}.gz").is_file() for f in FMNIST_FILES):
+                return sub
+    if data_dir:
+        raise DataError(f"data_dir: {data_dir!r} holds no Fashion-MNIST; expected the four idx files "
+                        f"({', '.join(f + '[.gz]' for f in FMNIST_FILES)}) there or in FashionMNIST/raw/")
+    return None
+
+
+def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
+    """Return a torchvision root for FashionMNIST(root, download=False), unpacking Debian's .gz files once.
+
+    torchvision reads only the uncompressed files from root/FashionMNIST/raw/; the unpacked copy
+    lives in the rslad-tune cache (written to a temporary name, then renamed).
+    """
+    src = _fmnist_source(data_dir)
+    if src is None:  # torchvision's download (needs the internet)
+        root = cache_dir() / "torchvision"
+        return root
+    if all((src / f).is_file() for f in FMNIST_FILES) and src.name == "raw":
+        return src.parent.parent
+    root = cache_dir() / "fashion-mnist" / hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in FMNIST_FILES:
+        out = raw / f
+        if out.is_file():
+            continue
+        tmp = raw / f".{f}.{os.getpid()}.tmp"
+        if (src / f).is_file():
+            shutil.copyfile(src / f, tmp)
+        else:
+            with gzip.open(src / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        os.replace(tmp, out)
+    return root
+
+
+def _load_fashion_mnist(data_dir: str | None) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    from torchvision.datasets import FashionMNIST
+
+    root = prepare_fashion_mnist(data_dir)
+    download = _fmnist_source(data_dir) is None
+    try:
+        tr = FashionMNIST(str(root), train=True, download=download)
+        te = FashionMNIST(str(root), train=False, download=download)
+    except Exception as e:  # offline download failure, corrupt file
+        raise DataError(f"data_dir: {data_dir!r}: Fashion-MNIST could not be loaded ({type(e).__name__}: {str(e)[:120]}); "
+                        "install the Debian package dataset-fashion-mnist or pass --data-dir") from None
+    return tr.data.unsqueeze(1), tr.targets, te.data.unsqueeze(1), te.targets, 10
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def _load_cifar(name: str, data_dir: str | None) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls, n = (CIFAR10, 10) if name == "cifar10" else (CIFAR100, 100)
+    root = Path(data_dir).expanduser() if data_dir else cache_dir() / "torchvision"
+    try:  # a given data_dir is used as it is; without one, torchvision downloads (checks md5)
+        tr = cls(str(root), train=True, download=data_dir is None)
+        te = cls(str(root), train=False, download=data_dir is None)
+    except Exception as e:
+        raise DataError(f"data_dir: {str(root)!r}: {name} could not be loaded ({type(e).__name__}: {str(e)[:120]}); "
+                        f"place torchvision's {cls.base_folder}/ there or run once with internet access") from None
+
+    def to_tensors(ds):
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+    return (*to_tensors(tr), *to_tensors(te), n)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def synthetic(shape: tuple[int, int, int], n_train: int, n_test: int, num_classes: int = 10, seed: int = 0):
+    """Class templates plus noise: learnable in a few steps, deterministic from the seed."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(num_classes, *shape, generator=g)
+
+    def draw(n):
+        y = torch.randint(0, num_classes, (n,), generator=g)
+        x = 0.5 * templates[y] + 0.5 * torch.rand(n, *shape, generator=g)
+        return (x * 255).round().to(torch.uint8), y
+
+    return (*draw(n_train), *draw(n_test), num_classes)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def load_splits(dataset: str, *, data_dir: str | None = None, train_subset: int | None = None,
+                test_subset: int | None = None, val_size: int = 1000, augment: str = "default",
+                device: torch.device | str = "cpu") -> Splits:
+    if dataset == "fashion_mnist":
+        raw = _load_fashion_mnist(data_dir)
+    elif dataset in ("cifar10", "cifar100"):
+        raw = _load_cifar(dataset, data_dir)
+    elif dataset in ("synthetic", "synthetic_cifar"):
+        shape = (1, 28, 28) if dataset == "synthetic" else (3, 32, 32)
+        raw = synthetic(shape, train_subset or 2000, test_subset or 500)
+    else:
+        raise DataError(f"dataset: {dataset!r} is not known; allowed: fashion_mnist, cifar10, cifar100, synthetic, synthetic_cifar")
+    train_x, train_y, test_x, test_y, num_classes = raw
+    if train_subset is not None:
+        train_x, train_y = train_x[:train_subset], train_y[:train_subset]
+    if test_subset is not None:
+        test_x, test_y = test_x[:test_subset], test_y[:test_subset]
+    if val_size >= len(train_x):
+        raise DataError(f"val_size: {val_size} is not allowed; must be smaller than the {len(train_x)} training images")
+    perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    val_idx, tr_idx = perm[:val_size], perm[val_size:]
+    if augment == "default":
+        augment = "crop_flip" if dataset.startswith("cifar") or dataset == "synthetic_cifar" else "none"
+    pad = 4 if train_x.shape[-1] >= 32 else 2
+
+    def dev(x):
+        return x.to(device)
+
+    def img(x):  # uint8 -> float in [0, 1] on the device (convert after the copy: 4x less traffic)
+        return dev(x).float().div_(255)
+
+    return Splits(img(train_x[tr_idx]), dev(train_y[tr_idx]), img(train_x[val_idx]), dev(train_y[val_idx]),
+                  img(test_x), dev(test_y), num_classes, augment, pad)
+
+
+# --------------------------------------------------------------------------- augmentation on the device
+
+
+def sample_views(n: int, augment: str, pad: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """One random view per image: crop offsets (dy, dx) in [0, 2*pad] and a flip flag."""
+    zeros = torch.zeros(n, dtype=torch.long, device=device)
+    if augment == "none":
+        return zeros + pad, zeros + pad, zeros.bool()
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=device)
+    flip = torch.rand(n, device=device) < 0.5 if augment == "crop_flip" else zeros.bool()
+    return dy, dx, flip
+
+
+def apply_views(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int) -> Tensor:
+    """Zero-pad, crop each image at its own offset, flip where asked: gathers, no Python per image."""
+    n, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 2 * pad)
+    out = xp.gather(2, rows)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :].expand(n, c, h, w)
+    return out.gather(3, cols)

@@ -1,0 +1,64 @@
+"""Model registry: one name -> one constructor taking (in_channels, num_classes, **arch_kwargs).
+
+RobustBench-style: every model takes inputs in [0, 1] and does no normalisation unless
+its definition says so.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .cnn import SmallCNN
+from .mobilenetv2 import MobileNetV2
+from .resnet import ResNet18
+
+# name -> (constructor, the arch kwargs it accepts)
+REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
+    "small_cnn": (SmallCNN, ("width",)),
+    "resnet18": (ResNet18, ()),
+    "mobilenet_v2": (MobileNetV2, ()),
+}
+
+
+def build_model(arch: str, in_channels: int, num_classes: int, width: int | None = None) -> nn.Module:
+    if arch not in REGISTRY:
+        raise ValueError(f"arch: {arch!r} is not a known model; allowed: {sorted(REGISTRY)}")
+    ctor, kwargs = REGISTRY[arch]
+    extra = {"width": width} if ("width" in kwargs and width is not None) else {}
+    return ctor(in_channels=in_channels, num_classes=num_classes, **extra)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward multiply-accumulates of one image (conv and linear layers), counted with hooks."""
+    macs = 0
+
+    def conv_hook(m: nn.Conv2d, _inp, out):
+        nonlocal macs
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        macs += out[0].numel() * k
+
+    def linear_hook(m: nn.Linear, _inp, out):
+        nonlocal macs
+        macs += m.in_features * m.out_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return macs

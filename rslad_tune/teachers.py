@@ -1,0 +1,137 @@
+"""Teachers: resolve each YAML teacher once (a weights file, or train it and cache it), load it safely.
+
+A resolved teacher is a folder holding `model.safetensors`, `config.json` (how to rebuild it)
+and `card.json` (parameters, MACs, clean/PGD accuracy on the test split, source). Trained
+teachers live in `<runs_dir>/teachers/<key>/`, the key a digest of the whole recipe and the
+data it trains on; the folder is built under a temporary name and renamed, so a concurrent
+or interrupted build never leaves a half teacher behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from .models import build_model, count_macs, count_params
+from .spec import SpecError, TeacherSpec, TrialConfig
+from .trainer import load_data, resolve_device, save_weights, test_metrics, train_student, write_json
+
+
+def model_config(arch: str, width: int | None, in_channels: int, num_classes: int, image_size: int) -> dict:
+    return {"arch": arch, "width": width, "in_channels": in_channels, "num_classes": num_classes,
+            "image_size": image_size, "input_range": [0.0, 1.0]}
+
+
+def build_from_config(cfg: dict) -> nn.Module:
+    return build_model(cfg["arch"], cfg["in_channels"], cfg["num_classes"], cfg.get("width"))
+
+
+def load_weights(model: nn.Module, path: Path, key: str) -> nn.Module:
+    """Load a safetensors file into `model`; any mismatch or corruption is a one-line SpecError."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SpecError(key, str(path), f"is not a readable safetensors file ({str(e)[:100]})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)[:150]
+        raise SpecError(key, str(path), f"does not match the architecture ({first})") from None
+    return model
+
+
+def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    model = load_weights(build_from_config(cfg), folder / "model.safetensors", f"teacher {folder.name}")
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, extra: dict) -> dict:
+    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    m = test_metrics(model, cfg, splits)
+    return {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["test_clean_acc"],
+            "pgd20_acc": m["test_pgd_acc"], "eval_n": m["test_n"], "eval_split": "test",
+            "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps, "source": source, **extra}
+
+
+def _train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]) -> Path:
+    key = spec.cache_key()
+    final = runs_dir / "teachers" / key
+    if (final / "card.json").is_file():
+        log(f"teacher {spec.name}: cached at {final}")
+        return final
+    cfg = spec.train
+    tmp = runs_dir / "teachers" / f".{key}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    device = resolve_device(cfg.device)
+    splits = load_data(cfg, device)
+    log(f"teacher {spec.name}: training {cfg.method} {cfg.arch} width={cfg.width} for {cfg.epochs} epochs -> {final}")
+    t0 = time.perf_counter()
+    result = train_student(cfg, splits=splits, checkpoint_dir=tmp / "checkpoint",
+                           log=lambda s: log(f"teacher {spec.name}: {s}"))
+    model = result["model"]
+    model.load_state_dict(result["best_state"])  # best epoch by validation PGD accuracy
+    train_s = time.perf_counter() - t0
+    save_weights(model, tmp / "model.safetensors")
+    write_json(model_config(cfg.arch, cfg.width, splits.in_channels, splits.num_classes, splits.image_size), tmp / "config.json")
+    card = _card(model, cfg, splits, "train", {"recipe": cfg.to_dict(), "train_time_s": train_s,
+                                               "best_epoch": result["best_epoch"], "key": key})
+    write_json(card, tmp / "card.json")
+    shutil.rmtree(tmp / "checkpoint")
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another sweep built the same teacher meanwhile: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"teacher {spec.name}: clean {card['clean_acc']:.4f} PGD-{cfg.eval_steps} {card['pgd20_acc']:.4f} "
+        f"on {card['eval_n']} test images ({train_s:.0f}s)")
+    return final
+
+
+def _checkpoint_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Callable[[str], None]) -> Path:
+    """A safetensors file given by the user: checked against its architecture, carded once."""
+    src = Path(spec.checkpoint)
+    stat = src.stat()
+    key = f"file-{spec.name}-{int(stat.st_mtime)}-{stat.st_size}"
+    final = runs_dir / "teachers" / key
+    if (final / "card.json").is_file():
+        return final
+    device = resolve_device(trial.device)
+    splits = load_data(trial, device)
+    cfg = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
+    model = load_weights(build_from_config(cfg), src, f"teachers.{spec.name}.checkpoint").to(device)
+    tmp = runs_dir / "teachers" / f".{key}.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_weights(model, tmp / "model.safetensors")
+    write_json(cfg, tmp / "config.json")
+    write_json(_card(model, trial, splits, f"checkpoint:{src}", {}), tmp / "card.json")
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_dir: Path,
+                     needed: set[str] | None = None, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Resolve every teacher a sweep can use; returns name -> folder (absolute)."""
+    out = {}
+    for name, spec in teachers.items():
+        if needed is not None and name not in needed:
+            continue
+        folder = _train_teacher(spec, runs_dir, log) if spec.train else _checkpoint_teacher(spec, trial, runs_dir, log)
+        out[name] = str(folder.resolve())
+    return out
+
+
+def read_card(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / "card.json").read_text())

@@ -1,0 +1,130 @@
+"""MLflow adapter: one parent run per sweep, one child run per trial, written from the Ray driver only.
+
+Only the driver talks to the tracking store (SQLite has one writer then); the Tune callback
+turns trial events into MLflow calls: params at start, one `log_batch` per epoch (step = epoch),
+the final checkpoint as artifacts, FINISHED/FAILED status and an `early_stopped` tag at the end.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+EPOCH_METRICS = ("train_loss", "clean_acc", "pgd_acc", "lr", "epoch_time_s", "train_images_per_s", "best_pgd_acc")
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "ray.trial_id"
+
+
+def resolve_tracking_uri(uri: str | None, runs_dir: Path) -> str:
+    """Default sqlite:///<runs_dir>/mlflow.db; relative SQLite paths become absolute (Ray trials run elsewhere)."""
+    if uri is None:
+        return f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def _params(d: dict[str, Any]) -> list[Param]:
+    return [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(d.items())]
+
+
+class SweepTracker:
+    """The parent run of a sweep and the lookup of its child runs."""
+
+    def __init__(self, tracking_uri: str, experiment: str, runs_dir: Path, parent_id: str | None = None):
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            artifact_location = None
+            if tracking_uri.startswith("sqlite:"):  # keep artifacts beside the database, not in the cwd
+                artifact_location = (runs_dir / "mlartifacts" / experiment).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            self.experiment_id = exp.experiment_id
+        self.parent_id = parent_id
+
+    def start_parent(self, run_name: str, params: dict[str, Any], spec_text: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"rslad_tune.kind": "sweep", **tags})
+        self.parent_id = run.info.run_id
+        self.client.log_batch(self.parent_id, params=_params(params))
+        self.client.log_text(self.parent_id, spec_text, "space.yaml")
+        return self.parent_id
+
+    def child_run(self, trial_id: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+                                       f"tags.`{PARENT_TAG}` = '{self.parent_id}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def finish_parent(self, status: str = "FINISHED") -> None:
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status)
+
+
+class MLflowTrialCallback(Callback):
+    """Tune callback: mirrors every trial into an MLflow child run of the sweep's parent run."""
+
+    def __init__(self, tracker: SweepTracker, max_epochs: int):
+        self.tracker, self.max_epochs = tracker, max_epochs
+        self.run_ids: dict[str, str] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.tracker.client
+
+    def _run_id(self, trial) -> str:
+        if trial.trial_id in self.run_ids:
+            return self.run_ids[trial.trial_id]
+        run_id = self.tracker.child_run(trial.trial_id)  # a resumed sweep reuses the trial's run
+        if run_id is None:
+            tags = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id, "rslad_tune.kind": "trial",
+                    "teacher": str(trial.config.get("teacher"))}
+            run_id = self.client.create_run(self.tracker.experiment_id, run_name=str(trial), tags=tags).info.run_id
+            self.client.log_batch(run_id, params=_params(trial.config))
+        self.run_ids[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, float(result[k]), ts, step) for k in EPOCH_METRICS if k in result]
+        self.client.log_batch(self._run_id(trial), metrics=metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        stopped = epochs < self.max_epochs
+        tags = [RunTag("epochs_run", str(epochs)), RunTag("early_stopped", str(stopped).lower())]
+        self.client.log_batch(run_id, tags=tags)
+        ckpt = trial.checkpoint
+        if ckpt is not None and Path(ckpt.path).is_dir():
+            for name in ("model.safetensors", "best.safetensors", "trial.json"):
+                f = Path(ckpt.path) / name
+                if f.is_file():
+                    self.client.log_artifact(run_id, str(f), "checkpoint")
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        reason = trial_error_text(trial)
+        self.client.log_batch(run_id, tags=[RunTag("error", reason[:5000]),
+                                            RunTag("epochs_run", str(int((trial.last_result or {}).get("epoch", 0))))])
+        self.client.set_terminated(run_id, "FAILED")
+
+
+def trial_error_text(trial) -> str:
+    """The last line of the trial's error (Ray keeps the traceback in error.txt / error.pkl)."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [ln for ln in Path(path).read_text(errors="replace").strip().splitlines() if ln.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "trial failed (no error file)"

@@ -1,0 +1,200 @@
+"""One trial: epochs of a method on a student, validation each epoch, checkpoints. Plain PyTorch.
+
+    result = train_student(cfg, teacher=teacher_model)
+
+knows nothing of Ray or MLflow: a caller passes `report(metrics, checkpoint_dir)` to see each
+epoch (the Ray adapter forwards it to `tune.report`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .attacks import pgd
+from .data import Splits, apply_views, load_splits, sample_views
+from .evaluate import clean_and_pgd
+from .methods import METHODS, Batch, Method
+from .models import build_model
+from .spec import TrialConfig
+
+Report = Callable[[dict, Path | None], None]
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
+    return torch.device(name)
+
+
+def load_data(cfg: TrialConfig, device: torch.device) -> Splits:
+    return load_splits(cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                       val_size=cfg.val_size, augment=cfg.augment, device=device)
+
+
+def make_student(cfg: TrialConfig, splits: Splits) -> nn.Module:
+    return build_model(cfg.arch, splits.in_channels, splits.num_classes, cfg.width)
+
+
+def make_method(cfg: TrialConfig) -> Method:
+    return METHODS[cfg.method](alpha=cfg.alpha, temperature=cfg.temperature)
+
+
+def lr_factor(cfg: TrialConfig, step: int, total: int) -> float:
+    """Multiplier of cfg.lr at optimizer step `step` of `total` (per-step schedules, finishing at the last epoch)."""
+    t = step / max(total, 1)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "onecycle":  # linear warm-up over the first 20 %, then linear decay to 0
+        return t / 0.2 if t < 0.2 else max(0.0, (1 - t) / 0.8)
+    if cfg.schedule == "piecewise":  # the paper: x0.1 at 215/260/285 of 300 epochs
+        return 0.1 ** sum(t >= m for m in cfg.milestones)
+    return 1.0
+
+
+def _save_atomic(write: Callable[[str], None], path: Path) -> None:
+    """Write to a temporary name in the same folder, then rename: a crash never leaves a half file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    _save_atomic(lambda p: save_file(_state_dict(model), p, metadata=metadata), path)
+
+
+def write_json(obj, path: Path) -> None:
+    _save_atomic(lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True)), path)
+
+
+def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Splits, opt: torch.optim.Optimizer,
+                sched: torch.optim.lr_scheduler.LRScheduler, teacher: nn.Module | None) -> tuple[float, int]:
+    """One pass over the training split; returns (mean loss, images seen). One host sync, at the end."""
+    n, bs = len(splits.train_x), cfg.batch_size
+    perm = torch.randperm(n, device=splits.train_x.device)
+    n_batches = max(n // bs, 1)  # drop the last partial batch (batch-norm on a handful of images is noise)
+    loss_sum = torch.zeros((), device=splits.train_x.device)
+    step_size = cfg.resolved_step_size
+    for b in range(n_batches):
+        idx = perm[b * bs:(b + 1) * bs]
+        x, y = splits.train_x[idx], splits.train_y[idx]
+        if splits.augment != "none":
+            x = apply_views(x, *sample_views(len(x), splits.augment, splits.pad, x.device), splits.pad)
+        batch = Batch(x, y)
+        if teacher is not None:
+            with torch.no_grad():
+                batch.teacher_logits = teacher(x).float()
+        x_adv = None
+        if method.adversarial:
+            model.eval()  # the paper attacks the student in eval mode
+            x_adv = pgd(model, x, method.inner_loss(batch), cfg.epsilon, step_size, cfg.attack_steps, cfg.attack_start)
+        model.train()
+        # separate forwards of the two views, as in the RSLAD code (batch-norm statistics per view)
+        adv_logits = model(x_adv) if x_adv is not None else None
+        clean_logits = model(x) if method.uses_clean else None
+        loss = method.outer_loss(clean_logits, adv_logits, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach()
+    return (loss_sum / n_batches).item(), n_batches * bs
+
+
+def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: Splits | None = None,
+                  report: Report | None = None, checkpoint_dir: str | Path | None = None,
+                  resume_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train one student. Each epoch: train, validate (clean + PGD), checkpoint, report.
+
+    Returns {"history": [per-epoch metrics], "best_epoch", "best_pgd_acc", "model": the last student,
+    "best_state": the best state dict (by validation PGD accuracy)}.
+    """
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    splits = splits or load_data(cfg, device)
+    method = make_method(cfg)
+    if method.needs_teacher and teacher is None:
+        raise ValueError(f"method {cfg.method!r} needs a teacher model")
+    if teacher is not None:
+        teacher = teacher.to(device).eval().requires_grad_(False)
+    model = make_student(cfg, splits).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(len(splits.train_x) // cfg.batch_size, 1)
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total))
+    history: list[dict] = []
+    start_epoch, best_pgd, best_epoch, best_state = 0, -1.0, 0, None
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    if ckpt:
+        ckpt.mkdir(parents=True, exist_ok=True)
+
+    if resume_dir and (Path(resume_dir) / "state.pt").is_file():
+        rd = Path(resume_dir)
+        state = torch.load(rd / "state.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(load_file(rd / "model.safetensors", device=str(device)))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, best_pgd, best_epoch = state["epoch"], state["best_pgd_acc"], state["best_epoch"]
+        history = json.loads(state["history"])
+        best_state = load_file(rd / "best.safetensors", device=str(device)) if (rd / "best.safetensors").is_file() else None
+        if log:
+            log(f"resumed from {rd} at epoch {start_epoch}")
+
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_loss, seen = train_epoch(model, method, cfg, splits, opt, sched, teacher)
+        train_time = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise TrialDiverged(f"training loss became {train_loss} in epoch {epoch} (lr={cfg.lr})")
+        val = clean_and_pgd(model, splits.val_x, splits.val_y, cfg.eval_epsilon, cfg.resolved_eval_step_size,
+                            cfg.eval_steps, seed=cfg.seed)
+        if val["pgd_acc"] > best_pgd:
+            best_pgd, best_epoch = val["pgd_acc"], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        metrics = {"epoch": epoch, "train_loss": train_loss, **val, "lr": opt.param_groups[0]["lr"],
+                   "epoch_time_s": time.perf_counter() - t0, "train_images_per_s": seen / train_time,
+                   "best_pgd_acc": best_pgd, "best_epoch": best_epoch}
+        history.append(metrics)
+        if ckpt:
+            save_weights(model, ckpt / "model.safetensors")
+            if best_epoch == epoch:
+                save_weights(model, ckpt / "best.safetensors")
+            write_json({"trial": cfg.to_dict(), "history": history}, ckpt / "trial.json")
+            # written last: its presence marks a complete checkpoint
+            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                     "epoch": epoch, "best_pgd_acc": best_pgd, "best_epoch": best_epoch, "history": json.dumps(history)}
+            _save_atomic(lambda p: torch.save(state, p), ckpt / "state.pt")
+        if log:
+            log(f"epoch {epoch}/{cfg.epochs} loss {train_loss:.4f} val clean {val['clean_acc']:.4f} "
+                f"pgd {val['pgd_acc']:.4f} ({metrics['epoch_time_s']:.1f}s)")
+        if report:
+            report(metrics, ckpt)
+    return {"history": history, "best_epoch": best_epoch, "best_pgd_acc": best_pgd, "model": model,
+            "best_state": best_state, "splits": splits}
+
+
+def test_metrics(model: nn.Module, cfg: TrialConfig, splits: Splits, prefix: str = "test_") -> dict[str, float]:
+    """Numbers on the test split: reported, never used to choose anything."""
+    m = clean_and_pgd(model, splits.test_x, splits.test_y, cfg.eval_epsilon, cfg.resolved_eval_step_size,
+                      cfg.eval_steps, seed=cfg.seed)
+    return {f"{prefix}{k}": v for k, v in m.items()} | {f"{prefix}n": len(splits.test_x)}

@@ -1,0 +1,205 @@
+"""Ray Tune adapter: SweepSpec -> Tuner(ASHA on validation PGD accuracy, Optuna TPE, MLflow callback).
+
+The trainable is `run_trial`, a thin wrapper over `trainer.train_student`; it lives in this
+importable module (not __main__) so that `Tuner.restore` can find it again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .methods import METHODS
+from .spec import Domain, SweepSpec, TrialConfig
+
+
+def tune_domain(d: Domain):
+    from ray import tune
+
+    if d.kind == "uniform":
+        return tune.uniform(*d.args)
+    if d.kind == "loguniform":
+        return tune.loguniform(*d.args)
+    if d.kind == "randint":  # YAML bounds are inclusive, tune.randint's upper bound is not
+        return tune.randint(d.args[0], d.args[1] + 1)
+    if d.kind == "choice":
+        return tune.choice(d.args)
+    return tune.grid_search(d.args)
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    space = spec.trial.to_dict()
+    space["num_threads"] = max(1, int(spec.tune.cpus_per_trial))
+    for key, d in spec.search.items():
+        space[key] = tune_domain(d)
+    return space
+
+
+def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
+    """One Ray Tune trial: rebuild the TrialConfig, load its teacher, train, report every epoch."""
+    from ray import tune
+
+    from .teachers import load_teacher
+    from .trainer import resolve_device, train_student
+
+    cfg = TrialConfig(**config)
+    teacher = None
+    if METHODS[cfg.method].needs_teacher:
+        teacher = load_teacher(teacher_dirs[cfg.teacher], resolve_device(cfg.device))
+    restored = tune.get_checkpoint()
+    resume_dir = restored.to_directory() if restored else None
+    workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-"))
+
+    def report(metrics: dict, ckpt_dir: Path | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    try:
+        train_student(cfg, teacher, report=report, checkpoint_dir=workdir, resume_dir=resume_dir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    config: dict
+    metrics: dict
+    status: str  # TERMINATED | ERROR
+    error: str | None
+    checkpoint: str | None
+    epochs: int
+    early_stopped: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _archive_previous(exp_dir: Path, log: Callable[[str], None]) -> None:
+    """A new sweep under an existing name: move the old folder aside (nothing is deleted)."""
+    if exp_dir.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(exp_dir.stat().st_mtime))
+        dest = exp_dir.with_name(f"{exp_dir.name}.{stamp}")
+        n = 1
+        while dest.exists():
+            dest = exp_dir.with_name(f"{exp_dir.name}.{stamp}-{n}")
+            n += 1
+        exp_dir.rename(dest)
+        log(f"previous sweep folder moved to {dest}")
+
+
+def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str | None = None,
+              log: Callable[[str], None] = print) -> tuple[list[TrialRow], Path]:
+    """Teachers, then the Tune sweep, then the summary rows. Returns (rows, experiment folder)."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    from .teachers import prepare_teachers, read_card
+    from .tracking import MLflowTrialCallback, SweepTracker, resolve_tracking_uri
+
+    runs_dir = Path(spec.runs_dir).resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    exp_dir = runs_dir / spec.experiment
+    uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri, runs_dir)
+
+    needed = set(spec.search["teacher"].args) if "teacher" in spec.search else (
+        {spec.trial.teacher} if spec.trial.teacher else set())
+    if not any(METHODS[m].needs_teacher for m in _methods(spec)):
+        needed = set()
+    teacher_dirs = prepare_teachers(spec.teachers, spec.trial, runs_dir, needed, log)
+    cards = {name: read_card(d) for name, d in teacher_dirs.items()}
+
+    _archive_previous(exp_dir, log)
+    tracker = SweepTracker(uri, spec.experiment, runs_dir)  # the driver creates DB and experiment first
+    parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
+    for name, card in cards.items():
+        tracker.client.log_dict(parent, card, f"teachers/{name}.json")
+    exp_dir.mkdir(parents=True)
+    sweep_info = {"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
+                  "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
+                  "metric": spec.tune.metric}
+    (exp_dir / "sweep.json").write_text(json.dumps(sweep_info, indent=2))
+    (exp_dir / "space.yaml").write_text(spec.source)
+
+    t = spec.tune
+    if t.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.trial.epochs,
+                                  grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    searcher = None
+    if t.searcher == "optuna" and spec.search:
+        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs),
+                                    {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
+                                    num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
+        run_config=tune.RunConfig(name=spec.experiment, storage_path=str(runs_dir),
+                                  callbacks=[MLflowTrialCallback(tracker, spec.trial.epochs)],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=t.max_failures), verbose=1),
+    )
+    status = "FAILED"
+    try:
+        grid = tuner.fit()
+        rows = result_rows(grid, spec.trial.epochs)
+        status = "FINISHED" if any(r.status == "TERMINATED" for r in rows) else "FAILED"
+    finally:
+        tracker.finish_parent(status)
+    return rows, exp_dir
+
+
+def _methods(spec: SweepSpec) -> list[str]:
+    return list(spec.search["method"].args) if "method" in spec.search else [spec.trial.method]
+
+
+def _parent_params(spec: SweepSpec) -> dict[str, Any]:
+    params = {k: v for k, v in spec.trial.to_dict().items() if k not in spec.search}
+    params.update({f"search.{k}": f"{d.kind}{d.args}" for k, d in spec.search.items()})
+    params.update({f"tune.{k}": v for k, v in vars(spec.tune).items()})
+    return params
+
+
+def result_rows(grid, max_epochs: int) -> list[TrialRow]:
+    from .tracking import trial_error_text  # noqa: F401  (same wording as the MLflow tag)
+
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        epochs = int(m.get("epoch", 0))
+        err = None
+        if r.error is not None:
+            err = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
+        rows.append(TrialRow(trial_id=m.get("trial_id", Path(r.path).name), config=r.config or {}, metrics=m,
+                             status="ERROR" if r.error else "TERMINATED", error=err,
+                             checkpoint=r.checkpoint.path if r.checkpoint else None, epochs=epochs,
+                             early_stopped=(r.error is None and epochs < max_epochs)))
+    return rows
+
+
+def format_summary(rows: list[TrialRow]) -> str:
+    head = f"{'trial':<10} {'teacher':<12} {'alpha':>6} {'eps':>6} {'steps':>5} {'epochs':>6} {'stopped':>8} {'clean':>6} {'PGD-20':>6}"
+    lines = [head, "-" * len(head)]
+    for r in sorted(rows, key=lambda r: -r.metrics.get("best_pgd_acc", -1)):
+        c = r.config
+        stopped = "ERROR" if r.status == "ERROR" else ("ASHA" if r.early_stopped else "no")
+        lines.append(f"{r.trial_id[-10:]:<10} {str(c.get('teacher'))[:12]:<12} {c.get('alpha', 0):>6.3f} "
+                     f"{c.get('epsilon', 0):>6.3f} {c.get('attack_steps', 0):>5} {r.epochs:>6} {stopped:>8} "
+                     f"{r.metrics.get('clean_acc', float('nan')):>6.3f} {r.metrics.get('pgd_acc', float('nan')):>6.3f}")
+        if r.error:
+            lines.append(f"{'':<10} failed: {r.error[:150]}")
+    lines.append("clean / PGD-20: validation split, last epoch run; ASHA = stopped early by the scheduler")
+    return "\n".join(lines)
