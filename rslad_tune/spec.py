@@ -190,12 +190,12 @@ def check_trial_value(key: str, v: Any, teachers: tuple[str, ...] | None = None,
     raise SpecError(name, v, _did_you_mean(key, TRIAL_KEYS))
 
 
-def check_trial_config(cfg: TrialConfig, where: str = "", teachers: tuple[str, ...] | None = None) -> TrialConfig:
-    """Cross-key rules a single key cannot see."""
+def check_trial_config(cfg: TrialConfig, where: str = "", searched: tuple[str, ...] = ()) -> TrialConfig:
+    """Cross-key rules a single key cannot see (keys that are searched are checked per domain)."""
     method = METHODS[cfg.method]
-    if method.needs_teacher and cfg.teacher is None:
+    if method.needs_teacher and cfg.teacher is None and "teacher" not in searched:
         raise SpecError("trial.teacher", None, f"method {cfg.method!r} distils from a teacher: name one of the teachers section", where)
-    if cfg.step_size is not None and cfg.step_size > cfg.epsilon:
+    if cfg.step_size is not None and cfg.step_size > cfg.epsilon and not {"step_size", "epsilon"} & set(searched):
         raise SpecError("trial.step_size", cfg.step_size, f"must be <= epsilon ({cfg.epsilon})", where)
     if cfg.eval_step_size is not None and cfg.eval_step_size > cfg.eval_epsilon:
         raise SpecError("trial.eval_step_size", cfg.eval_step_size, f"must be <= eval_epsilon ({cfg.eval_epsilon})", where)
@@ -244,7 +244,7 @@ def _parse_domain(key: str, raw: Any, teachers: tuple[str, ...]) -> Domain:
         raise SpecError(f"{label}.{kind}", args, f"{kind} needs numbers; use choice for {key!r}")
     if kind == "randint" and not (isinstance(lo, int) and isinstance(hi, int)):
         raise SpecError(f"{label}.{kind}", args, "randint bounds must be integers")
-    if kind != "randint" and isinstance(lo, int) and key not in ("alpha",) and TrialConfig.__dataclass_fields__[key].type.startswith("int"):
+    if kind != "randint" and isinstance(lo, int):  # float keys arrive as floats from check_trial_value
         raise SpecError(f"{label}.{kind}", args, f"{key!r} is an integer: use randint or choice")
     if lo >= hi:
         raise SpecError(f"{label}.{kind}", args, "needs low < high")
@@ -461,7 +461,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         if "epochs" in search:
             raise SpecError("search.epochs", search_raw["epochs"], "epochs is ASHA's time budget; fix it in trial:")
         # every combination a trial can get must be valid: check the fixed values and each choice
-        check_trial_config(trial, teachers=names)
+        check_trial_config(trial, searched=tuple(search))
         if METHODS[trial.method].needs_teacher or "teacher" in search:
             if not teachers:
                 raise SpecError("teachers", {}, f"method {trial.method!r} needs at least one teacher")

