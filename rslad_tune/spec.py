@@ -447,7 +447,8 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
                 raise SpecError(f"trial.{k}", trial_raw[k], "data keys belong in the data section")
         trial_raw.update(overrides or {})
         search_raw = _section(raw.get("search"), "search")
-        search = {k: _parse_domain(k, v, names) for k, v in search_raw.items()}
+        # `--set key=value` of a searched key fixes that dimension for this run
+        search = {k: _parse_domain(k, v, names) for k, v in search_raw.items() if k not in (overrides or {})}
         for k in search:
             if k in (raw.get("trial") or {}):
                 raise SpecError(f"search.{k}", search_raw[k], f"{k!r} is also fixed in trial:; a key is either fixed or searched")

@@ -65,6 +65,11 @@ def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def trial_name(trial) -> str:
+    """Short names: Ray's default folder name repeats every config value and overflows paths."""
+    return f"trial_{trial.trial_id}"
+
+
 @dataclass
 class TrialRow:
     trial_id: str
@@ -139,6 +144,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed))
     trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # 1 checkpoint/epoch is by design
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}})
@@ -146,7 +152,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
-                                    num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
+                                    num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=spec.experiment, storage_path=str(runs_dir),
                                   callbacks=[MLflowTrialCallback(tracker, spec.trial.epochs)],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
