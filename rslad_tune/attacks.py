@@ -46,3 +46,25 @@ def pgd(model: nn.Module, x: Tensor, loss_fn: LossFn, eps: float, step_size: flo
         (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = torch.minimum(torch.maximum(x_adv.detach() + step_size * grad.sign(), lo), hi)
     return x_adv.detach()
+
+
+def cw_loss(y: Tensor) -> LossFn:
+    """The CW-inf margin loss, summed over the batch: sum_i max_{k != y_i} z_ik - z_i,y_i.
+
+    Positive for a misclassified image; maximise it with `pgd` (the paper's CW-inf column).
+    """
+    def loss(logits: Tensor) -> Tensor:
+        logits = logits.float()
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+        return (other - true).sum()
+
+    return loss
+
+
+def fgsm(model: nn.Module, x: Tensor, loss_fn: LossFn, eps: float) -> Tensor:
+    """FGSM (Goodfellow et al.): one step of eps from x along the sign of the loss gradient, clipped to [0, 1]."""
+    x = x.detach().float()
+    x_in = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_fn(model(x_in)), x_in)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()

@@ -135,9 +135,13 @@ def _load_cifar(name: str, data_dir: str | None) -> tuple[Tensor, Tensor, Tensor
 
 
 def synthetic(shape: tuple[int, int, int], n_train: int, n_test: int, num_classes: int = 10, seed: int = 0):
-    """Class templates plus noise: learnable in a few steps, deterministic from the seed."""
+    """Class templates plus noise: learnable in a few steps, deterministic from the seed.
+
+    Templates are coarse (4x4-pixel blocks) so that they survive a CNN's pooling."""
     g = torch.Generator().manual_seed(seed)
-    templates = torch.rand(num_classes, *shape, generator=g)
+    c, h, w = shape
+    coarse = torch.rand(num_classes, c, -(-h // 4), -(-w // 4), generator=g)
+    templates = coarse.repeat_interleave(4, 2).repeat_interleave(4, 3)[:, :, :h, :w]
 
     def draw(n):
         y = torch.randint(0, num_classes, (n,), generator=g)

@@ -1,14 +1,21 @@
 """Training methods, each one small unit: its inner (attack) loss and its outer (training) loss.
 
 Adding a method = adding one class here and one line to METHODS.
-Losses follow Table 1 of Zi et al. (ICCV 2021). KL terms are per-sample KL averaged over the batch
-("batchmean"); the RSLAD authors' code averages over batch x classes, i.e. 1/num_classes of this.
+Losses follow Table 1 of Zi et al. (ICCV 2021). "KL(S(x'), T(x))" there is KL(T(x) || S(x')): the second
+argument is the reference distribution. KL terms are per-sample KL averaged over the batch ("batchmean"); the
+RSLAD and ARD authors' code averages over batch x classes, i.e. 1/num_classes of this. Inner losses are summed over
+the batch (PGD maximises them), outer losses are batch means.
+
+A method declares what the trainer computes for it (class attributes) and nothing else is computed:
+`needs_teacher` (teacher on x), `uses_clean` (student on x, train mode, with gradient), `attack_needs_clean`
+(student on x, eval mode, detached, before the attack), `needs_teacher_on_adv` (teacher on x', detached).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -20,10 +27,17 @@ class Batch:
     x: Tensor  # clean (augmented) view, in [0, 1]
     y: Tensor
     teacher_logits: Tensor | None = None  # the teacher on the clean view, eval mode
+    student_clean_logits: Tensor | None = None  # the student on the clean view, eval mode, before the attack, detached
+    teacher_adv_logits: Tensor | None = None  # the teacher on the adversarial view x', eval mode, detached
 
 
 def kl_batchmean(student_logits: Tensor, target_probs: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(student_logits.float(), dim=1), target_probs, reduction="batchmean")
+
+
+def kl_per_sample(student_logits: Tensor, target_probs: Tensor) -> Tensor:
+    """KL(target || softmax(student_logits)) for each sample, shape (batch,)."""
+    return F.kl_div(F.log_softmax(student_logits.float(), dim=1), target_probs, reduction="none").sum(dim=1)
 
 
 class Method:
@@ -31,9 +45,11 @@ class Method:
     needs_teacher: ClassVar[bool] = False
     adversarial: ClassVar[bool] = True  # False: no inner attack at all
     uses_clean: ClassVar[bool] = False  # outer loss needs the student on the clean view
+    attack_needs_clean: ClassVar[bool] = False  # inner loss needs the student's clean logits (Batch.student_clean_logits)
+    needs_teacher_on_adv: ClassVar[bool] = False  # outer loss needs the teacher on x' (Batch.teacher_adv_logits)
 
-    def __init__(self, alpha: float = 5 / 6, temperature: float = 1.0):
-        self.alpha, self.temperature = alpha, temperature
+    def __init__(self, alpha: float = 5 / 6, temperature: float = 1.0, lam: float = 6.0, iad_beta: float = 0.1):
+        self.alpha, self.temperature, self.lam, self.iad_beta = alpha, temperature, lam, iad_beta
 
     def inner_loss(self, batch: Batch) -> LossFn:
         raise NotImplementedError
@@ -81,4 +97,96 @@ class RSLAD(Method):
         return (1 - self.alpha) * kl_batchmean(clean_logits, t) + self.alpha * kl_batchmean(adv_logits, t)
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Natural, SAT, RSLAD)}
+class TRADES(Method):
+    """Zhang et al. 2019: min CE(f(x), y) + lam KL(f(x'), f(x)), x' = argmax KL(f(x'), f(x)).
+
+    As in the official code: the attack's target f(x) is the student's clean softmax in eval mode, fixed during the
+    attack; in the outer loss softmax(f(x)) keeps its gradient (both views are trained through the KL).
+    """
+
+    name = "trades"
+    uses_clean = True
+    attack_needs_clean = True
+
+    def inner_loss(self, batch):
+        return kl_loss(F.softmax(batch.student_clean_logits.float(), dim=1))
+
+    def outer_loss(self, clean_logits, adv_logits, batch):
+        clean = clean_logits.float()
+        return F.cross_entropy(clean, batch.y) + self.lam * kl_batchmean(adv_logits, F.softmax(clean, dim=1))
+
+
+class MART(Method):
+    """Wang et al. 2020: min BCE(f(x'), y) + lam (1 - f_y(x)) KL(f(x'), f(x)), x' = argmax CE(f(x'), y).
+
+    Written as the official MART code, which differs from the table only by its guard constants:
+    BCE = CE(f(x'), y) - log(1.0001 - max_{k!=y} f_k(x') + 1e-12), the KL uses log(f(x') + 1e-12) and the weight is
+    (1.0000001 - f_y(x)). f(x) keeps its gradient in both the KL target and the weight, as in that code.
+    """
+
+    name = "mart"
+    uses_clean = True
+
+    def inner_loss(self, batch):
+        return ce_loss(batch.y)
+
+    def outer_loss(self, clean_logits, adv_logits, batch):
+        y = batch.y[:, None]
+        adv_probs, nat_probs = F.softmax(adv_logits.float(), dim=1), F.softmax(clean_logits.float(), dim=1)
+        top_wrong = adv_probs.scatter(1, y, 0.0).amax(dim=1)  # max_{k != y} f_k(x')
+        bce = F.cross_entropy(adv_logits.float(), batch.y) - torch.log(1.0001 - top_wrong + 1e-12).mean()
+        kl = F.kl_div(torch.log(adv_probs + 1e-12), nat_probs, reduction="none").sum(dim=1)  # KL(f(x) || f(x'))
+        true_probs = nat_probs.gather(1, y).squeeze(1)
+        return bce + self.lam * (kl * (1.0000001 - true_probs)).mean()
+
+
+class ARD(Method):
+    """Goldblum et al. 2020: min (1-a) CE(S^tau(x), y) + a tau^2 KL(S^tau(x'), T^tau(x)), x' = argmax CE(S(x'), y).
+
+    As the table: the CE term uses S^tau(x). The ARD code uses CE(S(x), y) at temperature 1 (identical at the default
+    tau = 1) and averages its KL over batch x classes (see the module note).
+    """
+
+    name = "ard"
+    needs_teacher = True
+    uses_clean = True
+
+    def inner_loss(self, batch):
+        return ce_loss(batch.y)
+
+    def outer_loss(self, clean_logits, adv_logits, batch):
+        tau = self.temperature
+        t = F.softmax(batch.teacher_logits.float() / tau, dim=1)
+        return ((1 - self.alpha) * F.cross_entropy(clean_logits.float() / tau, batch.y)
+                + self.alpha * tau ** 2 * kl_batchmean(adv_logits.float() / tau, t))
+
+
+class IAD(Method):
+    """Zhu et al. 2022 (IAD-I): min w KL(S^tau(x'), T^tau(x)) + (1-w) KL(S^tau(x'), S^tau(x)), w = T_y(x')^beta,
+    x' = argmax CE(S(x'), y).
+
+    w is the teacher's probability (temperature 1) of the true label on the adversarial view, detached, per sample.
+    S^tau(x) keeps its gradient, as in the official code. This class follows the table; the official IAD-I code
+    differs: a tau^2 KL(S^tau(x'), T^tau(x)) (teacher term not weighted by w) + a (1-w) KL(S(x'), S(x)) (temperature
+    1) + (1-a) CE(S(x), y), and plain ARD for the first 60 epochs.
+    """
+
+    name = "iad"
+    needs_teacher = True
+    uses_clean = True
+    needs_teacher_on_adv = True
+
+    def inner_loss(self, batch):
+        return ce_loss(batch.y)
+
+    def outer_loss(self, clean_logits, adv_logits, batch):
+        tau = self.temperature
+        trust = F.softmax(batch.teacher_adv_logits.float(), dim=1).gather(1, batch.y[:, None]).squeeze(1)
+        w = trust.detach().pow(self.iad_beta)
+        s_adv = adv_logits.float() / tau
+        to_teacher = kl_per_sample(s_adv, F.softmax(batch.teacher_logits.float() / tau, dim=1))
+        to_self = kl_per_sample(s_adv, F.softmax(clean_logits.float() / tau, dim=1))
+        return (w * to_teacher + (1 - w) * to_self).mean()
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Natural, SAT, TRADES, MART, ARD, IAD, RSLAD)}

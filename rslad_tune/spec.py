@@ -54,8 +54,10 @@ class TrialConfig:
     arch: str = "small_cnn"
     width: int | None = None  # small_cnn width
     teacher: str | None = None  # a name from the `teachers:` section
-    alpha: float = 5 / 6  # RSLAD: weight of the adversarial KL term
+    alpha: float = 5 / 6  # RSLAD: weight of the adversarial KL term; ARD: weight of the KL term
     temperature: float = 1.0
+    lam: float = 6.0  # TRADES / MART: weight lambda of the KL term
+    iad_beta: float = 0.1  # IAD: exponent beta of the teacher's trust T_y(x')^beta
     # training attack
     epsilon: float = 0.1
     step_size: float | None = None  # None: epsilon / 4 (2/255 at 8/255, the paper's ratio)
@@ -147,11 +149,11 @@ def check_trial_value(key: str, v: Any, teachers: tuple[str, ...] | None = None,
         return _number(name, v, lo=0, hi=1)
     if key in ("epsilon", "eval_epsilon"):
         return _number(name, v, lo=0, hi=1, lo_open=True)
-    if key in ("step_size", "eval_step_size", "lr", "temperature"):
+    if key in ("step_size", "eval_step_size", "lr", "temperature", "lam"):
         return _number(name, v, lo=0, lo_open=True)
     if key == "momentum":
         return _number(name, v, lo=0, hi=1, hi_open=True)
-    if key == "weight_decay":
+    if key in ("weight_decay", "iad_beta"):
         return _number(name, v, lo=0)
     if key in ("attack_steps", "eval_steps", "batch_size", "epochs", "width", "train_subset", "test_subset", "num_threads"):
         return _number(name, v, integer=True, lo=1)
@@ -226,6 +228,8 @@ def _parse_domain(key: str, raw: Any, teachers: tuple[str, ...]) -> Domain:
     label = f"search.{key}"
     if key not in TRIAL_KEYS:
         raise SpecError(label, raw, _did_you_mean(key, SEARCHABLE_KEYS))
+    if key == "epochs":
+        raise SpecError(label, raw, "epochs is ASHA's time budget (max_t); fix it in trial:")
     if key not in SEARCHABLE_KEYS:
         raise SpecError(label, raw, f"{key!r} is fixed per sweep and cannot be searched; searchable: {', '.join(SEARCHABLE_KEYS)}")
     if not isinstance(raw, dict) or len(raw) != 1:
@@ -265,6 +269,7 @@ class TeacherSpec:
     arch: str | None = None
     width: int | None = None
     train: TrialConfig | None = None
+    card_examples: int | None = None  # test images for the card's clean/PGD numbers (None: the whole test split)
 
     def cache_key(self) -> str:
         """Digest of everything that decides the trained weights (not device or thread count)."""
@@ -273,7 +278,7 @@ class TeacherSpec:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-TEACHER_KEYS = ("checkpoint", "arch", "width", "train")
+TEACHER_KEYS = ("checkpoint", "arch", "width", "train", "card_examples")
 TEACHER_METHODS = tuple(m for m, cls in METHODS.items() if not cls.needs_teacher)
 
 
@@ -282,6 +287,7 @@ def _parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: P
     if not isinstance(raw, dict):
         raise SpecError(label, raw, "must be a mapping with either `checkpoint:` (+ `arch:`) or `train:`")
     _check_keys(f"{label}.", raw, TEACHER_KEYS)
+    card_n = _number(f"{label}.card_examples", raw["card_examples"], integer=True, lo=1) if "card_examples" in raw else None
     if ("checkpoint" in raw) == ("train" in raw):
         raise SpecError(label, sorted(raw), "give exactly one of `checkpoint:` (a weights file) or `train:` (a recipe)")
     if "checkpoint" in raw:
@@ -296,22 +302,20 @@ def _parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: P
             raise SpecError(f"{label}.arch", None, f"a checkpoint teacher needs its architecture: one of {', '.join(MODELS)}")
         arch = check_trial_value("arch", raw["arch"], label=f"{label}.arch")
         width = check_trial_value("width", raw.get("width"), label=f"{label}.width")
-        return TeacherSpec(name, checkpoint=str(p.resolve()), arch=arch, width=width)
+        return TeacherSpec(name, checkpoint=str(p.resolve()), arch=arch, width=width, card_examples=card_n)
     train = raw["train"]
     if not isinstance(train, dict):
         raise SpecError(f"{label}.train", train, "must be a mapping of trial keys, e.g. {method: sat, arch: small_cnn, width: 32}")
     for bad in ("teacher",) + DATA_KEYS:
         if bad in train:
             raise SpecError(f"{label}.train.{bad}", train[bad], "teachers train on the sweep's data section and have no teacher")
-    for bad in ("checkpoint_dir",):
-        pass
     for k in ("arch", "width"):
         if k in raw:
             raise SpecError(f"{label}.{k}", raw[k], "for a trained teacher, put arch/width inside `train:`")
     cfg = make_trial_config({**data_values, "method": "sat", **train}, section=f"{label}.train.")
     if cfg.method not in TEACHER_METHODS:
         raise SpecError(f"{label}.train.method", cfg.method, f"a teacher is trained with one of {', '.join(TEACHER_METHODS)}")
-    return TeacherSpec(name, arch=cfg.arch, width=cfg.width, train=cfg)
+    return TeacherSpec(name, arch=cfg.arch, width=cfg.width, train=cfg, card_examples=card_n)
 
 
 # --------------------------------------------------------------------------- tune section
@@ -415,8 +419,9 @@ def _experiment_name(v: Any) -> str:
 
 
 def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[str, Any] | None = None,
-                data_dir: str | None = None) -> SweepSpec:
-    """Validate a loaded YAML mapping. `overrides` are `--set key=value` pairs applied to `trial:`."""
+                data_dir: str | None = None, sweep: bool = True) -> SweepSpec:
+    """Validate a loaded YAML mapping. `overrides` are `--set key=value` pairs applied to `trial:`;
+    `sweep=False` (one trial, `rslad-tune train`) allows an empty search section."""
     where = path
     try:
         if not isinstance(raw, dict):
@@ -459,15 +464,17 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
             raise SpecError(f"search.{k}.grid", search[k].args, "grid needs tune.searcher.type: random (Optuna proposes points itself); use choice")
         if tune.scheduler == "asha" and tune.grace_period > trial.epochs:
             raise SpecError("tune.scheduler.grace_period", tune.grace_period, f"must be <= trial.epochs ({trial.epochs})")
-        if "epochs" in search:
-            raise SpecError("search.epochs", search_raw["epochs"], "epochs is ASHA's time budget; fix it in trial:")
+        if sweep and not search:
+            raise SpecError("search", search_raw, "the sweep searches nothing: add a key such as alpha: {uniform: [0.5, 1.0]}, "
+                            "or run one trial with `rslad-tune train`")
         # every combination a trial can get must be valid: check the fixed values and each choice
         check_trial_config(trial, searched=tuple(search))
-        if METHODS[trial.method].needs_teacher or "teacher" in search:
-            if not teachers:
-                raise SpecError("teachers", {}, f"method {trial.method!r} needs at least one teacher")
-            if trial.teacher is None and "teacher" not in search:
-                raise SpecError("trial.teacher", None, f"name one of {', '.join(names)} (or search it)")
+        methods = search["method"].args if "method" in search else [trial.method]
+        distillers = [m for m in methods if METHODS[m].needs_teacher]
+        if distillers and not teachers:
+            raise SpecError("teachers", {}, f"method {distillers[0]!r} distils from a teacher: define at least one")
+        if distillers and trial.teacher is None and "teacher" not in search:
+            raise SpecError("trial.teacher", None, f"method {distillers[0]!r} needs one of {', '.join(names)} (or search teacher)")
         runs_dir = raw.get("runs_dir", "runs")
         if not isinstance(runs_dir, str) or not runs_dir:
             raise SpecError("runs_dir", runs_dir, "must be a directory path")
@@ -506,7 +513,8 @@ def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, data_dir: str | None = None) -> SweepSpec:
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, data_dir: str | None = None,
+               sweep: bool = True) -> SweepSpec:
     p = Path(path)
     if not p.is_file():
         raise SpecError("--space", str(path), "file not found; give a YAML search space such as search_spaces/quickstart.yaml")
@@ -519,4 +527,4 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, data_d
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise SpecError("--space", str(path), f"is not valid YAML{at}") from None
-    return parse_sweep(raw, path=str(p), source=text, overrides=overrides, data_dir=data_dir)
+    return parse_sweep(raw, path=str(p), source=text, overrides=overrides, data_dir=data_dir, sweep=sweep)

@@ -22,7 +22,8 @@ from torch import nn
 
 from .models import build_model, count_macs, count_params
 from .spec import SpecError, TeacherSpec, TrialConfig
-from .trainer import load_data, resolve_device, save_weights, test_metrics, train_student, write_json
+from .evaluate import clean_and_pgd
+from .trainer import load_data, resolve_device, save_weights, train_student, write_json
 
 
 def model_config(arch: str, width: int | None, in_channels: int, num_classes: int, image_size: int) -> dict:
@@ -55,11 +56,13 @@ def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.M
     return model.to(device).eval().requires_grad_(False)
 
 
-def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, extra: dict) -> dict:
+def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, n: int | None, extra: dict) -> dict:
+    """Size and robustness of a teacher: clean and PGD accuracy on the first `n` test images."""
     shape = (splits.in_channels, splits.image_size, splits.image_size)
-    m = test_metrics(model, cfg, splits)
-    return {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["test_clean_acc"],
-            "pgd20_acc": m["test_pgd_acc"], "eval_n": m["test_n"], "eval_split": "test",
+    x, y = splits.test_x[:n], splits.test_y[:n]
+    m = clean_and_pgd(model, x, y, cfg.eval_epsilon, cfg.resolved_eval_step_size, cfg.eval_steps, seed=cfg.seed)
+    return {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["clean_acc"],
+            "pgd20_acc": m["pgd_acc"], "eval_n": len(x), "eval_split": "test",
             "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps, "source": source, **extra}
 
 
@@ -84,7 +87,7 @@ def _train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]
     train_s = time.perf_counter() - t0
     save_weights(model, tmp / "model.safetensors")
     write_json(model_config(cfg.arch, cfg.width, splits.in_channels, splits.num_classes, splits.image_size), tmp / "config.json")
-    card = _card(model, cfg, splits, "train", {"recipe": cfg.to_dict(), "train_time_s": train_s,
+    card = _card(model, cfg, splits, "train", spec.card_examples, {"recipe": cfg.to_dict(), "train_time_s": train_s,
                                                "best_epoch": result["best_epoch"], "key": key})
     write_json(card, tmp / "card.json")
     shutil.rmtree(tmp / "checkpoint")
@@ -113,7 +116,7 @@ def _checkpoint_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, l
     tmp.mkdir(parents=True, exist_ok=True)
     save_weights(model, tmp / "model.safetensors")
     write_json(cfg, tmp / "config.json")
-    write_json(_card(model, trial, splits, f"checkpoint:{src}", {}), tmp / "card.json")
+    write_json(_card(model, trial, splits, f"checkpoint:{src}", spec.card_examples, {}), tmp / "card.json")
     try:
         os.rename(tmp, final)
     except OSError:

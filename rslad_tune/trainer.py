@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -50,7 +51,7 @@ def make_student(cfg: TrialConfig, splits: Splits) -> nn.Module:
 
 
 def make_method(cfg: TrialConfig) -> Method:
-    return METHODS[cfg.method](alpha=cfg.alpha, temperature=cfg.temperature)
+    return METHODS[cfg.method](alpha=cfg.alpha, temperature=cfg.temperature, lam=cfg.lam, iad_beta=cfg.iad_beta)
 
 
 def lr_factor(cfg: TrialConfig, step: int, total: int) -> float:
@@ -98,13 +99,20 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
         if splits.augment != "none":
             x = apply_views(x, *sample_views(len(x), splits.augment, splits.pad, x.device), splits.pad)
         batch = Batch(x, y)
-        if teacher is not None:
+        # compute exactly what the method declares it needs (see methods.py)
+        if method.needs_teacher:
             with torch.no_grad():
                 batch.teacher_logits = teacher(x).float()
         x_adv = None
         if method.adversarial:
             model.eval()  # the paper attacks the student in eval mode
+            if method.attack_needs_clean:  # TRADES: the attack's target is the student's own clean prediction
+                with torch.no_grad():
+                    batch.student_clean_logits = model(x).float()
             x_adv = pgd(model, x, method.inner_loss(batch), cfg.epsilon, step_size, cfg.attack_steps, cfg.attack_start)
+            if method.needs_teacher_on_adv:  # IAD: how far to trust the teacher on x'
+                with torch.no_grad():
+                    batch.teacher_adv_logits = teacher(x_adv).float()
         model.train()
         # separate forwards of the two views, as in the RSLAD code (batch-norm statistics per view)
         adv_logits = model(x_adv) if x_adv is not None else None
@@ -157,7 +165,10 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
         torch.set_rng_state(state["rng"])
         start_epoch, best_pgd, best_epoch = state["epoch"], state["best_pgd_acc"], state["best_epoch"]
         history = json.loads(state["history"])
-        best_state = load_file(rd / "best.safetensors", device=str(device)) if (rd / "best.safetensors").is_file() else None
+        if (rd / "best.safetensors").is_file():
+            best_state = load_file(rd / "best.safetensors", device=str(device))
+            if ckpt and ckpt.resolve() != rd.resolve():  # the new checkpoint folder must carry the best weights on
+                shutil.copyfile(rd / "best.safetensors", ckpt / "best.safetensors")
         if log:
             log(f"resumed from {rd} at epoch {start_epoch}")
 

@@ -42,6 +42,7 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
 
 
 def test_cifar10_from_a_local_folder_in_cifar_format(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
     from torchvision.datasets import CIFAR10
 
     folder = tmp_path / "cifar-10-batches-py"
@@ -58,6 +59,7 @@ def test_cifar10_from_a_local_folder_in_cifar_format(tmp_path, monkeypatch):
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     # our files are not the real ones, so torchvision's md5 check is the only thing bypassed
     monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda path, md5=None: True)
     s = load_splits("cifar10", data_dir=str(tmp_path), val_size=5)
     assert s.train_x.shape == (15, 3, 32, 32) and s.test_x.shape == (4, 3, 32, 32)
     want = torch.from_numpy(batches["test_batch"][0]).reshape(4, 3, 32, 32).float() / 255

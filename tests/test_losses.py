@@ -9,6 +9,7 @@ from rslad_tune.methods import METHODS, Batch
 S_CLEAN = [[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]]
 S_ADV = [[1.0, 1.0, -0.5], [0.5, -0.5, 1.5]]
 T = [[3.0, 0.0, 0.0], [-1.0, 2.0, 1.0]]
+T_ADV = [[1.0, 0.5, 0.0], [0.0, 0.2, 2.0]]  # the teacher on x' (IAD): trusts row 0 more than row 1
 Y = [0, 1]
 
 
@@ -21,12 +22,19 @@ def kl(p, q):  # KL(p || q)
     return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
 
 
-def ce(row, y):
-    return -math.log(softmax(row)[y])
+def ce(row, y, tau=1.0):
+    return -math.log(softmax(row, tau)[y])
 
 
-def tensors():
-    return torch.tensor(S_CLEAN), torch.tensor(S_ADV), Batch(torch.zeros(2, 1, 2, 2), torch.tensor(Y), torch.tensor(T))
+def mean(values):
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def tensors(labels=Y):
+    batch = Batch(torch.zeros(2, 1, 2, 2), torch.tensor(labels), torch.tensor(T),
+                  student_clean_logits=torch.tensor(S_CLEAN), teacher_adv_logits=torch.tensor(T_ADV))
+    return torch.tensor(S_CLEAN), torch.tensor(S_ADV), batch
 
 
 @pytest.mark.parametrize("alpha", [5 / 6, 0.5, 1.0])
@@ -63,3 +71,101 @@ def test_natural_is_ce_on_clean():
     s, a, batch = tensors()
     assert METHODS["natural"]().outer_loss(s, None, batch).item() == pytest.approx(
         sum(ce(r, y) for r, y in zip(S_CLEAN, Y)) / 2, rel=1e-5)
+
+
+def test_every_method_of_table_1_is_registered():
+    assert set(METHODS) == {"natural", "sat", "trades", "mart", "ard", "iad", "rslad"}
+
+
+# ----------------------------------------------------------------------------------------- TRADES
+
+def test_trades_inner_loss_is_summed_kl_to_students_clean_prediction():
+    _, a, batch = tensors()
+    got = METHODS["trades"]().inner_loss(batch)(a).item()
+    want = sum(kl(softmax(sc), softmax(sa)) for sc, sa in zip(S_CLEAN, S_ADV))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("lam", [6.0, 1.0])
+def test_trades_outer_loss_is_ce_clean_plus_lambda_kl(lam):
+    s, a, batch = tensors()
+    got = METHODS["trades"](lam=lam).outer_loss(s, a, batch).item()
+    want = mean(ce(sc, y) + lam * kl(softmax(sc), softmax(sa)) for sc, sa, y in zip(S_CLEAN, S_ADV, Y))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_trades_outer_kl_trains_the_clean_view_too():
+    """Official TRADES: softmax(f(x)) in the KL is not detached. d/dz_j KL(p||q) = p_j (log p_j - log q_j - KL)."""
+    s, a, batch = tensors()
+    s.requires_grad_(True)
+    METHODS["trades"](lam=6.0).outer_loss(s, a, batch).backward()
+    for i, (sc, sa, y) in enumerate(zip(S_CLEAN, S_ADV, Y)):
+        p, q = softmax(sc), softmax(sa)
+        d = kl(p, q)
+        want = [(p[j] - (j == y) + 6.0 * p[j] * (math.log(p[j] / q[j]) - d)) / 2 for j in range(3)]
+        assert s.grad[i].tolist() == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------- MART
+
+def test_mart_inner_loss_is_summed_ce_on_adversarial():
+    _, a, batch = tensors()
+    got = METHODS["mart"]().inner_loss(batch)(a).item()
+    assert got == pytest.approx(sum(ce(r, y) for r, y in zip(S_ADV, Y)), rel=1e-5)
+
+
+# labels [0, 1]: the most likely wrong class is also the top class (row 1) or tied with y (row 0);
+# labels [1, 2]: y is the strict top class of row 1, so the margin term must take the runner-up
+@pytest.mark.parametrize("labels", [[0, 1], [1, 2]])
+@pytest.mark.parametrize("lam", [6.0, 1.0])
+def test_mart_outer_loss_is_official_bce_plus_weighted_kl(labels, lam):
+    s, a, batch = tensors(labels)
+    got = METHODS["mart"](lam=lam).outer_loss(s, a, batch).item()
+
+    def per_sample(sc, sa, y):
+        p_adv, p_nat = softmax(sa), softmax(sc)
+        top_wrong = max(v for k, v in enumerate(p_adv) if k != y)
+        bce = ce(sa, y) - math.log(1.0001 - top_wrong + 1e-12)
+        kl_nat_adv = sum(pn * math.log(pn / (pa + 1e-12)) for pn, pa in zip(p_nat, p_adv))
+        return bce + lam * kl_nat_adv * (1.0000001 - p_nat[y])
+
+    want = mean(per_sample(sc, sa, y) for sc, sa, y in zip(S_CLEAN, S_ADV, labels))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- ARD
+
+def test_ard_inner_loss_is_summed_ce_on_adversarial():
+    _, a, batch = tensors()
+    got = METHODS["ard"](temperature=3.0).inner_loss(batch)(a).item()  # no temperature in the attack
+    assert got == pytest.approx(sum(ce(r, y) for r, y in zip(S_ADV, Y)), rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha,tau", [(5 / 6, 1.0), (0.5, 2.0), (0.9, 4.0)])
+def test_ard_outer_loss_is_table_1(alpha, tau):
+    s, a, batch = tensors()
+    got = METHODS["ard"](alpha=alpha, temperature=tau).outer_loss(s, a, batch).item()
+    want = mean((1 - alpha) * ce(sc, y, tau) + alpha * tau ** 2 * kl(softmax(t, tau), softmax(sa, tau))
+                for sc, sa, t, y in zip(S_CLEAN, S_ADV, T, Y))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- IAD
+
+def test_iad_inner_loss_is_summed_ce_on_adversarial():
+    _, a, batch = tensors()
+    got = METHODS["iad"](temperature=2.0).inner_loss(batch)(a).item()
+    assert got == pytest.approx(sum(ce(r, y) for r, y in zip(S_ADV, Y)), rel=1e-5)
+
+
+@pytest.mark.parametrize("beta,tau", [(0.1, 1.0), (1.0, 1.0), (0.5, 2.0), (0.0, 1.0)])
+def test_iad_outer_loss_weighs_teacher_by_its_trust_on_adversarial(beta, tau):
+    s, a, batch = tensors()
+    got = METHODS["iad"](iad_beta=beta, temperature=tau).outer_loss(s, a, batch).item()
+
+    def per_sample(sc, sa, t, ta, y):
+        w = softmax(ta)[y] ** beta  # the teacher's true-label probability on x', at temperature 1
+        return w * kl(softmax(t, tau), softmax(sa, tau)) + (1 - w) * kl(softmax(sc, tau), softmax(sa, tau))
+
+    want = mean(per_sample(*row) for row in zip(S_CLEAN, S_ADV, T, T_ADV, Y))
+    assert got == pytest.approx(want, rel=1e-5)

@@ -25,22 +25,22 @@ def test_quickstart_parses():
 
 
 def _set(path: str, value):
-    def edit(d):
-        keys = path.split(".")
+    def edit(root):
+        keys, d = path.split("."), root
         for k in keys[:-1]:
             d = d.setdefault(k, {})
         d[keys[-1]] = value
-        return d
+        return root
     return edit
 
 
 def _delete(path: str):
-    def edit(d):
-        keys = path.split(".")
+    def edit(root):
+        keys, d = path.split("."), root
         for k in keys[:-1]:
             d = d[k]
         del d[keys[-1]]
-        return d
+        return root
     return edit
 
 
@@ -80,6 +80,10 @@ BAD = [
     (_set("tracking_uri", "mysqlx:/x"), "tracking_uri", "MLflow tracking URI"),
     (_set("data.val_size", -1), "data.val_size", ">= 0"),
     (_set("trial.eval_step_size", 0.5), "trial.eval_step_size", "<= eval_epsilon"),
+    (_set("search", {}), "search", "searches nothing"),
+    (_set("teachers", {}), "search.teacher.choice", "the teachers section is empty"),
+    (_set("tune.scheduler.type", "pbt"), "tune.scheduler.type", "asha"),
+    (_set("teachers.sat_w16.card_examples", 0), "teachers.sat_w16.card_examples", ">= 1"),
 ]
 
 

@@ -13,12 +13,15 @@ from torch import nn
 from .cnn import SmallCNN
 from .mobilenetv2 import MobileNetV2
 from .resnet import ResNet18
+from .wideresnet import WRN34_10, WRN70_16
 
 # name -> (constructor, the arch kwargs it accepts)
 REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
     "small_cnn": (SmallCNN, ("width",)),
     "resnet18": (ResNet18, ()),
     "mobilenet_v2": (MobileNetV2, ()),
+    "wrn34_10": (WRN34_10, ()),  # RobustBench WideResNet-34-10 (TRADES layout), ~46.2 M params
+    "wrn70_16": (WRN70_16, ()),  # RobustBench DMWideResNet-70-16 (Swish, CIFAR-10 norm inside), ~266.8 M
 }
 
 
@@ -28,6 +31,25 @@ def build_model(arch: str, in_channels: int, num_classes: int, width: int | None
     ctor, kwargs = REGISTRY[arch]
     extra = {"width": width} if ("width" in kwargs and width is not None) else {}
     return ctor(in_channels=in_channels, num_classes=num_classes, **extra)
+
+
+def robustbench_state_dict(obj) -> dict:
+    """A clean state dict from what `torch.load(path, weights_only=True)` returns for a RobustBench
+    checkpoint: a raw state dict, or one under 'state_dict' / 'model_state_dict', with or without the
+    'module.' prefix DataParallel adds (stripped from the front of each key only, unlike RobustBench's
+    own `rm_substr_from_state_dict`, which cuts the first 7 characters of any key containing it)."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"a RobustBench checkpoint is a dict of tensors, got {type(obj).__name__}")
+    for key in ("state_dict", "model_state_dict"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"checkpoint entry {k!r} is a {type(v).__name__}, not a tensor: not a state dict")
+        out[k.removeprefix("module.")] = v
+    return out
 
 
 def count_params(model: nn.Module) -> int:
