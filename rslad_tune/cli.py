@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-VERBS = ("tune", "train", "export", "evaluate")
+VERBS = ("tune", "train", "export", "evaluate", "compare")
 
 
 def _log(msg: str) -> None:
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     ev.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
     ev.add_argument("--batch-size", type=_positive_int, default=500, help="images per attack batch (default 500)")
+
+    c = sub.add_parser("compare", help="the evaluation suite on every finished trial of a sweep, mean ± std over seeds")
+    c.add_argument("experiment_dir", help="runs/<experiment>, e.g. of search_spaces/paper_fmnist.yaml")
+    c.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images (default: all)")
+    c.add_argument("--n-aa", type=int, default=500, metavar="N", help="AutoAttack on the first N images (default 500; 0: none)")
+    c.add_argument("--aa-seed", type=int, default=0, help="run AutoAttack for the trials of this seed only (default 0)")
+    c.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     return p
 
 
@@ -81,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from .spec import SpecError
 
     try:
-        return {"tune": cmd_tune, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate}[args.verb](args)
+        return {"tune": cmd_tune, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
+                "compare": cmd_compare}[args.verb](args)
     except (SpecError, DataError) as e:
         print(f"rslad-tune: error: {e}", file=sys.stderr)
         return 2
@@ -158,6 +166,16 @@ def cmd_export(args) -> int:
     export_best(Path(args.experiment_dir), log=_log)
     return 0
 
+
+def cmd_compare(args) -> int:
+    from .compare import compare_experiment
+
+    t0 = time.time()
+    md, path = compare_experiment(Path(args.experiment_dir), n_aa=args.n_aa, aa_seed=args.aa_seed,
+                                  n_examples=args.n_examples, device=args.device, log=_log)
+    print("\n" + md + "\n", flush=True)
+    _log(f"wrote {path} ({time.time() - t0:.0f}s)")
+    return 0
 
 
 def cmd_evaluate(args) -> int:

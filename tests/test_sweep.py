@@ -74,3 +74,21 @@ print(json.dumps(clean_and_pgd(m, s.test_x, s.test_y, 0.1, 0.025, 3)))
     assert res["clean_acc"] == pytest.approx(metrics["test_clean_acc"], abs=1e-9)
     assert res["pgd_acc"] == pytest.approx(metrics["test_pgd_acc"], abs=0.02)  # same seed; float noise only
     assert "stopped" in out and "exported the best student" in out
+
+
+def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
+    from rslad_tune.compare import compare_experiment
+
+    d, _ = sweep
+    exp = d / "runs" / "tiny"
+    logs = []
+    md, path = compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", log=logs.append)
+    rows = json.loads((exp / "comparison.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["n"] == 64 and r["n_aa"] == 8 for r in rows)  # both trials have seed 0
+    for r in rows:
+        assert r["AA"] <= r["PGD_SAT"] + 0.005 and r["PGD_SAT"] <= r["FGSM"] + 0.005 <= r["Clean"] + 0.01
+    line = next(ln for ln in md.splitlines() if ln.startswith("| rslad"))
+    assert "| 2 |" in line and "±" in line
+    logs.clear()
+    compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", log=logs.append)
+    assert sum("done before" in ln for ln in logs) == 2  # resumable: nothing evaluated twice

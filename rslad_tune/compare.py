@@ -1,0 +1,97 @@
+"""A method comparison: the evaluation suite on every finished trial of a sweep, mean ± std over seeds.
+
+    rslad-tune compare runs/paper_fmnist --n-aa 500
+
+Each trial's best checkpoint (by validation PGD accuracy) is evaluated on the test split and the
+result written beside the trial (`suite.json`), so an interrupted comparison continues where it
+stopped. AutoAttack runs only for the trials whose seed is `aa_seed`, on the first `n_aa` images.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+from .evaluate import COLUMNS, evaluate_suite
+from .export import finished_trials
+from .spec import SpecError, TrialConfig
+from .teachers import load_weights
+from .trainer import load_data, make_student, resolve_device, write_json
+
+
+def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examples: int | None = None,
+                    device: str = "auto", log: Callable[[str], None] = print) -> list[dict]:
+    trials = finished_trials(exp_dir)
+    if not trials:
+        raise SpecError("experiment", str(exp_dir), "has no finished trial to compare")
+    dev = resolve_device(device)
+    rows = []
+    for i, t in enumerate(sorted(trials, key=lambda t: (t["config"]["method"], t["config"]["seed"])), 1):
+        ckpt = Path(t["checkpoint"])
+        out = ckpt.parent / "suite.json"
+        want_aa = n_aa if t["config"]["seed"] == aa_seed else 0
+        if out.is_file():
+            row = json.loads(out.read_text())
+            if row.get("n_aa", 0) >= want_aa and (n_examples is None or row["n"] <= n_examples):
+                log(f"[{i}/{len(trials)}] {t['trial_id']} ({row['method']}, seed {row['seed']}): done before")
+                rows.append(row)
+                continue
+        cfg = TrialConfig(**t["config"])
+        splits = load_data(cfg, dev)
+        x, y = splits.test_x[:n_examples], splits.test_y[:n_examples]
+        model = load_weights(make_student(cfg, splits), ckpt / "best.safetensors", "best checkpoint").to(dev)
+        log(f"[{i}/{len(trials)}] {t['trial_id']} ({cfg.method}, seed {cfg.seed}): {len(x)} test images"
+            + (f", AutoAttack on {min(want_aa, len(x))}" if want_aa else ""))
+        t0 = time.perf_counter()
+        attacks = COLUMNS if want_aa else COLUMNS[:-1]
+        res = evaluate_suite(model, x, y, cfg.eval_epsilon, n_aa=want_aa, attacks=attacks, progress=log)
+        row = {"trial_id": t["trial_id"], "method": cfg.method, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
+               "teacher": cfg.teacher, "eps": cfg.eval_epsilon, "n": len(x), "n_aa": min(want_aa, len(x)),
+               "best_epoch": t["result"].get("best_epoch"), "seconds": round(time.perf_counter() - t0, 1), **res}
+        write_json(row, out)
+        rows.append(row)
+    return rows
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One line per (method, student): mean and sample std over seeds; AA from the rows that have it."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["arch"], r.get("width")), []).append(r)
+    out = []
+    for (method, arch, width), rs in groups.items():
+        line = {"method": method, "student": arch + (f"-w{width}" if width else ""), "seeds": sorted(r["seed"] for r in rs)}
+        for c in COLUMNS[:-1]:
+            vals = [100 * r[c] for r in rs if c in r]
+            line[c] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
+        aa = [r for r in rs if "AA" in r]
+        line["AA"] = (100 * aa[0]["AA"], aa[0]["n_aa"], aa[0]["seed"]) if aa else None
+        out.append(line)
+    return out
+
+
+def format_markdown(lines: list[dict], rows: list[dict]) -> str:
+    n = rows[0]["n"] if rows else 0
+    aa_n = next((r["n_aa"] for r in rows if r.get("n_aa")), 0)
+    head = ["method", "student", "seeds"] + list(COLUMNS[:-1]) + [f"AA ({aa_n} images, one seed)"]
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ln in lines:
+        cells = [ln["method"], ln["student"], str(len(ln["seeds"]))]
+        for c in COLUMNS[:-1]:
+            cells.append(f"{ln[c][0]:.2f} ± {ln[c][1]:.2f}" if ln[c] else "–")
+        cells.append(f"{ln['AA'][0]:.2f} (seed {ln['AA'][2]})" if ln["AA"] else "–")
+        md.append("| " + " | ".join(cells) + " |")
+    md.append(f"\nAccuracy (%) on {n} test images, mean ± std over seeds; best checkpoint by validation PGD-20.")
+    return "\n".join(md)
+
+
+def compare_experiment(exp_dir: str | Path, **kw) -> tuple[str, Path]:
+    exp = Path(exp_dir)
+    rows = evaluate_trials(exp, **kw)
+    lines = aggregate(rows)
+    md = format_markdown(lines, rows)
+    write_json({"rows": rows, "table": lines}, exp / "comparison.json")
+    (exp / "comparison.md").write_text(md + "\n")
+    return md, exp / "comparison.md"
