@@ -203,6 +203,31 @@ def sample_views(n: int, augment: str, pad: int, device) -> tuple[Tensor, Tensor
     return dy, dx, flip
 
 
+def num_views(augment: str, pad: int) -> int:
+    """How many distinct views an image has: every crop offset x flip (1 without augmentation)."""
+    if augment == "none":
+        return 1
+    return (2 * pad + 1) ** 2 * (2 if augment == "crop_flip" else 1)
+
+
+def view_ids(dy: Tensor, dx: Tensor, flip: Tensor, augment: str, pad: int) -> Tensor:
+    """The index of each (dy, dx, flip) view in [0, num_views): the soft-label cache's second axis."""
+    if augment == "none":
+        return torch.zeros_like(dy)
+    crop = dy * (2 * pad + 1) + dx
+    return crop * 2 + flip.long() if augment == "crop_flip" else crop
+
+
+def all_views(augment: str, pad: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """(dy, dx, flip) of every view, in view-id order."""
+    v = torch.arange(num_views(augment, pad), device=device)
+    if augment == "none":
+        return v * 0 + pad, v * 0 + pad, v.bool() & False
+    flips = 2 if augment == "crop_flip" else 1
+    crop, flip = v // flips, (v % flips).bool()
+    return crop // (2 * pad + 1), crop % (2 * pad + 1), flip
+
+
 def apply_views(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int) -> Tensor:
     """Zero-pad, crop each image at its own offset, flip where asked: gathers, no Python per image."""
     n, c, h, w = x.shape

@@ -58,6 +58,7 @@ class TrialConfig:
     temperature: float = 1.0
     lam: float = 6.0  # TRADES / MART: weight lambda of the KL term
     iad_beta: float = 0.1  # IAD: exponent beta of the teacher's trust T_y(x')^beta
+    soft_label_cache: bool = True  # read the teacher's clean-view logits from a table built once (soft_labels.py)
     # training attack
     epsilon: float = 0.1
     step_size: float | None = None  # None: epsilon / 4 (2/255 at 8/255, the paper's ratio)
@@ -161,6 +162,10 @@ def check_trial_value(key: str, v: Any, teachers: tuple[str, ...] | None = None,
         return _number(name, v, integer=True, lo=0)
     if key == "seed":
         return _number(name, v, integer=True, lo=0)
+    if key == "soft_label_cache":
+        if not isinstance(v, bool):
+            raise SpecError(name, v, "must be true or false")
+        return v
     if key == "dataset":
         return _choice(name, v, DATASETS)
     if key == "augment":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from .models import build_model, count_macs, count_params
+from .models import build_model, count_macs, count_params, robustbench_state_dict
 from .spec import SpecError, TeacherSpec, TrialConfig
 from .evaluate import clean_and_pgd
 from .trainer import load_data, resolve_device, save_weights, train_student, write_json
@@ -35,12 +36,35 @@ def build_from_config(cfg: dict) -> nn.Module:
     return build_model(cfg["arch"], cfg["in_channels"], cfg["num_classes"], cfg.get("width"))
 
 
-def load_weights(model: nn.Module, path: Path, key: str) -> nn.Module:
-    """Load a safetensors file into `model`; any mismatch or corruption is a one-line SpecError."""
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+def read_state_dict(path: Path, key: str) -> dict:
+    """Weights from safetensors, or from a PyTorch file loaded with weights_only=True: a file that
+    would need arbitrary unpickling (Python objects, code) is refused and nothing in it runs."""
+    path = Path(path)
+    if path.suffix in TORCH_SUFFIXES:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            why = str(e).split("\n")[0][:120]
+            raise SpecError(key, str(path), "holds more than plain weights and is refused: only tensors are loaded "
+                            f"(weights_only=True); re-save its state_dict or convert it to safetensors ({why})") from None
+        except (OSError, RuntimeError, EOFError, ValueError) as e:
+            raise SpecError(key, str(path), f"is not a readable PyTorch weights file ({type(e).__name__})") from None
+        try:
+            return robustbench_state_dict(obj)
+        except TypeError as e:
+            raise SpecError(key, str(path), f"does not hold a state dict ({e})") from None
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise SpecError(key, str(path), f"is not a readable safetensors file ({str(e)[:100]})") from None
+
+
+def load_weights(model: nn.Module, path: Path, key: str) -> nn.Module:
+    """Load weights (read_state_dict) into `model`; any mismatch or corruption is a one-line SpecError."""
+    state = read_state_dict(path, key)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -101,7 +125,8 @@ def _train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]
 
 
 def _checkpoint_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Callable[[str], None]) -> Path:
-    """A safetensors file given by the user: checked against its architecture, carded once."""
+    """A weights file given by the user (safetensors, or a PyTorch state dict loaded with weights_only=True):
+    checked against its architecture, re-saved as safetensors and carded once."""
     src = Path(spec.checkpoint)
     stat = src.stat()
     key = f"file-{spec.name}-{int(stat.st_mtime)}-{stat.st_size}"

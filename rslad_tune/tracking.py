@@ -69,8 +69,9 @@ class SweepTracker:
 class MLflowTrialCallback(Callback):
     """Tune callback: mirrors every trial into an MLflow child run of the sweep's parent run."""
 
-    def __init__(self, tracker: SweepTracker, max_epochs: int):
+    def __init__(self, tracker: SweepTracker, max_epochs: int, teacher_cards: dict[str, dict] | None = None):
         self.tracker, self.max_epochs = tracker, max_epochs
+        self.cards = teacher_cards or {}
         self.run_ids: dict[str, str] = {}
 
     @property
@@ -85,7 +86,9 @@ class MLflowTrialCallback(Callback):
             tags = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id, "rslad_tune.kind": "trial",
                     "teacher": str(trial.config.get("teacher"))}
             run_id = self.client.create_run(self.tracker.experiment_id, run_name=str(trial), tags=tags).info.run_id
-            self.client.log_batch(run_id, params=_params(trial.config))
+            card = self.cards.get(trial.config.get("teacher")) or {}
+            teacher = {f"teacher_{k}": card[k] for k in ("params", "macs", "clean_acc", "pgd20_acc", "source") if k in card}
+            self.client.log_batch(run_id, params=_params({**trial.config, **teacher}))
         self.run_ids[trial.trial_id] = run_id
         return run_id
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .attacks import pgd
-from .data import Splits, apply_views, load_splits, sample_views
+from .data import Splits, apply_views, load_splits, sample_views, view_ids
 from .evaluate import clean_and_pgd
 from .methods import METHODS, Batch, Method
 from .models import build_model
@@ -86,8 +86,11 @@ def write_json(obj, path: Path) -> None:
 
 
 def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Splits, opt: torch.optim.Optimizer,
-                sched: torch.optim.lr_scheduler.LRScheduler, teacher: nn.Module | None) -> tuple[float, int]:
-    """One pass over the training split; returns (mean loss, images seen). One host sync, at the end."""
+                sched: torch.optim.lr_scheduler.LRScheduler, teacher: nn.Module | None,
+                soft_labels: torch.Tensor | None = None) -> tuple[float, int]:
+    """One pass over the training split; returns (mean loss, images seen). One host sync, at the end.
+
+    `soft_labels` (num_train x num_views x classes): the teacher's cached logits on clean views (soft_labels.py)."""
     n, bs = len(splits.train_x), cfg.batch_size
     perm = torch.randperm(n, device=splits.train_x.device)
     n_batches = max(n // bs, 1)  # drop the last partial batch (batch-norm on a handful of images is noise)
@@ -96,11 +99,14 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
     for b in range(n_batches):
         idx = perm[b * bs:(b + 1) * bs]
         x, y = splits.train_x[idx], splits.train_y[idx]
+        views = sample_views(len(x), splits.augment, splits.pad, x.device)
         if splits.augment != "none":
-            x = apply_views(x, *sample_views(len(x), splits.augment, splits.pad, x.device), splits.pad)
+            x = apply_views(x, *views, splits.pad)
         batch = Batch(x, y)
         # compute exactly what the method declares it needs (see methods.py)
-        if method.needs_teacher:
+        if method.needs_teacher and soft_labels is not None:
+            batch.teacher_logits = soft_labels[idx, view_ids(*views, splits.augment, splits.pad)].float()
+        elif method.needs_teacher:
             with torch.no_grad():
                 batch.teacher_logits = teacher(x).float()
         x_adv = None
@@ -128,7 +134,8 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
 
 def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: Splits | None = None,
                   report: Report | None = None, checkpoint_dir: str | Path | None = None,
-                  resume_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+                  resume_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
+                  soft_labels: torch.Tensor | None = None) -> dict:
     """Train one student. Each epoch: train, validate (clean + PGD), checkpoint, report.
 
     Returns {"history": [per-epoch metrics], "best_epoch", "best_pgd_acc", "model": the last student,
@@ -140,7 +147,7 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
     torch.manual_seed(cfg.seed)
     splits = splits or load_data(cfg, device)
     method = make_method(cfg)
-    if method.needs_teacher and teacher is None:
+    if method.needs_teacher and teacher is None and (soft_labels is None or method.needs_teacher_on_adv):
         raise ValueError(f"method {cfg.method!r} needs a teacher model")
     if teacher is not None:
         teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
@@ -174,7 +181,7 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss, seen = train_epoch(model, method, cfg, splits, opt, sched, teacher)
+        train_loss, seen = train_epoch(model, method, cfg, splits, opt, sched, teacher, soft_labels)
         train_time = time.perf_counter() - t0
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"training loss became {train_loss} in epoch {epoch} (lr={cfg.lr})")

@@ -44,13 +44,18 @@ def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
     """One Ray Tune trial: rebuild the TrialConfig, load its teacher, train, report every epoch."""
     from ray import tune
 
+    from . import soft_labels
     from .teachers import load_teacher
-    from .trainer import resolve_device, train_student
+    from .trainer import load_data, resolve_device, train_student
 
     cfg = TrialConfig(**config)
-    teacher = None
+    device = resolve_device(cfg.device)
+    splits = load_data(cfg, device)
+    teacher, soft = None, None
     if METHODS[cfg.method].needs_teacher:
-        teacher = load_teacher(teacher_dirs[cfg.teacher], resolve_device(cfg.device))
+        teacher = load_teacher(teacher_dirs[cfg.teacher], device)
+        if cfg.soft_label_cache:  # built by the driver before the trials; read here
+            soft = soft_labels.load_or_build(teacher_dirs[cfg.teacher], teacher, cfg, splits)
     restored = tune.get_checkpoint()
     resume_dir = restored.to_directory() if restored else None
     workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-"))
@@ -60,7 +65,8 @@ def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
         tune.report(metrics, checkpoint=checkpoint)
 
     try:
-        train_student(cfg, teacher, report=report, checkpoint_dir=workdir, resume_dir=resume_dir)
+        train_student(cfg, teacher, splits=splits, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
+                      soft_labels=soft)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -119,6 +125,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         needed = set()
     teacher_dirs = prepare_teachers(spec.teachers, spec.trial, runs_dir, needed, log)
     cards = {name: read_card(d) for name, d in teacher_dirs.items()}
+    if teacher_dirs and spec.trial.soft_label_cache:
+        _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
     _archive_previous(exp_dir, log)
     tracker = SweepTracker(uri, spec.experiment, runs_dir)  # the driver creates DB and experiment first
@@ -155,7 +163,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=spec.experiment, storage_path=str(runs_dir),
-                                  callbacks=[MLflowTrialCallback(tracker, spec.trial.epochs)],
+                                  callbacks=[MLflowTrialCallback(tracker, spec.trial.epochs, cards)],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures), verbose=1),
     )
@@ -167,6 +175,22 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     finally:
         tracker.finish_parent(status)
     return rows, exp_dir
+
+
+def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
+    """Once per sweep, in the driver: every teacher's logits on every clean training view."""
+    from . import soft_labels
+    from .teachers import load_teacher
+    from .trainer import load_data, resolve_device
+
+    device = resolve_device(trial.device)
+    splits = load_data(trial, device)
+    for name, folder in teacher_dirs.items():
+        if soft_labels.cache_path(folder, trial, splits).is_file():
+            log(f"teacher {name}: soft-label cache found")
+            continue
+        soft_labels.load_or_build(folder, load_teacher(folder, device), trial, splits,
+                                  log=lambda s, name=name: log(f"teacher {name}: {s}"))
 
 
 def _methods(spec: SweepSpec) -> list[str]:

@@ -47,6 +47,7 @@ def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
         assert c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert c.info.status == "FINISHED"
         assert c.data.params["method"] == "rslad" and c.data.params["teacher"] == "t1"
+        assert int(c.data.params["teacher_params"]) > 0 and 0 <= float(c.data.params["teacher_pgd20_acc"]) <= 1
         alphas.add(c.data.params["alpha"])
         assert 0.5 <= float(c.data.params["alpha"]) <= 1.0
         hist = client.get_metric_history(c.info.run_id, "pgd_acc")

@@ -58,3 +58,36 @@ def test_corrupt_checkpoint_teacher_is_refused(tmp_path):
     spec = _spec(tmp_path, {"file": {"checkpoint": "t.safetensors", "arch": "small_cnn", "width": 8}})
     with pytest.raises(SpecError, match="not a readable safetensors file"):
         prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this calls Path.touch(marker): a stand-in for any code a hostile checkpoint could run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_pickle_teacher_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "code-ran"
+    state = {k: v for k, v in build_model("small_cnn", 1, 10, 6).state_dict().items()}
+    torch.save({"state_dict": state, "extra": _RunsCodeWhenUnpickled(marker)}, tmp_path / "evil.pt")
+    assert not marker.exists()
+    spec = _spec(tmp_path, {"file": {"checkpoint": "evil.pt", "arch": "small_cnn", "width": 6}})
+    with pytest.raises(SpecError, match="teachers.file.checkpoint.*refused.*weights_only"):
+        prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
+    assert not marker.exists()  # the reduce was never called
+    assert not (tmp_path / "runs" / "teachers").exists() or not list((tmp_path / "runs" / "teachers").iterdir())
+
+
+def test_plain_pytorch_state_dict_teacher_loads_with_weights_only(tmp_path):
+    m = build_model("small_cnn", 1, 10, 6).eval()
+    torch.save({"state_dict": {"module." + k: v for k, v in m.state_dict().items()}}, tmp_path / "t.pth")
+    spec = _spec(tmp_path, {"file": {"checkpoint": "t.pth", "arch": "small_cnn", "width": 6}})
+    dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.allclose(load_teacher(dirs["file"])(x), m(x))

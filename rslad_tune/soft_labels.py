@@ -1,0 +1,68 @@
+"""The teacher's soft-label cache: its logits for every clean training view, computed once per
+(teacher, dataset split, augmentation) and shared by every trial.
+
+RSLAD's teacher sees only clean augmented images, in eval mode, so its output depends only on
+(image, crop offset, flip): a table of num_train x num_views x num_classes logits (fp16) replaces
+the teacher's forward pass at every step. Methods that need the teacher on other inputs (IAD on x')
+keep the live teacher for those.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
+from .spec import TrialConfig
+from .trainer import _save_atomic
+
+
+def data_key(cfg: TrialConfig, splits: Splits) -> str:
+    """What decides the cached table: the training images (dataset, subset, split) and their views."""
+    d = {"dataset": cfg.dataset, "train_subset": cfg.train_subset, "val_size": cfg.val_size, "split_seed": VAL_SPLIT_SEED,
+         "n_train": len(splits.train_x), "augment": splits.augment, "pad": splits.pad}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_path(teacher_dir: str | Path, cfg: TrialConfig, splits: Splits) -> Path:
+    return Path(teacher_dir) / f"soft-labels-{data_key(cfg, splits)}.safetensors"
+
+
+@torch.no_grad()
+def compute_soft_labels(teacher: nn.Module, splits: Splits, batch_size: int = 1000) -> Tensor:
+    """Teacher logits, shape (num_train, num_views, num_classes), fp16, on the splits' device."""
+    x = splits.train_x
+    dev = x.device
+    dys, dxs, flips = all_views(splits.augment, splits.pad, dev)
+    out = torch.empty(len(x), len(dys), splits.num_classes, dtype=torch.float16, device=dev)
+    for v in range(len(dys)):
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            if splits.augment != "none":
+                n = len(xb)
+                xb = apply_views(xb, dys[v].expand(n), dxs[v].expand(n), flips[v].expand(n), splits.pad)
+            out[i:i + batch_size, v] = teacher(xb).half()
+    return out
+
+
+def load_or_build(teacher_dir: str | Path, teacher: nn.Module | None, cfg: TrialConfig, splits: Splits,
+                  log: Callable[[str], None] | None = None) -> Tensor:
+    """The cached table for this teacher and data; built (and written: temp file + rename) if missing."""
+    path = cache_path(teacher_dir, cfg, splits)
+    if path.is_file():
+        return load_file(str(path), device=str(splits.train_x.device))["logits"]
+    if teacher is None:
+        raise FileNotFoundError(f"no soft-label cache at {path} and no teacher to build it")
+    t0 = time.perf_counter()
+    logits = compute_soft_labels(teacher.eval(), splits)
+    _save_atomic(lambda p: save_file({"logits": logits.cpu().contiguous()}, p), path)
+    if log:
+        log(f"soft-label cache: {len(splits.train_x)} images x {num_views(splits.augment, splits.pad)} views "
+            f"in {time.perf_counter() - t0:.1f}s -> {path}")
+    return logits
