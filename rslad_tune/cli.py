@@ -106,6 +106,12 @@ def _load(args):
         spec.runs_dir = args.runs_dir
     if getattr(args, "tracking_uri", None):
         check_tracking_uri(args.tracking_uri)
+    # the data is checked before anything is written (a data dir without data, val_size too large, ...)
+    import torch
+
+    from .trainer import load_data
+
+    load_data(spec.trial, torch.device("cpu"))
     return spec
 
 

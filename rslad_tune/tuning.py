@@ -5,12 +5,11 @@ importable module (not __main__) so that `Tuner.restore` can find it again.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,7 +85,6 @@ class TrialRow:
     checkpoint: str | None
     epochs: int
     early_stopped: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _archive_previous(exp_dir: Path, log: Callable[[str], None]) -> None:
@@ -113,6 +111,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
 
     from .teachers import prepare_teachers, read_card
     from .tracking import MLflowTrialCallback, SweepTracker, resolve_tracking_uri
+    from .trainer import write_json
 
     runs_dir = Path(spec.runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +137,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     sweep_info = {"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
                   "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
                   "metric": spec.tune.metric}
-    (exp_dir / "sweep.json").write_text(json.dumps(sweep_info, indent=2))
+    write_json(sweep_info, exp_dir / "sweep.json")
     (exp_dir / "space.yaml").write_text(spec.source)
 
     t = spec.tune
@@ -205,8 +204,6 @@ def _parent_params(spec: SweepSpec) -> dict[str, Any]:
 
 
 def result_rows(grid, max_epochs: int) -> list[TrialRow]:
-    from .tracking import trial_error_text  # noqa: F401  (same wording as the MLflow tag)
-
     rows = []
     for r in grid:
         m = r.metrics or {}

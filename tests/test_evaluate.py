@@ -10,7 +10,7 @@ from rslad_tune.attacks import ce_loss, cw_loss, fgsm, pgd
 from rslad_tune.cli import main
 from rslad_tune.evaluate import COLUMNS, evaluate_suite, suite_protocol
 from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import load_data, train_student
+from rslad_tune.trainer import train_student
 
 TINY = dict(dataset="synthetic", train_subset=2000, test_subset=100, val_size=128, arch="small_cnn", width=4,
             batch_size=64, lr=0.05, attack_steps=2, eval_steps=2, epsilon=0.05, eval_epsilon=0.05, num_threads=1,

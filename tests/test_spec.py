@@ -110,3 +110,12 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys
     assert "trial.lr" in capsys.readouterr().err
     assert main(["--space", str(QUICKSTART), "--tracking-uri", "nonsense"]) == 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_data_dir_without_data_exits_2_before_writing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert main(["--space", str(QUICKSTART), "--data-dir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data_dir" in err and "holds no Fashion-MNIST" in err
+    assert not (tmp_path / "runs").exists()

@@ -93,3 +93,17 @@ def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
     logs.clear()
     compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", log=logs.append)
     assert sum("done before" in ln for ln in logs) == 2  # resumable: nothing evaluated twice
+
+
+def test_export_verb_redoes_the_export(sweep, capsys):
+    from rslad_tune.cli import main
+
+    d, _ = sweep
+    best = d / "runs" / "tiny" / "best"
+    before = json.loads((best / "metrics.json").read_text())
+    (best / "model.safetensors").unlink()  # damage the old export: the verb must rebuild it whole
+    assert main(["export", str(d / "runs" / "tiny")]) == 0
+    after = json.loads((best / "metrics.json").read_text())
+    assert after == before and (best / "model.safetensors").is_file()
+    assert main(["export", str(d / "runs")]) == 2  # not a sweep folder
+    assert "sweep.json" in capsys.readouterr().err

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from rslad_tune.spec import TrialConfig
 from rslad_tune.trainer import TrialDiverged, lr_factor, train_student
