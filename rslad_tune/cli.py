@@ -1,9 +1,10 @@
-"""`rslad-tune`: tune (the default verb), train, export, evaluate.
+"""`rslad-tune`: tune (the default verb), train, export, evaluate, compare.
 
     rslad-tune --space search_spaces/quickstart.yaml          # a whole sweep
     rslad-tune train --space FILE --set alpha=0.9             # one trial, no Ray
     rslad-tune export runs/<experiment>                       # best student out again
     rslad-tune evaluate runs/<experiment>/best                # the paper's table: Clean FGSM PGD CW AA
+    rslad-tune compare runs/<experiment>                      # the suite on every trial, mean ± std over seeds
 
 Bad input exits with status 2 and one line naming the key, the value and what is allowed.
 """

@@ -75,7 +75,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
 def format_markdown(lines: list[dict], rows: list[dict]) -> str:
     n = rows[0]["n"] if rows else 0
     aa_n = next((r["n_aa"] for r in rows if r.get("n_aa")), 0)
-    head = ["method", "student", "seeds"] + list(COLUMNS[:-1]) + [f"AA ({aa_n} images, one seed)"]
+    head = ["method", "student", "seeds"] + list(COLUMNS[:-1]) + [f"AA ({aa_n} images, one seed)" if aa_n else "AA (not run)"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ln in lines:
         cells = [ln["method"], ln["student"], str(len(ln["seeds"]))]

@@ -219,12 +219,12 @@ def result_rows(grid, max_epochs: int) -> list[TrialRow]:
 
 
 def format_summary(rows: list[TrialRow]) -> str:
-    head = f"{'trial':<10} {'teacher':<12} {'alpha':>6} {'eps':>6} {'steps':>5} {'epochs':>6} {'stopped':>8} {'clean':>6} {'PGD-20':>6}"
+    head = f"{'trial':<10} {'method':<7} {'teacher':<12} {'alpha':>6} {'eps':>6} {'steps':>5} {'epochs':>6} {'stopped':>8} {'clean':>6} {'PGD-20':>6}"
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: -r.metrics.get("best_pgd_acc", -1)):
         c = r.config
         stopped = "ERROR" if r.status == "ERROR" else ("ASHA" if r.early_stopped else "no")
-        lines.append(f"{r.trial_id[-10:]:<10} {str(c.get('teacher'))[:12]:<12} {c.get('alpha', 0):>6.3f} "
+        lines.append(f"{r.trial_id[-10:]:<10} {str(c.get('method'))[:7]:<7} {str(c.get('teacher'))[:12]:<12} {c.get('alpha', 0):>6.3f} "
                      f"{c.get('epsilon', 0):>6.3f} {c.get('attack_steps', 0):>5} {r.epochs:>6} {stopped:>8} "
                      f"{r.metrics.get('clean_acc', float('nan')):>6.3f} {r.metrics.get('pgd_acc', float('nan')):>6.3f}")
         if r.error:
