@@ -171,6 +171,10 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         grid = tuner.fit()
         rows = result_rows(grid, spec.trial.epochs)
         status = "FINISHED" if any(r.status == "TERMINATED" for r in rows) else "FAILED"
+        png = _plot_curves(grid, rows, spec, exp_dir)
+        if png:
+            tracker.client.log_artifact(parent, str(png))
+            log(f"PGD accuracy per epoch of every trial: {png}")
     finally:
         tracker.finish_parent(status)
     return rows, exp_dir
@@ -190,6 +194,23 @@ def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], l
             continue
         soft_labels.load_or_build(folder, load_teacher(folder, device), trial, splits,
                                   log=lambda s, name=name: log(f"teacher {name}: {s}"))
+
+
+def _plot_curves(grid, rows: list[TrialRow], spec: SweepSpec, exp_dir: Path) -> Path | None:
+    from .plots import plot_pgd_curves
+
+    stopped = {r.trial_id: r.early_stopped for r in rows}
+    curves = {}
+    for r in grid:
+        df = r.metrics_dataframe
+        if df is None or "pgd_acc" not in df or "epoch" not in df:
+            continue
+        tid = str(df["trial_id"].iloc[-1]) if "trial_id" in df else Path(r.path).name
+        curves[tid] = (df["epoch"].astype(int).tolist(), df["pgd_acc"].astype(float).tolist(), stopped.get(tid, False))
+    if not curves:
+        return None
+    return plot_pgd_curves(curves, spec.trial.epochs, exp_dir / "pgd_per_epoch.png", f"{spec.experiment}: "
+                           "validation PGD accuracy per trial (x: stopped early by ASHA)")
 
 
 def _methods(spec: SweepSpec) -> list[str]:

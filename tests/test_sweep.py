@@ -56,6 +56,9 @@ def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
         arts = [a.path for a in client.list_artifacts(c.info.run_id, "checkpoint")]
         assert "checkpoint/model.safetensors" in arts
     assert len(alphas) == 2  # Optuna proposed two different points
+    png = d / "runs" / "tiny" / "pgd_per_epoch.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "pgd_per_epoch.png" in [a.path for a in client.list_artifacts(parents[0].info.run_id)]
 
 
 def test_export_is_loadable_in_a_new_process_and_matches_metrics(sweep):
