@@ -220,9 +220,10 @@ def view_ids(dy: Tensor, dx: Tensor, flip: Tensor, augment: str, pad: int) -> Te
 
 def all_views(augment: str, pad: int, device) -> tuple[Tensor, Tensor, Tensor]:
     """(dy, dx, flip) of every view, in view-id order."""
-    v = torch.arange(num_views(augment, pad), device=device)
     if augment == "none":
-        return v * 0 + pad, v * 0 + pad, v.bool() & False
+        centre = torch.full((1,), pad, dtype=torch.long, device=device)
+        return centre, centre.clone(), torch.zeros(1, dtype=torch.bool, device=device)
+    v = torch.arange(num_views(augment, pad), device=device)
     flips = 2 if augment == "crop_flip" else 1
     crop, flip = v // flips, (v % flips).bool()
     return crop // (2 * pad + 1), crop % (2 * pad + 1), flip

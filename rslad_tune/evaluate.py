@@ -19,24 +19,15 @@ from .attacks import ce_loss, cw_loss, fgsm, pgd
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum()
-    return correct.item() / max(len(x), 1)
+    return _count_correct(model, x, y, batch_size).item() / max(len(x), 1)
 
 
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: float, steps: int,
                  start: str = "uniform", batch_size: int = 500) -> float:
     """PGD-`steps` on the CE loss ("SAT" protocol: uniform start), model in eval mode."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        x_adv = pgd(model, xb, ce_loss(yb), eps, step_size, steps, start)
-        with torch.no_grad():
-            correct += (model(x_adv).argmax(1) == yb).sum()
-    return correct.item() / max(len(x), 1)
+    adv = lambda xb, yb: pgd(model, xb, ce_loss(yb), eps, step_size, steps, start)  # noqa: E731
+    return _count_correct(model, x, y, batch_size, adv).item() / max(len(x), 1)
 
 
 def clean_and_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: float, steps: int,
@@ -54,6 +45,15 @@ COLUMNS = ("Clean", "FGSM", "PGD_SAT", "PGD_TRADES", "CW_inf", "AA")
 ATTACK_NAMES = {"clean": "Clean", "fgsm": "FGSM", "pgd_sat": "PGD_SAT", "pgd_trades": "PGD_TRADES",
                 "cw_inf": "CW_inf", "aa": "AA"}  # CLI name -> column
 AA_CHUNK = 100  # images per AutoAttack call: one progress line each (~4 min for a small CNN on 2 CPU cores)
+
+
+def resolve_columns(attacks: Sequence[str]) -> list[str]:
+    """Column names from column or CLI names (`pgd_sat` -> PGD_SAT); ValueError for unknown ones."""
+    wanted = [ATTACK_NAMES.get(str(a).lower(), a) for a in attacks]
+    unknown = [a for a in wanted if a not in COLUMNS]
+    if unknown or not wanted:
+        raise ValueError(f"attacks: {unknown or '[]'} not known; allowed: {', '.join(ATTACK_NAMES)}")
+    return wanted
 
 
 def suite_protocol(eps: float) -> dict[str, dict]:
@@ -167,10 +167,7 @@ def evaluate_suite(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, n_aa: 
     reseeds the RNG with `seed`, so its number does not depend on which other columns ran.
     Counts stay on the device; one host sync per column (AutoAttack: one per chunk).
     """
-    wanted = [ATTACK_NAMES.get(str(a).lower(), a) for a in attacks]
-    unknown = [a for a in wanted if a not in COLUMNS]
-    if unknown:
-        raise ValueError(f"attacks: {unknown} not known; allowed: {', '.join(ATTACK_NAMES)}")
+    wanted = resolve_columns(attacks)
     proto = suite_protocol(eps)
     was_training = model.training
     grad_flags = [p.requires_grad for p in model.parameters()]
@@ -301,10 +298,10 @@ def evaluate_folder(path: str | Path, *, n_examples: int | None = None, n_aa: in
         dev = resolve_device(device)
     except (ValueError, RuntimeError) as e:
         raise SpecError("--device", device, str(e).split("; ", 1)[-1]) from None
-    wanted = [ATTACK_NAMES.get(str(a).lower(), a) for a in attacks]
-    bad = [a for a in wanted if a not in COLUMNS]
-    if bad or not wanted:
-        raise SpecError("--attacks", ",".join(map(str, attacks)), f"must be a comma-separated subset of {','.join(ATTACK_NAMES)}")
+    try:
+        wanted = resolve_columns(attacks)
+    except ValueError:
+        raise SpecError("--attacks", ",".join(map(str, attacks)), f"must be a comma-separated subset of {','.join(ATTACK_NAMES)}") from None
     folder, kind, cfg, rows = load_model_folder(path, dev)
     splits = load_data(cfg, dev)
     x, y = splits.test_x, splits.test_y

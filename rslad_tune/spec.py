@@ -199,9 +199,6 @@ def check_trial_value(key: str, v: Any, teachers: tuple[str, ...] | None = None,
 
 def check_trial_config(cfg: TrialConfig, where: str = "", searched: tuple[str, ...] = ()) -> TrialConfig:
     """Cross-key rules a single key cannot see (keys that are searched are checked per domain)."""
-    method = METHODS[cfg.method]
-    if method.needs_teacher and cfg.teacher is None and "teacher" not in searched:
-        raise SpecError("trial.teacher", None, f"method {cfg.method!r} distils from a teacher: name one of the teachers section", where)
     if cfg.step_size is not None and cfg.step_size > cfg.epsilon and not {"step_size", "epsilon"} & set(searched):
         raise SpecError("trial.step_size", cfg.step_size, f"must be <= epsilon ({cfg.epsilon})", where)
     if cfg.eval_step_size is not None and cfg.eval_step_size > cfg.eval_epsilon:

@@ -23,8 +23,7 @@ from torch import nn
 
 from .models import build_model, count_macs, count_params, robustbench_state_dict
 from .spec import SpecError, TeacherSpec, TrialConfig
-from .evaluate import clean_and_pgd
-from .trainer import load_data, resolve_device, save_weights, train_student, write_json
+from .trainer import load_data, resolve_device, save_weights, test_metrics, train_student, write_json
 
 
 def model_config(arch: str, width: int | None, in_channels: int, num_classes: int, image_size: int) -> dict:
@@ -83,10 +82,9 @@ def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.M
 def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, n: int | None, extra: dict) -> dict:
     """Size and robustness of a teacher: clean and PGD accuracy on the first `n` test images."""
     shape = (splits.in_channels, splits.image_size, splits.image_size)
-    x, y = splits.test_x[:n], splits.test_y[:n]
-    m = clean_and_pgd(model, x, y, cfg.eval_epsilon, cfg.resolved_eval_step_size, cfg.eval_steps, seed=cfg.seed)
-    return {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["clean_acc"],
-            "pgd20_acc": m["pgd_acc"], "eval_n": len(x), "eval_split": "test",
+    m = test_metrics(model, cfg, splits, n)
+    return {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["test_clean_acc"],
+            "pgd20_acc": m["test_pgd_acc"], "eval_n": m["test_n"], "eval_split": "test",
             "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps, "source": source, **extra}
 
 

@@ -99,13 +99,15 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
     for b in range(n_batches):
         idx = perm[b * bs:(b + 1) * bs]
         x, y = splits.train_x[idx], splits.train_y[idx]
-        views = sample_views(len(x), splits.augment, splits.pad, x.device)
+        view = 0  # the only view without augmentation
         if splits.augment != "none":
+            views = sample_views(len(x), splits.augment, splits.pad, x.device)
             x = apply_views(x, *views, splits.pad)
+            view = view_ids(*views, splits.augment, splits.pad)
         batch = Batch(x, y)
         # compute exactly what the method declares it needs (see methods.py)
         if method.needs_teacher and soft_labels is not None:
-            batch.teacher_logits = soft_labels[idx, view_ids(*views, splits.augment, splits.pad)].float()
+            batch.teacher_logits = soft_labels[idx, view].float()
         elif method.needs_teacher:
             with torch.no_grad():
                 batch.teacher_logits = teacher(x).float()
@@ -212,8 +214,9 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
             "best_state": best_state, "splits": splits}
 
 
-def test_metrics(model: nn.Module, cfg: TrialConfig, splits: Splits, prefix: str = "test_") -> dict[str, float]:
-    """Numbers on the test split: reported, never used to choose anything."""
-    m = clean_and_pgd(model, splits.test_x, splits.test_y, cfg.eval_epsilon, cfg.resolved_eval_step_size,
-                      cfg.eval_steps, seed=cfg.seed)
-    return {f"{prefix}{k}": v for k, v in m.items()} | {f"{prefix}n": len(splits.test_x)}
+def test_metrics(model: nn.Module, cfg: TrialConfig, splits: Splits, n: int | None = None,
+                 prefix: str = "test_") -> dict[str, float]:
+    """Numbers on the first `n` test images (None: all): reported, never used to choose anything."""
+    x, y = splits.test_x[:n], splits.test_y[:n]
+    m = clean_and_pgd(model, x, y, cfg.eval_epsilon, cfg.resolved_eval_step_size, cfg.eval_steps, seed=cfg.seed)
+    return {f"{prefix}{k}": v for k, v in m.items()} | {f"{prefix}n": len(x)}
