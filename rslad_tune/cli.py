@@ -5,6 +5,7 @@
     rslad-tune export runs/<experiment>                       # best student out again
     rslad-tune evaluate runs/<experiment>/best                # the paper's table: Clean FGSM PGD CW AA
     rslad-tune compare runs/<experiment>                      # the suite on every trial, mean ± std over seeds
+    rslad-tune report runs/<experiment>                       # teacher selection: each teacher's best student
 
 Bad input exits with status 2 and one line naming the key, the value and what is allowed.
 """
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-VERBS = ("tune", "train", "export", "evaluate", "compare")
+VERBS = ("tune", "train", "export", "evaluate", "compare", "report")
 
 
 def _log(msg: str) -> None:
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///runs/mlflow.db; http://host:port for a server)")
     t.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     t.add_argument("--no-export", action="store_true", help="skip exporting the best student")
+    t.add_argument("--no-report", action="store_true", help="skip the teacher selection report (written when teacher is searched)")
 
     tr = sub.add_parser("train", help="run one trial from the YAML's fixed values, without Ray")
     space_args(tr)
@@ -74,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--n-aa", type=int, default=500, metavar="N", help="AutoAttack on the first N images (default 500; 0: none)")
     c.add_argument("--aa-seed", type=int, default=0, help="run AutoAttack for the trials of this seed only (default 0)")
     c.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+
+    r = sub.add_parser("report", help="teacher selection report: each teacher's best student vs teacher size and robustness")
+    r.add_argument("experiment_dir", help="runs/<experiment> of a sweep that used teachers, e.g. of search_spaces/teacher.yaml")
+    r.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images for clean / PGD-20 (default: all)")
+    r.add_argument("--n-aa", type=int, default=200, metavar="N", help="AutoAttack on the first N images (default 200; 0: none)")
+    r.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     return p
 
 
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"tune": cmd_tune, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
-                "compare": cmd_compare}[args.verb](args)
+                "compare": cmd_compare, "report": cmd_report}[args.verb](args)
     except (SpecError, DataError) as e:
         print(f"rslad-tune: error: {e}", file=sys.stderr)
         return 2
@@ -134,6 +142,14 @@ def cmd_tune(args) -> int:
         out = export_best(exp_dir, log=_log)
         m = json.loads((out / "metrics.json").read_text())
         _log(f"best student: {out}  (test clean {m['test_clean_acc']:.4f}, PGD-{m['eval_steps']} {m['test_pgd_acc']:.4f})")
+    searched = spec.search.get("teacher")
+    if searched and len(searched.args) > 1 and spec.report.enabled and not args.no_report:
+        from .report import selection_report
+
+        md, path = selection_report(exp_dir, n_examples=spec.report.n_examples, n_aa=spec.report.n_aa,
+                                    device=spec.trial.device, log=_log)
+        print("\n" + md + "\n", flush=True)
+        _log(f"teacher selection report: {path} and {path.with_suffix('.png')}")
     _log(f"MLflow UI: mlflow ui --backend-store-uri {args.tracking_uri or spec.tracking_uri or 'sqlite:///' + str(Path(spec.runs_dir) / 'mlflow.db')}")
     return 0
 
@@ -182,6 +198,20 @@ def cmd_compare(args) -> int:
                                   n_examples=args.n_examples, device=args.device, log=_log)
     print("\n" + md + "\n", flush=True)
     _log(f"wrote {path} ({time.time() - t0:.0f}s)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import selection_report
+
+    if args.n_aa < 0:
+        from .spec import SpecError
+
+        raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer")
+    md, path = selection_report(Path(args.experiment_dir), n_examples=args.n_examples, n_aa=args.n_aa,
+                                device=args.device, log=_log)
+    print("\n" + md + "\n", flush=True)
+    _log(f"wrote {path} and {path.with_suffix('.png')}")
     return 0
 
 

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import yaml
 from .methods import METHODS
 from .models import REGISTRY as MODELS
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "synthetic")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "synthetic", "synthetic_cifar")
 SCHEDULES = ("cosine", "onecycle", "piecewise", "constant")
 ATTACK_STARTS = ("normal", "uniform", "none")
 AUGMENTS = ("default", "none", "crop_flip", "crop")
@@ -264,14 +265,19 @@ def _parse_domain(key: str, raw: Any, teachers: tuple[str, ...]) -> Domain:
 
 @dataclass
 class TeacherSpec:
-    """A teacher: a weights file (safetensors) with its architecture, or a recipe to train it once."""
+    """A teacher: a weights file with its architecture, a RobustBench model, or a recipe to train it once."""
 
     name: str
     checkpoint: str | None = None
     arch: str | None = None
     width: int | None = None
     train: TrialConfig | None = None
-    card_examples: int | None = None  # test images for the card's clean/PGD numbers (None: the whole test split)
+    robustbench: str | None = None     # a RobustBench model name, loaded by RobustBench's loader
+    rb_dataset: str | None = None      # its RobustBench dataset key (cifar10, cifar100)
+    threat_model: str = "Linf"
+    model_dir: str | None = None       # RobustBench's model dir: {model_dir}/{dataset}/{threat_model}/{name}.pt
+    card_examples: int | None = None   # test images for the card's clean/PGD numbers (None: the whole test split)
+    card_aa_examples: int = 100        # test images for the card's AutoAttack number (0: skip AutoAttack)
 
     def cache_key(self) -> str:
         """Digest of everything that decides the trained weights (not device or thread count)."""
@@ -280,18 +286,30 @@ class TeacherSpec:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-TEACHER_KEYS = ("checkpoint", "arch", "width", "train", "card_examples")
+TEACHER_KEYS = ("checkpoint", "arch", "width", "train", "robustbench", "dataset", "threat_model", "model_dir",
+                "card_examples", "card_aa_examples")
+TEACHER_SOURCES = ("checkpoint", "train", "robustbench")
 TEACHER_METHODS = tuple(m for m, cls in METHODS.items() if not cls.needs_teacher)
 
 
 def _parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: Path) -> TeacherSpec:
     label = f"teachers.{name}"
     if not isinstance(raw, dict):
-        raise SpecError(label, raw, "must be a mapping with either `checkpoint:` (+ `arch:`) or `train:`")
+        raise SpecError(label, raw, "must be a mapping with one of `checkpoint:` (+ `arch:`), `robustbench:` or `train:`")
     _check_keys(f"{label}.", raw, TEACHER_KEYS)
-    card_n = _number(f"{label}.card_examples", raw["card_examples"], integer=True, lo=1) if "card_examples" in raw else None
-    if ("checkpoint" in raw) == ("train" in raw):
-        raise SpecError(label, sorted(raw), "give exactly one of `checkpoint:` (a weights file) or `train:` (a recipe)")
+    card = {"card_examples": _number(f"{label}.card_examples", raw["card_examples"], integer=True, lo=1)
+            if "card_examples" in raw else None,
+            "card_aa_examples": _number(f"{label}.card_aa_examples", raw["card_aa_examples"], integer=True, lo=0)
+            if "card_aa_examples" in raw else TeacherSpec.card_aa_examples}
+    sources = [k for k in TEACHER_SOURCES if k in raw]
+    if len(sources) != 1:
+        raise SpecError(label, sorted(raw), "give exactly one of `checkpoint:` (a weights file), `robustbench:` "
+                        "(a RobustBench model name) or `train:` (a recipe)")
+    for k in ("dataset", "threat_model", "model_dir"):
+        if k in raw and sources[0] != "robustbench":
+            raise SpecError(f"{label}.{k}", raw[k], "only a `robustbench:` teacher takes dataset/threat_model/model_dir")
+    if sources[0] == "robustbench":
+        return _parse_robustbench_teacher(name, raw, data_values, base_dir, card)
     if "checkpoint" in raw:
         path = raw["checkpoint"]
         if not isinstance(path, str) or not path:
@@ -304,7 +322,7 @@ def _parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: P
             raise SpecError(f"{label}.arch", None, f"a checkpoint teacher needs its architecture: one of {', '.join(MODELS)}")
         arch = check_trial_value("arch", raw["arch"], label=f"{label}.arch")
         width = check_trial_value("width", raw.get("width"), label=f"{label}.width")
-        return TeacherSpec(name, checkpoint=str(p.resolve()), arch=arch, width=width, card_examples=card_n)
+        return TeacherSpec(name, checkpoint=str(p.resolve()), arch=arch, width=width, **card)
     train = raw["train"]
     if not isinstance(train, dict):
         raise SpecError(f"{label}.train", train, "must be a mapping of trial keys, e.g. {method: sat, arch: small_cnn, width: 32}")
@@ -317,7 +335,40 @@ def _parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: P
     cfg = make_trial_config({**data_values, "method": "sat", **train}, section=f"{label}.train.")
     if cfg.method not in TEACHER_METHODS:
         raise SpecError(f"{label}.train.method", cfg.method, f"a teacher is trained with one of {', '.join(TEACHER_METHODS)}")
-    return TeacherSpec(name, arch=cfg.arch, width=cfg.width, train=cfg, card_examples=card_n)
+    return TeacherSpec(name, arch=cfg.arch, width=cfg.width, train=cfg, **card)
+
+
+def _parse_robustbench_teacher(name: str, raw: dict, data_values: dict[str, Any], base_dir: Path, card: dict) -> TeacherSpec:
+    from . import robustbench_zoo as rbz
+
+    label = f"teachers.{name}"
+    model = raw["robustbench"]
+    if not isinstance(model, str) or not model:
+        raise SpecError(f"{label}.robustbench", model, "must be a RobustBench model name, e.g. Zhang2019Theoretically")
+    for k in ("arch", "width"):
+        if k in raw:
+            raise SpecError(f"{label}.{k}", raw[k], "a RobustBench teacher's architecture comes from RobustBench's model zoo")
+    ours = data_values.get("dataset", TrialConfig.dataset)
+    dataset = raw.get("dataset", rbz.default_dataset(ours))
+    if dataset not in rbz.DATASETS:
+        raise SpecError(f"{label}.dataset", dataset if "dataset" in raw else ours,
+                        f"RobustBench teachers here take CIFAR images: dataset is one of {', '.join(rbz.DATASETS)}")
+    if ours not in rbz.DATASETS[dataset]:
+        raise SpecError(f"{label}.dataset", dataset, f"does not match data.dataset {ours!r} (allowed: {', '.join(rbz.DATASETS[dataset])})")
+    threat = raw.get("threat_model", "Linf")
+    if threat not in rbz.THREAT_MODELS:
+        raise SpecError(f"{label}.threat_model", threat, f"must be one of {', '.join(rbz.THREAT_MODELS)}")
+    model_dir = raw.get("model_dir", os.environ.get("RSLAD_TUNE_MODEL_DIR", rbz.DEFAULT_MODEL_DIR))
+    if not isinstance(model_dir, str) or not model_dir:
+        raise SpecError(f"{label}.model_dir", model_dir, "must be a directory path")
+    d = Path(model_dir).expanduser()
+    d = d if d.is_absolute() else ((base_dir if "model_dir" in raw else Path.cwd()) / d)
+    rbz.check_entry(f"{label}.robustbench", model, dataset, threat)
+    path = rbz.checkpoint_path(d, dataset, threat, model)
+    if not path.is_file() and not rbz.can_download():
+        raise SpecError(f"{label}.robustbench", model, f"offline and {path} is missing: place RobustBench's checkpoint "
+                        f"file there (RobustBench reads {{model_dir}}/{{dataset}}/{{threat_model}}/{{name}}.pt)")
+    return TeacherSpec(name, robustbench=model, rb_dataset=dataset, threat_model=threat, model_dir=str(d.resolve()), **card)
 
 
 # --------------------------------------------------------------------------- tune section
@@ -344,6 +395,33 @@ SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor")
 SEARCHER_KEYS = ("type", "seed")
 RESOURCE_KEYS = ("cpu", "gpu")
 METRICS = ("pgd_acc", "clean_acc")
+
+
+@dataclass
+class ReportSpec:
+    """The teacher selection report written at the end of a sweep that searches `teacher` (report.py)."""
+
+    enabled: bool = True
+    n_examples: int | None = None  # test images for the best students' clean / PGD-20 (None: all)
+    n_aa: int = 200                # AutoAttack on the first n_aa of them (0: skip)
+
+
+REPORT_KEYS = ("enabled", "n_examples", "n_aa")
+
+
+def _parse_report(raw: Any) -> ReportSpec:
+    r = _section(raw, "report")
+    _check_keys("report.", r, REPORT_KEYS)
+    out = ReportSpec()
+    if "enabled" in r:
+        if not isinstance(r["enabled"], bool):
+            raise SpecError("report.enabled", r["enabled"], "must be true or false")
+        out.enabled = r["enabled"]
+    if r.get("n_examples") is not None:
+        out.n_examples = _number("report.n_examples", r["n_examples"], integer=True, lo=1)
+    if "n_aa" in r:
+        out.n_aa = _number("report.n_aa", r["n_aa"], integer=True, lo=0)
+    return out
 
 
 def _section(raw: Any, key: str) -> dict:
@@ -407,9 +485,10 @@ class SweepSpec:
     tracking_uri: str | None = None
     source: str = ""  # the YAML text, logged as an artifact
     path: str = ""
+    report: ReportSpec = field(default_factory=ReportSpec)
 
 
-TOP_KEYS = ("experiment", "data", "teachers", "trial", "search", "tune", "runs_dir", "tracking_uri")
+TOP_KEYS = ("experiment", "data", "teachers", "trial", "search", "tune", "report", "runs_dir", "tracking_uri")
 
 
 def _experiment_name(v: Any) -> str:
@@ -483,7 +562,8 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         tracking_uri = raw.get("tracking_uri")
         if tracking_uri is not None:
             tracking_uri = check_tracking_uri(tracking_uri, "tracking_uri")
-        return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path)
+        return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path,
+                         _parse_report(raw.get("report")))
     except SpecError as e:
         raise e.located(where) if where and not e.where else e
 

@@ -1,7 +1,8 @@
 """Teachers: resolve each YAML teacher once (a weights file, or train it and cache it), load it safely.
 
 A resolved teacher is a folder holding `model.safetensors`, `config.json` (how to rebuild it)
-and `card.json` (parameters, MACs, clean/PGD accuracy on the test split, source). Trained
+and `card.json` (parameters, MACs, clean/PGD-20/AutoAttack accuracy on the test split, source);
+a RobustBench teacher's folder holds no weights, its config names the file RobustBench loads. Trained
 teachers live in `<runs_dir>/teachers/<key>/`, the key a digest of the whole recipe and the
 data it trains on; the folder is built under a temporary name and renamed, so a concurrent
 or interrupted build never leaves a half teacher behind.
@@ -21,6 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from . import robustbench_zoo as rbz
+from .evaluate import autoattack_accuracy
 from .models import build_model, count_macs, count_params, robustbench_state_dict
 from .spec import SpecError, TeacherSpec, TrialConfig
 from .trainer import load_data, resolve_device, save_weights, test_metrics, train_student, write_json
@@ -38,19 +41,24 @@ def build_from_config(cfg: dict) -> nn.Module:
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
 
+def load_torch_weights(path: Path, key: str):
+    """A PyTorch file loaded with weights_only=True: a file that would need arbitrary unpickling
+    (Python objects, code) is refused and nothing in it runs."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = str(e).split("\n")[0][:120]
+        raise SpecError(key, str(path), "holds more than plain weights and is refused: only tensors are loaded "
+                        f"(weights_only=True); re-save its state_dict or convert it to safetensors ({why})") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise SpecError(key, str(path), f"is not a readable PyTorch weights file ({type(e).__name__})") from None
+
+
 def read_state_dict(path: Path, key: str) -> dict:
-    """Weights from safetensors, or from a PyTorch file loaded with weights_only=True: a file that
-    would need arbitrary unpickling (Python objects, code) is refused and nothing in it runs."""
+    """Weights from safetensors, or from a PyTorch file (load_torch_weights)."""
     path = Path(path)
     if path.suffix in TORCH_SUFFIXES:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            why = str(e).split("\n")[0][:120]
-            raise SpecError(key, str(path), "holds more than plain weights and is refused: only tensors are loaded "
-                            f"(weights_only=True); re-save its state_dict or convert it to safetensors ({why})") from None
-        except (OSError, RuntimeError, EOFError, ValueError) as e:
-            raise SpecError(key, str(path), f"is not a readable PyTorch weights file ({type(e).__name__})") from None
+        obj = load_torch_weights(path, key)
         try:
             return robustbench_state_dict(obj)
         except TypeError as e:
@@ -72,29 +80,69 @@ def load_weights(model: nn.Module, path: Path, key: str) -> nn.Module:
     return model
 
 
+def _load_robustbench(cfg: dict, key: str) -> nn.Module:
+    path = rbz.checkpoint_path(cfg["model_dir"], cfg["dataset"], cfg["threat_model"], cfg["robustbench"])
+    if path.is_file():  # RobustBench's loader unpickles it: make sure it holds plain weights first
+        load_torch_weights(path, key)
+    return rbz.load(cfg["robustbench"], cfg["model_dir"], cfg["dataset"], cfg["threat_model"], key)
+
+
 def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text())
-    model = load_weights(build_from_config(cfg), folder / "model.safetensors", f"teacher {folder.name}")
+    if "robustbench" in cfg:
+        model = _load_robustbench(cfg, f"teacher {folder.name}")
+    else:
+        model = load_weights(build_from_config(cfg), folder / "model.safetensors", f"teacher {folder.name}")
     return model.to(device).eval().requires_grad_(False)
 
 
-def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, n: int | None, extra: dict) -> dict:
-    """Size and robustness of a teacher: clean and PGD accuracy on the first `n` test images."""
+def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, spec: TeacherSpec, extra: dict,
+          log: Callable[[str], None]) -> dict:
+    """Size and robustness of a teacher: clean and PGD accuracy on the first `card_examples` test
+    images, AutoAttack standard on the first `card_aa_examples`."""
     shape = (splits.in_channels, splits.image_size, splits.image_size)
-    m = test_metrics(model, cfg, splits, n)
-    return {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["test_clean_acc"],
+    m = test_metrics(model, cfg, splits, spec.card_examples)
+    card = {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["test_clean_acc"],
             "pgd20_acc": m["test_pgd_acc"], "eval_n": m["test_n"], "eval_split": "test",
             "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps, "source": source, **extra}
+    return _add_autoattack(card, model, cfg, splits, spec, log)
+
+
+def _add_autoattack(card: dict, model: nn.Module, cfg: TrialConfig, splits, spec: TeacherSpec,
+                    log: Callable[[str], None]) -> dict:
+    n = min(spec.card_aa_examples, len(splits.test_x))
+    if n == 0 or card.get("aa_n") == n:
+        return card
+    log(f"teacher {spec.name}: AutoAttack standard on {n} test images for its card")
+    t0 = time.perf_counter()
+    acc = autoattack_accuracy(model, splits.test_x[:n], splits.test_y[:n], cfg.eval_epsilon, seed=cfg.seed,
+                              progress=lambda s: log(f"teacher {spec.name}: {s}"))
+    return card | {"aa_acc": acc, "aa_n": n, "aa_time_s": time.perf_counter() - t0}
+
+
+def _complete_card(folder: Path, spec: TeacherSpec, cfg: TrialConfig, log: Callable[[str], None]) -> None:
+    """A cached teacher whose card lacks the AutoAttack number asked for now gets it (card rewritten atomically)."""
+    card = read_card(folder)
+    n = spec.card_aa_examples
+    if n == 0 or card.get("aa_n") == n:
+        return
+    device = resolve_device(cfg.device)
+    splits = load_data(cfg, device)
+    if card.get("aa_n") == min(n, len(splits.test_x)):
+        return
+    new = _add_autoattack(card, load_teacher(folder, device), cfg, splits, spec, log)
+    write_json(new, folder / "card.json")
 
 
 def _train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]) -> Path:
     key = spec.cache_key()
     final = runs_dir / "teachers" / key
+    cfg = spec.train
     if (final / "card.json").is_file():
         log(f"teacher {spec.name}: cached at {final}")
+        _complete_card(final, spec, cfg, log)
         return final
-    cfg = spec.train
     tmp = runs_dir / "teachers" / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -109,14 +157,11 @@ def _train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]
     train_s = time.perf_counter() - t0
     save_weights(model, tmp / "model.safetensors")
     write_json(model_config(cfg.arch, cfg.width, splits.in_channels, splits.num_classes, splits.image_size), tmp / "config.json")
-    card = _card(model, cfg, splits, "train", spec.card_examples, {"recipe": cfg.to_dict(), "train_time_s": train_s,
-                                               "best_epoch": result["best_epoch"], "key": key})
+    card = _card(model, cfg, splits, "train", spec, {"recipe": cfg.to_dict(), "train_time_s": train_s,
+                                                     "best_epoch": result["best_epoch"], "key": key}, log)
     write_json(card, tmp / "card.json")
     shutil.rmtree(tmp / "checkpoint")
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another sweep built the same teacher meanwhile: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    _publish(tmp, final)
     log(f"teacher {spec.name}: clean {card['clean_acc']:.4f} PGD-{cfg.eval_steps} {card['pgd20_acc']:.4f} "
         f"on {card['eval_n']} test images ({train_s:.0f}s)")
     return final
@@ -127,24 +172,62 @@ def _checkpoint_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, l
     checked against its architecture, re-saved as safetensors and carded once."""
     src = Path(spec.checkpoint)
     stat = src.stat()
-    key = f"file-{spec.name}-{int(stat.st_mtime)}-{stat.st_size}"
+
+    def build(splits, device):
+        cfg = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
+        model = load_weights(build_from_config(cfg), src, f"teachers.{spec.name}.checkpoint").to(device)
+        return cfg, model, f"checkpoint:{src}", {}
+
+    return _carded_teacher(spec, trial, runs_dir, f"file-{spec.name}-{int(stat.st_mtime)}-{stat.st_size}", build, log)
+
+
+def _robustbench_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Callable[[str], None]) -> Path:
+    """A RobustBench model: RobustBench's loader reads (or, online, first downloads) its checkpoint;
+    the teacher folder holds the config that names that file and the card, not a copy of the weights."""
+    cfg = {"robustbench": spec.robustbench, "dataset": spec.rb_dataset, "threat_model": spec.threat_model,
+           "model_dir": spec.model_dir, "input_range": [0.0, 1.0]}
+    path = rbz.checkpoint_path(spec.model_dir, spec.rb_dataset, spec.threat_model, spec.robustbench)
+    label = f"teachers.{spec.name}.robustbench"
+    if not path.is_file():
+        log(f"teacher {spec.name}: downloading RobustBench {spec.robustbench} to {path}")
+        _load_robustbench(cfg, label)
+    stat = path.stat()
+
+    def build(splits, device):
+        model = _load_robustbench(cfg, label).to(device)
+        return cfg, model, f"robustbench:{spec.robustbench}", {"checkpoint": str(path)}
+
+    key = f"rb-{spec.rb_dataset}-{spec.threat_model}-{spec.robustbench}-{int(stat.st_mtime)}-{stat.st_size}"
+    return _carded_teacher(spec, trial, runs_dir, key, build, log)
+
+
+def _carded_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, key: str, build,
+                    log: Callable[[str], None]) -> Path:
+    """`<runs_dir>/teachers/<key>` for a teacher given as weights: config (+ a safetensors copy unless
+    RobustBench's loader owns the file) and card, built once under a temporary name."""
     final = runs_dir / "teachers" / key
     if (final / "card.json").is_file():
+        _complete_card(final, spec, trial, log)
         return final
     device = resolve_device(trial.device)
     splits = load_data(trial, device)
-    cfg = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
-    model = load_weights(build_from_config(cfg), src, f"teachers.{spec.name}.checkpoint").to(device)
+    cfg, model, source, extra = build(splits, device)
     tmp = runs_dir / "teachers" / f".{key}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    save_weights(model, tmp / "model.safetensors")
+    if "robustbench" not in cfg:
+        save_weights(model, tmp / "model.safetensors")
     write_json(cfg, tmp / "config.json")
-    write_json(_card(model, trial, splits, f"checkpoint:{src}", spec.card_examples, {}), tmp / "card.json")
+    write_json(_card(model.eval().requires_grad_(False), trial, splits, source, spec, extra, log), tmp / "card.json")
+    _publish(tmp, final)
+    return final
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename a fully written folder into place; if another sweep got there first, keep theirs."""
     try:
         os.rename(tmp, final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_dir: Path,
@@ -154,7 +237,12 @@ def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_
     for name, spec in teachers.items():
         if needed is not None and name not in needed:
             continue
-        folder = _train_teacher(spec, runs_dir, log) if spec.train else _checkpoint_teacher(spec, trial, runs_dir, log)
+        if spec.train:
+            folder = _train_teacher(spec, runs_dir, log)
+        elif spec.robustbench:
+            folder = _robustbench_teacher(spec, trial, runs_dir, log)
+        else:
+            folder = _checkpoint_teacher(spec, trial, runs_dir, log)
         out[name] = str(folder.resolve())
     return out
 

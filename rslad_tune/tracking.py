@@ -87,7 +87,7 @@ class MLflowTrialCallback(Callback):
                     "teacher": str(trial.config.get("teacher"))}
             run_id = self.client.create_run(self.tracker.experiment_id, run_name=str(trial), tags=tags).info.run_id
             card = self.cards.get(trial.config.get("teacher")) or {}
-            teacher = {f"teacher_{k}": card[k] for k in ("params", "macs", "clean_acc", "pgd20_acc", "source") if k in card}
+            teacher = {f"teacher_{k}": card[k] for k in ("params", "macs", "clean_acc", "pgd20_acc", "aa_acc", "source") if k in card}
             self.client.log_batch(run_id, params=_params({**trial.config, **teacher}))
         self.run_ids[trial.trial_id] = run_id
         return run_id

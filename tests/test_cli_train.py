@@ -9,7 +9,7 @@ SPACE = {
     "experiment": "one",
     "data": {"dataset": "synthetic", "train_subset": 400, "test_subset": 100, "val_size": 80},
     "teachers": {"t": {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1,
-                                 "eval_steps": 2, "batch_size": 64}}},
+                                 "eval_steps": 2, "batch_size": 64}, "card_aa_examples": 0}},
     "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 2, "attack_steps": 2, "eval_steps": 2,
               "batch_size": 64},
     "search": {"teacher": {"choice": ["t"]}},

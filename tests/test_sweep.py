@@ -12,10 +12,13 @@ SPACE = {
     "experiment": "tiny",
     "data": {"dataset": "synthetic", "train_subset": 600, "test_subset": 200, "val_size": 100},
     "teachers": {"t1": {"train": {"method": "sat", "arch": "small_cnn", "width": 8, "epochs": 2, "attack_steps": 2,
-                                  "batch_size": 32, "lr": 0.05}}},
+                                  "batch_size": 32, "lr": 0.05}, "card_aa_examples": 16},
+                 "t2": {"train": {"method": "natural", "arch": "small_cnn", "width": 4, "epochs": 1, "batch_size": 32},
+                        "card_aa_examples": 0}},
     "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 2, "attack_steps": 2, "eval_steps": 3,
-              "lr": 0.05, "batch_size": 32, "teacher": "t1"},
-    "search": {"alpha": {"uniform": [0.5, 1.0]}, "epsilon": {"uniform": [0.05, 0.1]}},
+              "lr": 0.05, "batch_size": 32},
+    "search": {"alpha": {"uniform": [0.5, 1.0]}, "epsilon": {"uniform": [0.05, 0.1]}, "teacher": {"choice": ["t1", "t2"]}},
+    "report": {"n_examples": 50, "n_aa": 6},
     "tune": {"num_samples": 2, "max_concurrent": 2, "scheduler": {"grace_period": 1}, "resources": {"cpu": 1}},
 }
 
@@ -46,8 +49,10 @@ def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
     for c in children:
         assert c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert c.info.status == "FINISHED"
-        assert c.data.params["method"] == "rslad" and c.data.params["teacher"] == "t1"
+        assert c.data.params["method"] == "rslad" and c.data.params["teacher"] in ("t1", "t2")
         assert int(c.data.params["teacher_params"]) > 0 and 0 <= float(c.data.params["teacher_pgd20_acc"]) <= 1
+        if c.data.params["teacher"] == "t1":  # its card has AutoAttack on 16 images
+            assert 0 <= float(c.data.params["teacher_aa_acc"]) <= float(c.data.params["teacher_pgd20_acc"]) + 1 / 16
         alphas.add(c.data.params["alpha"])
         assert 0.5 <= float(c.data.params["alpha"]) <= 1.0
         hist = client.get_metric_history(c.info.run_id, "pgd_acc")
@@ -110,3 +115,30 @@ def test_export_verb_redoes_the_export(sweep, capsys):
     assert after == before and (best / "model.safetensors").is_file()
     assert main(["export", str(d / "runs")]) == 2  # not a sweep folder
     assert "sweep.json" in capsys.readouterr().err
+
+
+def test_selection_report_shows_every_teacher_and_is_logged(sweep, capsys):
+    from rslad_tune.cli import main
+
+    d, out = sweep
+    exp = d / "runs" / "tiny"
+    md = (exp / "selection.md").read_text()
+    rows = json.loads((exp / "selection.json").read_text())["rows"]
+    assert {r["teacher"] for r in rows} == {"t1", "t2"} and all(f"| {t} |" in md for t in ("t1", "t2"))
+    assert sum(r["trials"] for r in rows) == 2
+    for r in rows:
+        if r["trials"]:
+            assert r["n"] == 50 and r["n_aa"] == 6 and r["student_aa"] <= r["student_pgd20"] + 1 / 6 <= r["student_clean"] + 1 / 6 + 0.02
+    assert (exp / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}")
+    parent = json.loads((exp / "sweep.json").read_text())["parent_run_id"]
+    arts = {a.path for a in client.list_artifacts(parent, "selection")}
+    assert {"selection/selection.md", "selection/selection.png", "selection/selection.json"} <= arts
+    best = next(r for r in rows if r["trials"])
+    assert client.get_run(parent).data.metrics[f"selection.{best['teacher']}.student_pgd20"] == pytest.approx(best["student_pgd20"])
+    assert "teacher selection report" in out
+    # the verb re-writes the report from the cached student numbers (nothing re-evaluated)
+    capsys.readouterr()
+    assert main(["report", str(exp), "--n-examples", "50", "--n-aa", "6", "--device", "cpu"]) == 0
+    assert "best student" not in capsys.readouterr().out
+    assert json.loads((exp / "selection.json").read_text())["rows"] == rows

@@ -10,6 +10,7 @@ DATA = {"dataset": "synthetic", "train_subset": 320, "test_subset": 64, "val_siz
 
 
 def _spec(tmp_path, teachers):
+    teachers = {k: {"card_aa_examples": 0, **v} for k, v in teachers.items()}  # AutoAttack on cards: its own test
     raw = {"experiment": "t", "data": DATA, "teachers": teachers,
            "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 1, "teacher": next(iter(teachers)),
                      "eval_steps": 2, "num_threads": 1}}
@@ -91,3 +92,75 @@ def test_plain_pytorch_state_dict_teacher_loads_with_weights_only(tmp_path):
     dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
     x = torch.rand(4, 1, 28, 28)
     assert torch.allclose(load_teacher(dirs["file"])(x), m(x))
+
+
+def _cifar_spec(tmp_path, teacher):
+    raw = {"experiment": "t", "data": {"dataset": "synthetic_cifar", "train_subset": 64, "test_subset": 8, "val_size": 16},
+           "teachers": {"rb": teacher},
+           "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 1, "teacher": "rb", "eval_steps": 2,
+                     "num_threads": 1}}
+    return parse_sweep(raw, path=str(tmp_path / "space.yaml"), sweep=False)
+
+
+def test_robustbench_teacher_loads_offline_from_a_preplaced_checkpoint(tmp_path, monkeypatch):
+    from rslad_tune import robustbench_zoo
+
+    monkeypatch.setenv("RSLAD_TUNE_OFFLINE", "1")  # never try Google Drive, whatever the network
+    rb = robustbench_zoo.robustbench()
+    original = rb.zoo[rb.Dataset("cifar10")][rb.Threat("Linf")]["Wong2020Fast"]["model"]().eval()
+    target = tmp_path / "rbmodels" / "cifar10" / "Linf" / "Wong2020Fast.pt"
+    teacher = {"robustbench": "Wong2020Fast", "model_dir": "rbmodels", "card_aa_examples": 0}
+    # offline and the file is not there yet: a one-line error naming the file to place
+    with pytest.raises(SpecError, match=r"teachers\.rb\.robustbench.*offline and .*rbmodels/cifar10/Linf/Wong2020Fast\.pt is missing"):
+        _cifar_spec(tmp_path, teacher)
+    target.parent.mkdir(parents=True)
+    torch.save({"state_dict": original.state_dict()}, target)  # the layout RobustBench's files have
+    spec = _cifar_spec(tmp_path, teacher)
+    dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
+    card = read_card(dirs["rb"])
+    assert card["source"] == "robustbench:Wong2020Fast" and card["params"] == sum(p.numel() for p in original.parameters())
+    assert card["macs"] > 0 and 0 <= card["pgd20_acc"] <= card["clean_acc"] <= 1
+    assert not list((tmp_path / "runs" / "teachers").glob("*/model.safetensors"))  # RobustBench's file is not copied
+    loaded = load_teacher(dirs["rb"])
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.allclose(loaded(x), original(x), atol=1e-5)
+
+
+def test_robustbench_teacher_input_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("RSLAD_TUNE_OFFLINE", "1")
+    with pytest.raises(SpecError, match=r"teachers\.rb\.robustbench: 'Wong2020Fats'.*did you mean Wong2020Fast"):
+        _cifar_spec(tmp_path, {"robustbench": "Wong2020Fats"})
+    with pytest.raises(SpecError, match=r"teachers\.rb\.threat_model: 'Linfinity'.*Linf, L2, corruptions"):
+        _cifar_spec(tmp_path, {"robustbench": "Wong2020Fast", "threat_model": "Linfinity"})
+    with pytest.raises(SpecError, match=r"teachers\.rb\.dataset: 'cifar100'.*does not match data.dataset 'synthetic_cifar'"):
+        _cifar_spec(tmp_path, {"robustbench": "Wong2020Fast", "dataset": "cifar100"})
+    with pytest.raises(SpecError, match=r"teachers\.rb\.dataset: 'synthetic'.*CIFAR images"):
+        _spec(tmp_path, {"rb": {"robustbench": "Wong2020Fast"}})
+    with pytest.raises(SpecError, match=r"teachers\.rb\.arch: 'resnet18'.*model zoo"):
+        _cifar_spec(tmp_path, {"robustbench": "Wong2020Fast", "arch": "resnet18"})
+
+
+def test_robustbench_checkpoint_that_is_not_plain_weights_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("RSLAD_TUNE_OFFLINE", "1")
+    target = tmp_path / "rbmodels" / "cifar10" / "Linf" / "Wong2020Fast.pt"
+    target.parent.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {}, "extra": _RunsCodeWhenUnpickled(marker)}, target)
+    spec = _cifar_spec(tmp_path, {"robustbench": "Wong2020Fast", "model_dir": "rbmodels", "card_aa_examples": 0})
+    with pytest.raises(SpecError, match="refused"):
+        prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
+    assert not marker.exists()
+
+
+def test_teacher_card_has_autoattack_and_a_cached_card_gains_it_later(tmp_path):
+    recipe = {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1, "eval_steps": 2,
+                        "num_threads": 1}}
+    spec = _spec(tmp_path, {"a": recipe})  # card_aa_examples 0: no AutoAttack
+    dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
+    assert "aa_acc" not in read_card(dirs["a"])
+    spec = _spec(tmp_path, {"a": {**recipe, "card_aa_examples": 6}})
+    logs = []
+    again = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)
+    card = read_card(again["a"])
+    assert again == dirs and any("cached" in s for s in logs) and any("AutoAttack" in s for s in logs)
+    assert card["aa_n"] == 6 and 0 <= card["aa_acc"] <= card["pgd20_acc"] + 1 / 6 + 1e-9
