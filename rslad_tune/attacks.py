@@ -24,14 +24,12 @@ def kl_loss(target_probs: Tensor) -> LossFn:
 
 def random_start(x: Tensor, eps: float, start: str) -> Tensor:
     if start == "uniform":
-        x0 = x + torch.empty_like(x).uniform_(-eps, eps)
-    elif start == "normal":  # the TRADES/RSLAD start: x + 0.001 N(0, 1)
-        x0 = x + 0.001 * torch.randn_like(x)
-    elif start == "none":
-        x0 = x.clone()
-    else:
-        raise ValueError(f"start: {start!r} is not allowed; one of uniform, normal, none")
-    return x0.clamp(0, 1)
+        return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    if start == "normal":  # the TRADES/RSLAD start x + 0.001 N(0, 1), unclipped as in the authors' code
+        return x + 0.001 * torch.randn_like(x)
+    if start == "none":
+        return x.clone()
+    raise ValueError(f"start: {start!r} is not allowed; one of uniform, normal, none")
 
 
 def pgd(model: nn.Module, x: Tensor, loss_fn: LossFn, eps: float, step_size: float, steps: int,
@@ -45,7 +43,7 @@ def pgd(model: nn.Module, x: Tensor, loss_fn: LossFn, eps: float, step_size: flo
         loss = loss_fn(model(x_adv))
         (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = torch.minimum(torch.maximum(x_adv.detach() + step_size * grad.sign(), lo), hi)
-    return x_adv.detach()
+    return x_adv.detach().clamp(0, 1) if steps == 0 else x_adv.detach()
 
 
 def cw_loss(y: Tensor) -> LossFn:

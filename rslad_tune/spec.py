@@ -25,6 +25,7 @@ SCHEDULES = ("cosine", "onecycle", "piecewise", "constant")
 ATTACK_STARTS = ("normal", "uniform", "none")
 AUGMENTS = ("default", "none", "crop_flip", "crop")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class SpecError(ValueError):
@@ -81,6 +82,8 @@ class TrialConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None  # torch intra-op threads; None: leave torch's default
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (perturbations stay fp32)
+    compile: bool = False  # torch.compile the student's training forward (measured slower on this CPU: bench/RESULTS.md)
 
     @property
     def resolved_step_size(self) -> float:
@@ -96,7 +99,7 @@ class TrialConfig:
 
 TRIAL_KEYS = tuple(f.name for f in fields(TrialConfig))
 DATA_KEYS = ("dataset", "data_dir", "train_subset", "test_subset", "val_size", "augment")
-RUNTIME_KEYS = ("device", "num_threads")
+RUNTIME_KEYS = ("device", "num_threads", "precision", "compile")
 SEARCHABLE_KEYS = tuple(k for k in TRIAL_KEYS if k not in DATA_KEYS + RUNTIME_KEYS + ("milestones",))
 
 
@@ -163,7 +166,9 @@ def check_trial_value(key: str, v: Any, teachers: tuple[str, ...] | None = None,
         return _number(name, v, integer=True, lo=0)
     if key == "seed":
         return _number(name, v, integer=True, lo=0)
-    if key == "soft_label_cache":
+    if key == "precision":
+        return _choice(name, v, PRECISIONS)
+    if key in ("soft_label_cache", "compile"):
         if not isinstance(v, bool):
             raise SpecError(name, v, "must be true or false")
         return v

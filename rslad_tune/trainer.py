@@ -85,30 +85,23 @@ def write_json(obj, path: Path) -> None:
     _save_atomic(lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True)), path)
 
 
-def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Splits, opt: torch.optim.Optimizer,
-                sched: torch.optim.lr_scheduler.LRScheduler, teacher: nn.Module | None,
-                soft_labels: torch.Tensor | None = None) -> tuple[float, int]:
-    """One pass over the training split; returns (mean loss, images seen). One host sync, at the end.
+def autocast(cfg: TrialConfig, device: torch.device):
+    """bf16 autocast for the training forwards (precision auto on CUDA, or bf16). Inputs, perturbations and
+    their sign-gradient updates stay float32 (attacks.pgd); every loss is computed on float32 logits."""
+    on = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
-    `soft_labels` (num_train x num_views x classes): the teacher's cached logits on clean views (soft_labels.py)."""
-    n, bs = len(splits.train_x), cfg.batch_size
-    perm = torch.randperm(n, device=splits.train_x.device)
-    n_batches = max(n // bs, 1)  # drop the last partial batch (batch-norm on a handful of images is noise)
-    loss_sum = torch.zeros((), device=splits.train_x.device)
-    step_size = cfg.resolved_step_size
-    for b in range(n_batches):
-        idx = perm[b * bs:(b + 1) * bs]
-        x, y = splits.train_x[idx], splits.train_y[idx]
-        view = 0  # the only view without augmentation
-        if splits.augment != "none":
-            views = sample_views(len(x), splits.augment, splits.pad, x.device)
-            x = apply_views(x, *views, splits.pad)
-            view = view_ids(*views, splits.augment, splits.pad)
-        batch = Batch(x, y)
-        # compute exactly what the method declares it needs (see methods.py)
-        if method.needs_teacher and soft_labels is not None:
-            batch.teacher_logits = soft_labels[idx, view].float()
-        elif method.needs_teacher:
+
+def train_step(model: nn.Module, method: Method, cfg: TrialConfig, x: torch.Tensor, y: torch.Tensor,
+               opt: torch.optim.Optimizer, teacher: nn.Module | None = None,
+               teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimizer step of `method` on the batch (x, y); returns the loss (a device tensor, no host sync).
+
+    `teacher_logits`: the teacher on x, from the soft-label cache; otherwise the live teacher is run.
+    Computes exactly what the method declares it needs (see methods.py)."""
+    batch = Batch(x, y, teacher_logits=teacher_logits)
+    with autocast(cfg, x.device):
+        if method.needs_teacher and batch.teacher_logits is None:
             with torch.no_grad():
                 batch.teacher_logits = teacher(x).float()
         x_adv = None
@@ -117,7 +110,13 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
             if method.attack_needs_clean:  # TRADES: the attack's target is the student's own clean prediction
                 with torch.no_grad():
                     batch.student_clean_logits = model(x).float()
-            x_adv = pgd(model, x, method.inner_loss(batch), cfg.epsilon, step_size, cfg.attack_steps, cfg.attack_start)
+            # the attack needs input gradients only: without weight gradients autograd records and runs less
+            model.requires_grad_(False)
+            try:
+                x_adv = pgd(model, x, method.inner_loss(batch), cfg.epsilon, cfg.resolved_step_size, cfg.attack_steps,
+                            cfg.attack_start)
+            finally:
+                model.requires_grad_(True)
             if method.needs_teacher_on_adv:  # IAD: how far to trust the teacher on x'
                 with torch.no_grad():
                     batch.teacher_adv_logits = teacher(x_adv).float()
@@ -126,11 +125,35 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
         adv_logits = model(x_adv) if x_adv is not None else None
         clean_logits = model(x) if method.uses_clean else None
         loss = method.outer_loss(clean_logits, adv_logits, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Splits, opt: torch.optim.Optimizer,
+                sched: torch.optim.lr_scheduler.LRScheduler, teacher: nn.Module | None,
+                soft_labels: torch.Tensor | None = None, max_batches: int | None = None) -> tuple[float, int]:
+    """One pass over the training split; returns (mean loss, images seen). One host sync, at the end.
+
+    Data and augmentation stay on the device. `soft_labels` (num_train x num_views x classes): the
+    teacher's cached logits on clean views (soft_labels.py). `max_batches`: stop early (benchmarks)."""
+    n, bs = len(splits.train_x), cfg.batch_size
+    perm = torch.randperm(n, device=splits.train_x.device)
+    n_batches = max(n // bs, 1)  # drop the last partial batch (batch-norm on a handful of images is noise)
+    n_batches = min(n_batches, max_batches or n_batches)
+    loss_sum = torch.zeros((), device=splits.train_x.device)
+    for b in range(n_batches):
+        idx = perm[b * bs:(b + 1) * bs]
+        x, y = splits.train_x[idx], splits.train_y[idx]
+        view = 0  # the only view without augmentation
+        if splits.augment != "none":
+            views = sample_views(len(x), splits.augment, splits.pad, x.device)
+            x = apply_views(x, *views, splits.pad)
+            view = view_ids(*views, splits.augment, splits.pad)
+        cached = soft_labels[idx, view].float() if method.needs_teacher and soft_labels is not None else None
+        loss_sum += train_step(model, method, cfg, x, y, opt, teacher, cached)
         sched.step()
-        loss_sum += loss.detach()
     return (loss_sum / n_batches).item(), n_batches * bs
 
 
@@ -155,6 +178,8 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
         teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
     # channels_last: 1.5-1.7x faster convolutions on CPU (oneDNN) and the layout tensor cores want on GPU
     model = make_student(cfg, splits).to(device, memory_format=torch.channels_last)
+    # the compiled module shares the student's parameters; checkpoints and validation use the plain one
+    trained = torch.compile(model) if cfg.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(len(splits.train_x) // cfg.batch_size, 1)
     total = steps_per_epoch * cfg.epochs
@@ -183,7 +208,7 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss, seen = train_epoch(model, method, cfg, splits, opt, sched, teacher, soft_labels)
+        train_loss, seen = train_epoch(trained, method, cfg, splits, opt, sched, teacher, soft_labels)
         train_time = time.perf_counter() - t0
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"training loss became {train_loss} in epoch {epoch} (lr={cfg.lr})")

@@ -24,6 +24,27 @@ def test_quickstart_parses():
     assert spec.teachers["sat_w16"].cache_key() != spec.teachers["sat_w24"].cache_key()
 
 
+def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
+    monkeypatch.setenv("RSLAD_TUNE_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # RobustBench's default model dir is ./models
+    placed = tmp_path / "models" / "cifar10" / "Linf" / "Zhang2019Theoretically.pt"
+    placed.parent.mkdir(parents=True)
+    placed.touch()  # parsing only checks that the file is there; loading it is test_teachers' job
+    paper = load_sweep(ROOT / "search_spaces" / "paper.yaml")
+    assert paper.teachers["trades_wrn34"].robustbench == "Zhang2019Theoretically"
+    assert len(paper.search["method"].args) == 7 and paper.search["arch"].args == ["resnet18", "mobilenet_v2"]
+    t = paper.trial
+    assert (t.epochs, t.lr, t.batch_size, t.attack_steps, t.schedule) == (300, 0.1, 128, 10, "piecewise")
+    assert t.epsilon == pytest.approx(8 / 255) and t.step_size == pytest.approx(2 / 255) and t.alpha == pytest.approx(5 / 6)
+    assert [round(m * 300) for m in t.milestones] == [215, 260, 285]
+    fm = load_sweep(ROOT / "search_spaces" / "paper_fmnist.yaml")
+    assert len(fm.search["method"].args) == 7 and fm.search["seed"].args == [0, 1, 2] and fm.tune.scheduler == "fifo"
+    teacher = load_sweep(ROOT / "search_spaces" / "teacher.yaml")
+    assert len(teacher.teachers) >= 4 and teacher.search["teacher"].args == list(teacher.teachers)
+    assert {"natural", "sat", "trades"} <= {s.train.method for s in teacher.teachers.values()}
+    assert teacher.tune.scheduler == "asha" and teacher.tune.searcher == "optuna" and teacher.report.n_aa > 0
+
+
 def _set(path: str, value):
     def edit(root):
         keys, d = path.split("."), root
