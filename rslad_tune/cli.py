@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-VERBS = ("tune", "train", "export", "evaluate", "compare", "report")
+VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume")
 
 
 def _log(msg: str) -> None:
@@ -35,8 +35,15 @@ def _positive_int(text: str) -> int:
     return v
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"rslad-tune: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rslad-tune", description="Distil adversarial robustness (RSLAD) and tune it with Ray Tune + MLflow.")
+    p = _Parser(prog="rslad-tune", description="Distil adversarial robustness (RSLAD) and tune it with Ray Tune + MLflow.")
     sub = p.add_subparsers(dest="verb")
 
     def space_args(sp):
@@ -50,7 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///runs/mlflow.db; http://host:port for a server)")
     t.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     t.add_argument("--no-export", action="store_true", help="skip exporting the best student")
+    t.add_argument("--resume", action="store_true", help="continue the interrupted sweep in runs/<experiment> "
+                   "(finished trials kept, unfinished ones from their last checkpoint; same YAML, no --set)")
     t.add_argument("--no-report", action="store_true", help="skip the teacher selection report (written when teacher is searched)")
+
+    rs = sub.add_parser("resume", help="continue an interrupted sweep: rslad-tune resume runs/<experiment>")
+    rs.add_argument("experiment_dir", help="runs/<experiment> of the interrupted sweep")
+    rs.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    rs.add_argument("--no-export", action="store_true", help="skip exporting the best student")
+    rs.add_argument("--no-report", action="store_true", help="skip the teacher selection report")
 
     tr = sub.add_parser("train", help="run one trial from the YAML's fixed values, without Ray")
     space_args(tr)
@@ -97,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from .spec import SpecError
 
     try:
-        return {"tune": cmd_tune, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
+        return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
                 "compare": cmd_compare, "report": cmd_report}[args.verb](args)
     except (SpecError, DataError) as e:
         print(f"rslad-tune: error: {e}", file=sys.stderr)
@@ -118,10 +133,33 @@ def _load(args):
     # the data is checked before anything is written (a data dir without data, val_size too large, ...)
     import torch
 
+    from .teachers import check_teacher_files
     from .trainer import load_data
 
-    load_data(spec.trial, torch.device("cpu"))
+    splits = load_data(spec.trial, torch.device("cpu"))
+    check_teacher_files(spec.teachers, splits)  # a corrupt, truncated or pickled weights file stops us here
+    if getattr(args, "address", None):
+        check_ray_address(args.address)
     return spec
+
+
+def check_ray_address(address: str) -> None:
+    """An unreachable cluster is reported before teachers are trained or anything is written."""
+    import socket
+
+    from .spec import SpecError
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError("--address", address, "must be host:port of a Ray head (e.g. 127.0.0.1:6379), ray://host:10001 or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise SpecError("--address", address, f"no Ray head answers there ({e.strerror or type(e).__name__}); "
+                        "start one with `ray start --head` or leave --address out for a local Ray") from None
 
 
 def cmd_tune(args) -> int:
@@ -129,8 +167,15 @@ def cmd_tune(args) -> int:
     from .tuning import format_summary, run_sweep
 
     spec = _load(args)
+    if args.resume:
+        from .spec import SpecError
+        from .tuning import check_resumable
+
+        if args.set:
+            raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
+        check_resumable(spec)
     t0 = time.time()
-    rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log)
+    rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log, resume=args.resume)
     print("\n" + format_summary(rows), flush=True)
     done = [r for r in rows if r.status == "TERMINATED"]
     _log(f"{len(done)}/{len(rows)} trials finished ({sum(r.early_stopped for r in rows)} stopped early by ASHA, "
@@ -152,6 +197,21 @@ def cmd_tune(args) -> int:
         _log(f"teacher selection report: {path} and {path.with_suffix('.png')}")
     _log(f"MLflow UI: mlflow ui --backend-store-uri {args.tracking_uri or spec.tracking_uri or 'sqlite:///' + str(Path(spec.runs_dir) / 'mlflow.db')}")
     return 0
+
+
+def cmd_resume(args) -> int:
+    """`resume runs/<exp>` = `--space <the sweep's YAML> --runs-dir runs --resume`."""
+    from .spec import SpecError
+
+    exp = Path(args.experiment_dir)
+    if not (exp / "sweep.json").is_file():
+        raise SpecError("experiment", str(exp), "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>")
+    original = json.loads((exp / "sweep.json").read_text()).get("space") or ""
+    space = original if original and Path(original).is_file() else str(exp / "space.yaml")
+    ns = argparse.Namespace(verb="tune", space=space, set=[], data_dir=None, runs_dir=str(exp.resolve().parent),
+                            tracking_uri=None, address=args.address, no_export=args.no_export,
+                            no_report=args.no_report, resume=True)
+    return cmd_tune(ns)
 
 
 def cmd_train(args) -> int:

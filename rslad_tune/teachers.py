@@ -230,6 +230,19 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_teacher_files(teachers: dict[str, TeacherSpec], splits) -> None:
+    """Before anything is written: every weights file a sweep names must load (checkpoint teachers into
+    their architecture; RobustBench files as plain weights). A SpecError names the first that does not."""
+    for spec in teachers.values():
+        if spec.checkpoint:
+            cfg = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
+            load_weights(build_from_config(cfg), Path(spec.checkpoint), f"teachers.{spec.name}.checkpoint")
+        elif spec.robustbench:
+            path = rbz.checkpoint_path(spec.model_dir, spec.rb_dataset, spec.threat_model, spec.robustbench)
+            if path.is_file():
+                load_torch_weights(path, f"teachers.{spec.name}.robustbench")
+
+
 def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_dir: Path,
                      needed: set[str] | None = None, log: Callable[[str], None] = print) -> dict[str, str]:
     """Resolve every teacher a sweep can use; returns name -> folder (absolute)."""

@@ -37,7 +37,7 @@ class SweepTracker:
     """The parent run of a sweep and the lookup of its child runs."""
 
     def __init__(self, tracking_uri: str, experiment: str, runs_dir: Path, parent_id: str | None = None):
-        self.uri = tracking_uri
+        self.uri, self.experiment, self.runs_dir = tracking_uri, experiment, runs_dir
         self.client = MlflowClient(tracking_uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
@@ -73,6 +73,16 @@ class MLflowTrialCallback(Callback):
         self.tracker, self.max_epochs = tracker, max_epochs
         self.cards = teacher_cards or {}
         self.run_ids: dict[str, str] = {}
+        self.logged_epoch: dict[str, int] = {}  # a resumed trial re-reports nothing MLflow already has
+
+    # Tune pickles its run config (and this callback) into the experiment folder for Tuner.restore:
+    # keep the plain values and reconnect to the store when unpickled.
+    def __getstate__(self):
+        t = self.tracker
+        return {"where": (t.uri, t.experiment, t.runs_dir, t.parent_id), "max_epochs": self.max_epochs, "cards": self.cards}
+
+    def __setstate__(self, state):
+        self.__init__(SweepTracker(*state["where"]), state["max_epochs"], state["cards"])
 
     @property
     def client(self) -> MlflowClient:
@@ -82,7 +92,10 @@ class MLflowTrialCallback(Callback):
         if trial.trial_id in self.run_ids:
             return self.run_ids[trial.trial_id]
         run_id = self.tracker.child_run(trial.trial_id)  # a resumed sweep reuses the trial's run
-        if run_id is None:
+        if run_id is not None:
+            hist = self.client.get_metric_history(run_id, "pgd_acc")
+            self.logged_epoch[trial.trial_id] = max((m.step for m in hist), default=0)
+        else:
             tags = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id, "rslad_tune.kind": "trial",
                     "teacher": str(trial.config.get("teacher"))}
             run_id = self.client.create_run(self.tracker.experiment_id, run_name=str(trial), tags=tags).info.run_id
@@ -97,9 +110,12 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        run_id = self._run_id(trial)
+        if step <= self.logged_epoch.get(trial.trial_id, 0):
+            return
         ts = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), ts, step) for k in EPOCH_METRICS if k in result]
-        self.client.log_batch(self._run_id(trial), metrics=metrics)
+        self.client.log_batch(run_id, metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)

@@ -5,6 +5,7 @@ importable module (not __main__) so that `Tuner.restore` can find it again.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -101,8 +102,12 @@ def _archive_previous(exp_dir: Path, log: Callable[[str], None]) -> None:
 
 
 def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str | None = None,
-              log: Callable[[str], None] = print) -> tuple[list[TrialRow], Path]:
-    """Teachers, then the Tune sweep, then the summary rows. Returns (rows, experiment folder)."""
+              log: Callable[[str], None] = print, resume: bool = False) -> tuple[list[TrialRow], Path]:
+    """Teachers, then the Tune sweep, then the summary rows. Returns (rows, experiment folder).
+
+    resume=True continues an interrupted sweep of the same YAML in runs/<experiment>: Tune restores
+    finished trials (not re-run) and unfinished ones from their last checkpoint, the Optuna study
+    continues from `optuna.db` beside them, and MLflow keeps the same parent and child runs."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -127,18 +132,24 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     if teacher_dirs and spec.trial.soft_label_cache:
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
-    _archive_previous(exp_dir, log)
-    tracker = SweepTracker(uri, spec.experiment, runs_dir)  # the driver creates DB and experiment first
-    parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
-    for name, card in cards.items():
-        tracker.client.log_dict(parent, card, f"teachers/{name}.json")
-    exp_dir.mkdir(parents=True)
-    sweep_info = {"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
-                  "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
-                  "metric": spec.tune.metric}
-    write_json(sweep_info, exp_dir / "sweep.json")
-    (exp_dir / "space.yaml").write_text(spec.source)
+    if resume:
+        sweep_info = json.loads((exp_dir / "sweep.json").read_text())  # checked by check_resumable
+        tracker = SweepTracker(sweep_info["tracking_uri"], spec.experiment, runs_dir, sweep_info["parent_run_id"])
+        tracker.client.update_run(tracker.parent_id, "RUNNING")
+        log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
+    else:
+        _archive_previous(exp_dir, log)
+        tracker = SweepTracker(uri, spec.experiment, runs_dir)  # the driver creates DB and experiment first
+        parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
+        for name, card in cards.items():
+            tracker.client.log_dict(parent, card, f"teachers/{name}.json")
+        exp_dir.mkdir(parents=True)
+        sweep_info = {"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
+                      "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
+                      "metric": spec.tune.metric}
+        write_json(sweep_info, exp_dir / "sweep.json")
+        (exp_dir / "space.yaml").write_text(spec.source)
 
     t = spec.tune
     if t.scheduler == "asha":
@@ -147,15 +158,18 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     else:
         scheduler = FIFOScheduler()
     searcher = None
-    if t.searcher == "optuna" and spec.search:
-        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed))
+    if t.searcher == "optuna" and spec.search:  # the study lives in optuna.db: a resumed sweep continues it
+        storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / 'optuna.db').resolve()}")
+        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
+                                storage=storage)
     trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # 1 checkpoint/epoch is by design
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}})
-    tuner = tune.Tuner(
+    # restored: Tune's pickled param space, run config and searcher state (the Optuna study itself is in optuna.db)
+    tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True) if resume else tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
@@ -173,11 +187,25 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         status = "FINISHED" if any(r.status == "TERMINATED" for r in rows) else "FAILED"
         png = _plot_curves(grid, rows, spec, exp_dir)
         if png:
-            tracker.client.log_artifact(parent, str(png))
+            tracker.client.log_artifact(tracker.parent_id, str(png))
             log(f"PGD accuracy per epoch of every trial: {png}")
     finally:
         tracker.finish_parent(status)
     return rows, exp_dir
+
+
+def check_resumable(spec: SweepSpec) -> None:
+    """--resume: an interrupted sweep of the same YAML must be in runs/<experiment> (checked before anything runs)."""
+    from ray import tune
+
+    from .spec import SpecError
+
+    exp_dir = Path(spec.runs_dir).resolve() / spec.experiment
+    if not (exp_dir / "sweep.json").is_file() or not tune.Tuner.can_restore(str(exp_dir)):
+        raise SpecError("--resume", str(exp_dir), "holds no sweep to resume; run without --resume to start one")
+    if (exp_dir / "space.yaml").read_text() != spec.source:
+        raise SpecError("--resume", str(exp_dir / "space.yaml"), f"differs from {spec.path}: a sweep resumes only with "
+                        "the YAML it started with (no --set either)")
 
 
 def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
