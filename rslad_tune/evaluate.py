@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .attacks import ce_loss, cw_loss, fgsm, pgd
+from .progress import bar
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
@@ -128,6 +129,7 @@ def autoattack_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, b
         aa_logger.setLevel(logging.DEBUG)
         aa_logger.propagate = False
     t0 = time.perf_counter()
+    pbar = bar(n, "AutoAttack", "img") if progress else None
     try:
         for i in range(0, n, chunk):
             xb, yb = x[i:i + chunk].float(), y[i:i + chunk]
@@ -135,12 +137,17 @@ def autoattack_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, b
                 handler.prefix = f"images {i + 1}-{i + len(xb)}: "
             _, y_adv = adversary.run_standard_evaluation(xb, yb, batch_size=min(batch_size, len(xb)))
             robust += (y_adv == yb).sum()
+            if pbar:
+                pbar.update(len(xb))
+                pbar.set_postfix(robust=f"{robust.item() / (i + len(xb)):.2%}")
             if progress:
                 done, dt = i + len(xb), time.perf_counter() - t0
                 rate = done / dt
                 progress(f"AA {done}/{n} images, {rate:.2f} img/s ({dt / done:.2f} s/img), ETA {_fmt_time((n - done) / rate)}, "
                          f"robust accuracy so far {robust.item() / done:.2%}")
     finally:
+        if pbar:
+            pbar.close()
         if handler:
             aa_logger.removeHandler(handler)
             aa_logger.setLevel(saved[0])

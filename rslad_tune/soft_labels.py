@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
+from .progress import bar
 from .spec import TrialConfig
 from .trainer import _save_atomic
 
@@ -41,13 +42,15 @@ def compute_soft_labels(teacher: nn.Module, splits: Splits, batch_size: int = 10
     dev = x.device
     dys, dxs, flips = all_views(splits.augment, splits.pad, dev)
     out = torch.empty(len(x), len(dys), splits.num_classes, dtype=torch.float16, device=dev)
-    for v in range(len(dys)):
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            if splits.augment != "none":
-                n = len(xb)
-                xb = apply_views(xb, dys[v].expand(n), dxs[v].expand(n), flips[v].expand(n), splits.pad)
-            out[i:i + batch_size, v] = teacher(xb).half()
+    with bar(len(x) * len(dys), "soft-label cache", "img") as b:
+        for v in range(len(dys)):
+            for i in range(0, len(x), batch_size):
+                xb = x[i:i + batch_size]
+                if splits.augment != "none":
+                    n = len(xb)
+                    xb = apply_views(xb, dys[v].expand(n), dxs[v].expand(n), flips[v].expand(n), splits.pad)
+                out[i:i + batch_size, v] = teacher(xb).half()
+                b.update(len(xb))
     return out
 
 

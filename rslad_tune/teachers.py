@@ -25,8 +25,16 @@ from torch import nn
 from . import robustbench_zoo as rbz
 from .evaluate import autoattack_accuracy
 from .models import build_model, count_macs, count_params, robustbench_state_dict
+from .progress import bar
 from .spec import SpecError, TeacherSpec, TrialConfig
-from .trainer import load_data, resolve_device, save_weights, test_metrics, train_student, write_json
+from .trainer import (
+    load_data,
+    resolve_device,
+    save_weights,
+    test_metrics,
+    train_student,
+    write_json,
+)
 
 
 def model_config(arch: str, width: int | None, in_channels: int, num_classes: int, image_size: int) -> dict:
@@ -150,8 +158,9 @@ def _train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]
     splits = load_data(cfg, device)
     log(f"teacher {spec.name}: training {cfg.method} {cfg.arch} width={cfg.width} for {cfg.epochs} epochs -> {final}")
     t0 = time.perf_counter()
-    result = train_student(cfg, splits=splits, checkpoint_dir=tmp / "checkpoint",
-                           log=lambda s: log(f"teacher {spec.name}: {s}"))
+    with bar(cfg.epochs * max(len(splits.train_x) // cfg.batch_size, 1), f"teacher {spec.name}", "batch") as b:
+        result = train_student(cfg, splits=splits, checkpoint_dir=tmp / "checkpoint",
+                               log=lambda s: log(f"teacher {spec.name}: {s}"), on_batch=b.update)
     model = result["model"]
     model.load_state_dict(result["best_state"])  # best epoch by validation PGD accuracy
     train_s = time.perf_counter() - t0

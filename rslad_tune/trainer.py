@@ -133,7 +133,8 @@ def train_step(model: nn.Module, method: Method, cfg: TrialConfig, x: torch.Tens
 
 def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Splits, opt: torch.optim.Optimizer,
                 sched: torch.optim.lr_scheduler.LRScheduler, teacher: nn.Module | None,
-                soft_labels: torch.Tensor | None = None, max_batches: int | None = None) -> tuple[float, int]:
+                soft_labels: torch.Tensor | None = None, max_batches: int | None = None,
+                on_batch: Callable[[int], object] | None = None) -> tuple[float, int]:
     """One pass over the training split; returns (mean loss, images seen). One host sync, at the end.
 
     Data and augmentation stay on the device. `soft_labels` (num_train x num_views x classes): the
@@ -154,13 +155,15 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
         cached = soft_labels[idx, view].float() if method.needs_teacher and soft_labels is not None else None
         loss_sum += train_step(model, method, cfg, x, y, opt, teacher, cached)
         sched.step()
+        if on_batch:
+            on_batch(1)
     return (loss_sum / n_batches).item(), n_batches * bs
 
 
 def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: Splits | None = None,
                   report: Report | None = None, checkpoint_dir: str | Path | None = None,
                   resume_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
-                  soft_labels: torch.Tensor | None = None) -> dict:
+                  soft_labels: torch.Tensor | None = None, on_batch: Callable[[int], object] | None = None) -> dict:
     """Train one student. Each epoch: train, validate (clean + PGD), checkpoint, report.
 
     Returns {"history": [per-epoch metrics], "best_epoch", "best_pgd_acc", "model": the last student,
@@ -208,7 +211,7 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss, seen = train_epoch(trained, method, cfg, splits, opt, sched, teacher, soft_labels)
+        train_loss, seen = train_epoch(trained, method, cfg, splits, opt, sched, teacher, soft_labels, on_batch=on_batch)
         train_time = time.perf_counter() - t0
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"training loss became {train_loss} in epoch {epoch} (lr={cfg.lr})")
