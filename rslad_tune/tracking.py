@@ -18,6 +18,7 @@ from ray.tune import Callback
 EPOCH_METRICS = ("train_loss", "clean_acc", "pgd_acc", "lr", "epoch_time_s", "train_images_per_s", "best_pgd_acc")
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
+KIND_TAG = "mlflow.experimentKind"
 
 
 def resolve_tracking_uri(uri: str | None, runs_dir: Path) -> str:
@@ -47,6 +48,8 @@ class SweepTracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
         else:
             self.experiment_id = exp.experiment_id
+        if exp is None or KIND_TAG not in exp.tags:  # the UI opens on the training runs table, not the GenAI overview
+            self.client.set_experiment_tag(self.experiment_id, KIND_TAG, "custom_model_development")
         self.parent_id = parent_id
 
     def start_parent(self, run_name: str, params: dict[str, Any], spec_text: str, tags: dict[str, str]) -> str:

@@ -60,9 +60,13 @@ def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
     resume_dir = restored.to_directory() if restored else None
     workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-"))
 
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()  # which cluster node ran the trial (node_ip is shared on one host)
+
     def report(metrics: dict, ckpt_dir: Path | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
+        tune.report({**metrics, "node_id": node}, checkpoint=checkpoint)
 
     try:
         train_student(cfg, teacher, splits=splits, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
