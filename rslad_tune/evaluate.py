@@ -179,6 +179,8 @@ def evaluate_suite(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, n_aa: 
     was_training = model.training
     grad_flags = [p.requires_grad for p in model.parameters()]
     model.eval().requires_grad_(False)  # attacks need input gradients only (FAB would fill .grad otherwise)
+    if x.dim() == 4:
+        model.to(memory_format=torch.channels_last)  # 1.5-1.7x faster convolutions on CPU (bench/RESULTS.md)
     cuda = [x.device] if x.device.type == "cuda" else []
     out: dict[str, float] = {}
     try:

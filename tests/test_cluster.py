@@ -2,7 +2,6 @@
 a small sweep with --address, trials on both nodes, both nodes stopped (only this test's processes)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,21 +12,9 @@ import psutil
 import pytest
 import yaml
 
-SPACE = {
-    "experiment": "cluster",
-    "data": {"dataset": "synthetic", "train_subset": 400, "test_subset": 100, "val_size": 100},
-    "trial": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 2, "attack_steps": 1, "eval_steps": 2,
-              "batch_size": 32},
-    "search": {"lr": {"grid": [0.02, 0.05]}},
-    "tune": {"num_samples": 1, "max_concurrent": 2, "scheduler": {"type": "fifo"}, "searcher": {"type": "random"},
-             "resources": {"cpu": 1}},
-}
+from helpers import free_port, tiny_grid_sweep
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SPACE = tiny_grid_sweep("cluster")
 
 
 def _stop(marker: str) -> None:
@@ -45,7 +32,7 @@ def _stop(marker: str) -> None:
 
 @pytest.mark.slow
 def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
-    port = _free_port()
+    port = free_port()
     temp = f"/tmp/rt-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths have a length limit
     ray = str(Path(sys.executable).with_name("ray"))
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]

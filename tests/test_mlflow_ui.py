@@ -7,7 +7,6 @@ By default a tiny synthetic sweep makes the database; RSLAD_TUNE_UI_DB=runs/mlfl
 RSLAD_TUNE_UI_EXPERIMENT, default quickstart) points the test at the quickstart's database instead."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,21 +17,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-SPACE = {
-    "experiment": "ui",
-    "data": {"dataset": "synthetic", "train_subset": 300, "test_subset": 100, "val_size": 100},
-    "trial": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 2, "attack_steps": 1, "eval_steps": 2,
-              "batch_size": 32},
-    "search": {"lr": {"grid": [0.02, 0.05]}},
-    "tune": {"num_samples": 1, "max_concurrent": 2, "scheduler": {"type": "fifo"}, "searcher": {"type": "random"},
-             "resources": {"cpu": 1}},
-}
+from helpers import free_port, tiny_grid_sweep
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SPACE = tiny_grid_sweep("ui")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +53,7 @@ def test_mlflow_ui_shows_parent_children_and_pgd_acc(tracking, tmp_path):
     shots = Path(os.environ.get("RSLAD_TUNE_UI_SHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
 
-    port = _free_port()
+    port = free_port()
     t0 = time.time()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                                "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
