@@ -165,7 +165,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     if t.searcher == "optuna" and spec.search:  # the study lives in optuna.db: a resumed sweep continues it
         storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / 'optuna.db').resolve()}")
         searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
-                                storage=storage)
+                                storage=storage, points_to_evaluate=teacher_points(spec))
     trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # 1 checkpoint/epoch is by design
@@ -196,6 +196,27 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     finally:
         tracker.finish_parent(status)
     return rows, exp_dir
+
+
+def teacher_points(spec: SweepSpec) -> list[dict] | None:
+    """A search over `teacher: {choice: [...]}` first tries every teacher once (the other searched keys at
+    their domain's centre), then TPE proposes: every teacher gets a student and a row in the selection
+    report, however few samples the sweep has."""
+    d = spec.search.get("teacher")
+    if d is None or d.kind != "choice" or spec.tune.num_samples < len(d.args):
+        return None
+    center = {k: _center(dom) for k, dom in spec.search.items() if k != "teacher"}
+    return [{**center, "teacher": name} for name in d.args]
+
+
+def _center(d: Domain):
+    if d.kind == "uniform":
+        return (d.args[0] + d.args[1]) / 2
+    if d.kind == "loguniform":
+        return (d.args[0] * d.args[1]) ** 0.5
+    if d.kind == "randint":
+        return (d.args[0] + d.args[1]) // 2
+    return d.args[0]
 
 
 def check_resumable(spec: SweepSpec) -> None:

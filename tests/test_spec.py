@@ -43,6 +43,11 @@ def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
     assert len(teacher.teachers) >= 4 and teacher.search["teacher"].args == list(teacher.teachers)
     assert {"natural", "sat", "trades"} <= {s.train.method for s in teacher.teachers.values()}
     assert teacher.tune.scheduler == "asha" and teacher.tune.searcher == "optuna" and teacher.report.n_aa > 0
+    from rslad_tune.tuning import teacher_points
+
+    points = teacher_points(teacher)  # every teacher is tried once before TPE proposes
+    assert [p["teacher"] for p in points] == list(teacher.teachers)
+    assert all(p["alpha"] == 0.75 and p["epsilon"] == pytest.approx(0.1) for p in points)
 
 
 def _set(path: str, value):
