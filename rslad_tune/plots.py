@@ -47,6 +47,7 @@ def plot_selection(rows: list[dict], path: Path, title: str = "") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     done = [r for r in rows if "best_trial" in r]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
@@ -58,12 +59,17 @@ def plot_selection(rows: list[dict], path: Path, title: str = "") -> Path:
         if aa:
             ax.scatter([a[0] for a in aa], [100 * a[1] for a in aa], marker="s", s=40, label="student AutoAttack")
         for x, r in zip(xs, done):
-            ax.annotate(r["teacher"], (x, 100 * r["student_pgd20"]), textcoords="offset points", xytext=(4, 5), fontsize=7)
+            short = r.get("epochs") is not None and r.get("max_epochs") and r["epochs"] < r["max_epochs"]
+            text = r["teacher"] + (f" ({r['epochs']}/{r['max_epochs']} ep.)" if short else "")
+            ax.annotate(text, (x, 100 * r["student_pgd20"]), textcoords="offset points", xytext=(4, 5), fontsize=7)
         if log_x:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:g}k"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best student's test accuracy (%)")
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2, frameon=False)
     fig.suptitle(title or "teacher selection: each teacher's best student", fontsize=10)
     return _save(fig, path)

@@ -75,6 +75,7 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
             ev = _evaluate_student(best, n_examples, n_aa, dev, log)
             c = best["config"]
             row.update({"best_trial": best["trial_id"], "alpha": c.get("alpha"), "epsilon": c.get("epsilon"),
+                        "epochs": best["result"].get("epoch"), "max_epochs": c.get("epochs"),
                         "student_val_pgd": best["result"]["best_pgd_acc"], "student_clean": ev["Clean"],
                         "student_pgd20": ev["PGD_SAT"], "student_aa": ev.get("AA"), "n": ev["n"], "n_aa": ev["n_aa"]})
         rows.append(row)
@@ -86,7 +87,7 @@ def _pct(v) -> str:
 
 
 def format_markdown(rows: list[dict]) -> str:
-    head = ["teacher", "params", "MACs", "T clean", "T PGD-20", "T AA", "trials", "best student", "α", "ε",
+    head = ["teacher", "params", "MACs", "T clean", "T PGD-20", "T AA", "trials", "best student", "epochs", "α", "ε",
             "S val PGD-20", "S clean", "S PGD-20", "S AA"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: r["params"]):
@@ -94,7 +95,7 @@ def format_markdown(rows: list[dict]) -> str:
         md.append("| " + " | ".join([
             r["teacher"], f"{r['params'] / 1e3:.0f}k", f"{r['macs'] / 1e6:.1f}M", _pct(r["teacher_clean"]),
             _pct(r["teacher_pgd20"]), _pct(r["teacher_aa"]), str(r["trials"]),
-            r.get("best_trial", "–"), f"{r['alpha']:.3f}" if has and r.get("alpha") is not None else "–",
+            r.get("best_trial", "–"), f"{r.get('epochs')}/{r.get('max_epochs')}" if has else "–", f"{r['alpha']:.3f}" if has and r.get("alpha") is not None else "–",
             f"{r['epsilon']:.3f}" if has and r.get("epsilon") is not None else "–",
             _pct(r.get("student_val_pgd")), _pct(r.get("student_clean")), _pct(r.get("student_pgd20")),
             _pct(r.get("student_aa"))]) + " |")
@@ -104,7 +105,8 @@ def format_markdown(rows: list[dict]) -> str:
         t_n = next((r["teacher_aa_n"] for r in rows if r.get("teacher_aa_n")), None)
         md.append(f"\nT = teacher (card: clean / PGD-20 on its card's test images, AutoAttack on {t_n or '–'}); "
                   f"S = that teacher's best student by validation PGD-20: clean and PGD-20 on {n} test images, "
-                  f"AutoAttack standard on the first {n_aa}. Accuracy in %.")
+                  f"AutoAttack standard on the first {n_aa}; epochs: trained / allowed (fewer: stopped by ASHA). "
+                  "Accuracy in %.")
     return "\n".join(md)
 
 
