@@ -85,16 +85,21 @@ def time_reference(student, teacher, splits, cfg: TrialConfig, device, steps: in
     return steps * cfg.batch_size / (time.perf_counter() - t0)
 
 
-def time_trainer(student, teacher, splits, cfg: TrialConfig, device, steps: int, warmup: int) -> tuple[float, float]:
-    """(images/s of trainer.train_epoch over `steps` steps after `warmup`, soft-label cache build seconds)."""
-    student = student.to(memory_format=torch.channels_last)
-    teacher = teacher.to(memory_format=torch.channels_last)
-    with tempfile.TemporaryDirectory() as d:
-        _sync(device)
-        t0 = time.perf_counter()
-        table = soft_labels.load_or_build(d, teacher, cfg, splits)
-        _sync(device)
-        build_s = time.perf_counter() - t0
+def time_trainer(student, teacher, splits, cfg: TrialConfig, device, steps: int, warmup: int,
+                 channels_last: bool = True, cache: bool = True) -> tuple[float, float]:
+    """(images/s of trainer.train_epoch over `steps` steps after `warmup`, soft-label cache build seconds).
+    channels_last / cache False: the trainer without that optimisation (ablations)."""
+    if channels_last:
+        student = student.to(memory_format=torch.channels_last)
+        teacher = teacher.to(memory_format=torch.channels_last)
+    table, build_s = None, 0.0
+    if cache:
+        with tempfile.TemporaryDirectory() as d:
+            _sync(device)
+            t0 = time.perf_counter()
+            table = soft_labels.load_or_build(d, teacher, cfg, splits)
+            _sync(device)
+            build_s = time.perf_counter() - t0
     model = torch.compile(student) if cfg.compile else student
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the trainer's student")
     ap.add_argument("--trainer-only", action="store_true", help="skip the reference loop (bench.packing)")
+    ap.add_argument("--no-channels-last", action="store_true", help="ablation: the trainer in NCHW")
+    ap.add_argument("--no-cache", action="store_true", help="ablation: the trainer with a live teacher")
     a = ap.parse_args(argv)
     device = resolve_device(a.device)
     p = dict(PRESETS[a.preset or ("gpu" if device.type == "cuda" else "cpu")])
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     ref_ips = float("nan") if a.trainer_only else time_reference(ref_student, teacher, splits, cfg, device, p["steps"],
                                                                   p["warmup"], workers)
-    fast_ips, build_s = time_trainer(student, teacher, splits, cfg, device, p["steps"], p["warmup"])
+    fast_ips, build_s = time_trainer(student, teacher, splits, cfg, device, p["steps"], p["warmup"],
+                                     channels_last=not a.no_channels_last, cache=not a.no_cache)
     peak, peak_what = (float("nan"), "not measured") if a.trainer_only else matmul_peak(device)
     flop_per_img = 2 * macs_s * (2 * cfg.attack_steps + 6)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
            "teacher": p["teacher"] + (f"-w{p['teacher_width']}" if p["teacher_width"] else ""),
            "batch_size": cfg.batch_size, "attack_steps": cfg.attack_steps, "steps": p["steps"],
            "precision": cfg.precision, "compile": cfg.compile, "reference_workers": workers,
+           "channels_last": not a.no_channels_last, "soft_label_cache": not a.no_cache,
            "student_macs": macs_s, "teacher_macs": macs_t,
            "reference_images_per_s": round(ref_ips, 1), "trainer_images_per_s": round(fast_ips, 1),
            "speedup": round(fast_ips / ref_ips, 2), "soft_label_cache_build_s": round(build_s, 2),
