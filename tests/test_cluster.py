@@ -28,6 +28,7 @@ def _stop(marker: str) -> None:
     _, alive = psutil.wait_procs(procs, timeout=15)
     for p in alive:
         p.kill()
+    psutil.wait_procs(alive, timeout=15)
 
 
 @pytest.mark.slow
@@ -59,5 +60,7 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
         assert rows[-1]["epoch"] == 2
         nodes.add(rows[-1]["node_id"])
     assert len(nodes) == 2  # one trial on the head, one on the second node
-    assert not [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+    left = [p for p in psutil.process_iter(["cmdline", "status"])
+            if temp in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+    assert not left, left
     print(f"two-node cluster test: {time.time() - t0:.0f}s")
