@@ -32,27 +32,44 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
         ckpt = Path(t["checkpoint"])
         out = ckpt.parent / "suite.json"
         want_aa = n_aa if t["config"]["seed"] == aa_seed else 0
-        if out.is_file():
-            row = json.loads(out.read_text())
-            if row.get("n_aa", 0) >= want_aa and (n_examples is None or row["n"] <= n_examples):
-                log(f"[{i}/{len(trials)}] {t['trial_id']} ({row['method']}, seed {row['seed']}): done before")
-                rows.append(row)
-                continue
         cfg = TrialConfig(**t["config"])
-        splits = load_data(cfg, dev)
-        x, y = splits.test_x[:n_examples], splits.test_y[:n_examples]
-        model = load_weights(make_student(cfg, splits), ckpt / "best.safetensors", "best checkpoint").to(dev)
+        row = json.loads(out.read_text()) if out.is_file() else None
+        if row and row.get("n_aa", 0) >= want_aa and (n_examples is None or row["n"] <= n_examples):
+            if row.get("n_aa") and "PGD_SAT_aa" not in row:  # a row from before the like-for-like column
+                row["PGD_SAT_aa"] = _pgd_on_aa_images(_load(cfg, ckpt, dev), cfg, dev, row["n_aa"])
+                write_json(row, out)
+            log(f"[{i}/{len(trials)}] {t['trial_id']} ({row['method']}, seed {row['seed']}): done before")
+            rows.append(row)
+            continue
+        model, (x, y) = _load(cfg, ckpt, dev), _test_split(cfg, dev, n_examples)
         log(f"[{i}/{len(trials)}] {t['trial_id']} ({cfg.method}, seed {cfg.seed}): {len(x)} test images"
             + (f", AutoAttack on {min(want_aa, len(x))}" if want_aa else ""))
         t0 = time.perf_counter()
         attacks = COLUMNS if want_aa else COLUMNS[:-1]
         res = evaluate_suite(model, x, y, cfg.eval_epsilon, n_aa=want_aa, attacks=attacks, progress=log)
+        if want_aa:  # PGD-20 on AutoAttack's images, so that AA <= PGD-20 can be checked like for like
+            res["PGD_SAT_aa"] = _pgd_on_aa_images(model, cfg, dev, min(want_aa, len(x)))
         row = {"trial_id": t["trial_id"], "method": cfg.method, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
                "teacher": cfg.teacher, "eps": cfg.eval_epsilon, "n": len(x), "n_aa": min(want_aa, len(x)),
                "best_epoch": t["result"].get("best_epoch"), "seconds": round(time.perf_counter() - t0, 1), **res}
         write_json(row, out)
         rows.append(row)
     return rows
+
+
+def _load(cfg: TrialConfig, ckpt: Path, dev):
+    splits = load_data(cfg, dev)
+    return load_weights(make_student(cfg, splits), ckpt / "best.safetensors", "best checkpoint").to(dev)
+
+
+def _test_split(cfg: TrialConfig, dev, n: int | None):
+    splits = load_data(cfg, dev)
+    return splits.test_x[:n], splits.test_y[:n]
+
+
+def _pgd_on_aa_images(model, cfg: TrialConfig, dev, n_aa: int) -> float:
+    x, y = _test_split(cfg, dev, n_aa)
+    return evaluate_suite(model, x, y, cfg.eval_epsilon, attacks=["PGD_SAT"], progress=None)["PGD_SAT"]
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -67,7 +84,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
             vals = [100 * r[c] for r in rs if c in r]
             line[c] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
         aa = [r for r in rs if "AA" in r]
-        line["AA"] = (100 * aa[0]["AA"], aa[0]["n_aa"], aa[0]["seed"]) if aa else None
+        line["AA"] = (100 * aa[0]["AA"], aa[0]["n_aa"], aa[0]["seed"], 100 * aa[0]["PGD_SAT_aa"]
+                      if "PGD_SAT_aa" in aa[0] else None) if aa else None
         out.append(line)
     return out
 
@@ -81,7 +99,9 @@ def format_markdown(lines: list[dict], rows: list[dict]) -> str:
         cells = [ln["method"], ln["student"], str(len(ln["seeds"]))]
         for c in COLUMNS[:-1]:
             cells.append(f"{ln[c][0]:.2f} ± {ln[c][1]:.2f}" if ln[c] else "–")
-        cells.append(f"{ln['AA'][0]:.2f} (seed {ln['AA'][2]})" if ln["AA"] else "–")
+        aa = ln["AA"]
+        cells.append(f"{aa[0]:.2f} (seed {aa[2]}; PGD-20 there {aa[3]:.2f})" if aa and aa[3] is not None
+                     else f"{aa[0]:.2f} (seed {aa[2]})" if aa else "–")
         md.append("| " + " | ".join(cells) + " |")
     md.append(f"\nAccuracy (%) on {n} test images, mean ± std over seeds; best checkpoint by validation PGD-20.")
     return "\n".join(md)

@@ -97,8 +97,9 @@ def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
     assert len(rows) == 2 and all(r["n"] == 64 and r["n_aa"] == 8 for r in rows)  # both trials have seed 0
     for r in rows:
         assert r["AA"] <= r["PGD_SAT"] + 0.005 and r["PGD_SAT"] <= r["FGSM"] + 0.005 <= r["Clean"] + 0.01
+        assert 0 <= r["AA"] <= r["PGD_SAT_aa"] + 1 / 8  # AutoAttack vs PGD-20 on the same 8 images
     line = next(ln for ln in md.splitlines() if ln.startswith("| rslad"))
-    assert "| 2 |" in line and "±" in line
+    assert "| 2 |" in line and "±" in line and "PGD-20 there" in line
     logs.clear()
     compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", log=logs.append)
     assert sum("done before" in ln for ln in logs) == 2  # resumable: nothing evaluated twice
