@@ -4,7 +4,9 @@
 
 Each trial's best checkpoint (by validation PGD accuracy) is evaluated on the test split and the
 result written beside the trial (`suite.json`), so an interrupted comparison continues where it
-stopped. AutoAttack runs only for the trials whose seed is `aa_seed`, on the first `n_aa` images.
+stopped; the natural (no-attack) baseline is evaluated at its last checkpoint, since its PGD
+accuracy only falls as it trains and "best by PGD" would pick an under-trained epoch.
+AutoAttack runs only for the trials whose seed is `aa_seed`, on the first `n_aa` images.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .evaluate import COLUMNS, evaluate_suite
+from .methods import METHODS
 from .export import finished_trials
 from .spec import SpecError, TrialConfig
 from .teachers import load_weights
@@ -34,7 +37,8 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
         want_aa = n_aa if t["config"]["seed"] == aa_seed else 0
         cfg = TrialConfig(**t["config"])
         row = json.loads(out.read_text()) if out.is_file() else None
-        if row and row.get("n_aa", 0) >= want_aa and (n_examples is None or row["n"] <= n_examples):
+        if (row and row.get("n_aa", 0) >= want_aa and (n_examples is None or row["n"] <= n_examples)
+                and row.get("checkpoint", "best") == _checkpoint(cfg)):
             if row.get("n_aa") and "PGD_SAT_aa" not in row:  # a row from before the like-for-like column
                 row["PGD_SAT_aa"] = _pgd_on_aa_images(_load(cfg, ckpt, dev), cfg, dev, row["n_aa"])
                 write_json(row, out)
@@ -51,15 +55,21 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
             res["PGD_SAT_aa"] = _pgd_on_aa_images(model, cfg, dev, min(want_aa, len(x)))
         row = {"trial_id": t["trial_id"], "method": cfg.method, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
                "teacher": cfg.teacher, "eps": cfg.eval_epsilon, "n": len(x), "n_aa": min(want_aa, len(x)),
-               "best_epoch": t["result"].get("best_epoch"), "seconds": round(time.perf_counter() - t0, 1), **res}
+               "checkpoint": _checkpoint(cfg), "best_epoch": t["result"].get("best_epoch"),
+               "seconds": round(time.perf_counter() - t0, 1), **res}
         write_json(row, out)
         rows.append(row)
     return rows
 
 
+def _checkpoint(cfg: TrialConfig) -> str:
+    return "best" if METHODS[cfg.method].adversarial else "last"
+
+
 def _load(cfg: TrialConfig, ckpt: Path, dev):
     splits = load_data(cfg, dev)
-    return load_weights(make_student(cfg, splits), ckpt / "best.safetensors", "best checkpoint").to(dev)
+    name = "best.safetensors" if _checkpoint(cfg) == "best" else "model.safetensors"
+    return load_weights(make_student(cfg, splits), ckpt / name, f"{_checkpoint(cfg)} checkpoint").to(dev)
 
 
 def _test_split(cfg: TrialConfig, dev, n: int | None):
@@ -103,7 +113,8 @@ def format_markdown(lines: list[dict], rows: list[dict]) -> str:
         cells.append(f"{aa[0]:.2f} (seed {aa[2]}; PGD-20 there {aa[3]:.2f})" if aa and aa[3] is not None
                      else f"{aa[0]:.2f} (seed {aa[2]})" if aa else "–")
         md.append("| " + " | ".join(cells) + " |")
-    md.append(f"\nAccuracy (%) on {n} test images, mean ± std over seeds; best checkpoint by validation PGD-20.")
+    md.append(f"\nAccuracy (%) on {n} test images, mean ± std over seeds; best checkpoint by validation PGD-20 "
+              "(natural: last checkpoint).")
     return "\n".join(md)
 
 
