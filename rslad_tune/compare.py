@@ -40,19 +40,21 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
         if (row and row.get("n_aa", 0) >= want_aa and (n_examples is None or row["n"] <= n_examples)
                 and row.get("checkpoint", "best") == _checkpoint(cfg)):
             if row.get("n_aa") and "PGD_SAT_aa" not in row:  # a row from before the like-for-like column
-                row["PGD_SAT_aa"] = _pgd_on_aa_images(_load(cfg, ckpt, dev), cfg, dev, row["n_aa"])
+                splits = load_data(cfg, dev)
+                row["PGD_SAT_aa"] = _pgd_on_aa_images(_load(cfg, ckpt, splits, dev), cfg, splits, row["n_aa"])
                 write_json(row, out)
             log(f"[{i}/{len(trials)}] {t['trial_id']} ({row['method']}, seed {row['seed']}): done before")
             rows.append(row)
             continue
-        model, (x, y) = _load(cfg, ckpt, dev), _test_split(cfg, dev, n_examples)
+        splits = load_data(cfg, dev)
+        model, x, y = _load(cfg, ckpt, splits, dev), splits.test_x[:n_examples], splits.test_y[:n_examples]
         log(f"[{i}/{len(trials)}] {t['trial_id']} ({cfg.method}, seed {cfg.seed}): {len(x)} test images"
             + (f", AutoAttack on {min(want_aa, len(x))}" if want_aa else ""))
         t0 = time.perf_counter()
         attacks = COLUMNS if want_aa else COLUMNS[:-1]
         res = evaluate_suite(model, x, y, cfg.eval_epsilon, n_aa=want_aa, attacks=attacks, progress=log)
         if want_aa:  # PGD-20 on AutoAttack's images, so that AA <= PGD-20 can be checked like for like
-            res["PGD_SAT_aa"] = _pgd_on_aa_images(model, cfg, dev, min(want_aa, len(x)))
+            res["PGD_SAT_aa"] = _pgd_on_aa_images(model, cfg, splits, min(want_aa, len(x)))
         row = {"trial_id": t["trial_id"], "method": cfg.method, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
                "teacher": cfg.teacher, "eps": cfg.eval_epsilon, "n": len(x), "n_aa": min(want_aa, len(x)),
                "checkpoint": _checkpoint(cfg), "best_epoch": t["result"].get("best_epoch"),
@@ -66,19 +68,13 @@ def _checkpoint(cfg: TrialConfig) -> str:
     return "best" if METHODS[cfg.method].adversarial else "last"
 
 
-def _load(cfg: TrialConfig, ckpt: Path, dev):
-    splits = load_data(cfg, dev)
+def _load(cfg: TrialConfig, ckpt: Path, splits, dev):
     name = "best.safetensors" if _checkpoint(cfg) == "best" else "model.safetensors"
     return load_weights(make_student(cfg, splits), ckpt / name, f"{_checkpoint(cfg)} checkpoint").to(dev)
 
 
-def _test_split(cfg: TrialConfig, dev, n: int | None):
-    splits = load_data(cfg, dev)
-    return splits.test_x[:n], splits.test_y[:n]
-
-
-def _pgd_on_aa_images(model, cfg: TrialConfig, dev, n_aa: int) -> float:
-    x, y = _test_split(cfg, dev, n_aa)
+def _pgd_on_aa_images(model, cfg: TrialConfig, splits, n_aa: int) -> float:
+    x, y = splits.test_x[:n_aa], splits.test_y[:n_aa]
     return evaluate_suite(model, x, y, cfg.eval_epsilon, attacks=["PGD_SAT"], progress=None)["PGD_SAT"]
 
 

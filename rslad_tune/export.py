@@ -105,16 +105,12 @@ def _trial_run(sweep: dict, trial_id: str) -> str | None:
     """The trial's MLflow run id: a lookup only (nothing is created in the tracking store)."""
     from mlflow.tracking import MlflowClient
 
-    from .tracking import PARENT_TAG, TRIAL_TAG
+    from .tracking import find_child_run
 
     try:
         client = MlflowClient(sweep["tracking_uri"])
         exp = client.get_experiment_by_name(sweep["experiment"])
-        if exp is None:
-            return None
-        runs = client.search_runs([exp.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-                                  f"tags.`{PARENT_TAG}` = '{sweep['parent_run_id']}'", max_results=1)
-        return runs[0].info.run_id if runs else None
+        return find_child_run(client, exp.experiment_id, sweep["parent_run_id"], trial_id) if exp else None
     except Exception:  # tracking store gone or unreachable: the export itself still stands
         return None
 

@@ -30,6 +30,13 @@ def resolve_tracking_uri(uri: str | None, runs_dir: Path) -> str:
     return uri
 
 
+def find_child_run(client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str) -> str | None:
+    """The run id of a trial's child run under a sweep's parent run (None if there is none)."""
+    runs = client.search_runs([experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+                              f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def _params(d: dict[str, Any]) -> list[Param]:
     return [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(d.items())]
 
@@ -60,9 +67,7 @@ class SweepTracker:
         return self.parent_id
 
     def child_run(self, trial_id: str) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-                                       f"tags.`{PARENT_TAG}` = '{self.parent_id}'", max_results=1)
-        return runs[0].info.run_id if runs else None
+        return find_child_run(self.client, self.experiment_id, self.parent_id, trial_id)
 
     def finish_parent(self, status: str = "FINISHED") -> None:
         if self.parent_id:
