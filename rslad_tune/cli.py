@@ -6,6 +6,7 @@
     rslad-tune evaluate runs/<experiment>/best                # the paper's table: Clean FGSM PGD CW AA
     rslad-tune compare runs/<experiment>                      # the suite on every trial, mean ± std over seeds
     rslad-tune report runs/<experiment>                       # teacher selection: each teacher's best student
+    rslad-tune zoo list | zoo build fashion_mnist/sat_w32     # the shipped teachers; rebuild one from its recipe
 
 Bad input exits with status 2 and one line naming the key, the value and what is allowed.
 """
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume")
+VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume", "zoo")
 
 
 def _log(msg: str) -> None:
@@ -97,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images for clean / PGD-20 (default: all)")
     r.add_argument("--n-aa", type=int, default=200, metavar="N", help="AutoAttack on the first N images (default 200; 0: none)")
     r.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+
+    z = sub.add_parser("zoo", help="the teacher zoo shipped with rslad-tune: list it, or rebuild a teacher from its recipe")
+    z.add_argument("action", choices=("list", "build"), help="list: names and cards; build: retrain NAME from its recipe.yaml")
+    z.add_argument("name", nargs="?", help="a zoo teacher, e.g. fashion_mnist/sat_w32 (build)")
+    z.add_argument("--threads", type=_positive_int, help="torch threads for the build (default: torch's default)")
+    z.add_argument("--work-dir", default="runs", help="scratch folder for the build (default runs/)")
     return p
 
 
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
-                "compare": cmd_compare, "report": cmd_report}[args.verb](args)
+                "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo}[args.verb](args)
     except (SpecError, DataError) as e:
         print(f"rslad-tune: error: {e}", file=sys.stderr)
         return 2
@@ -292,6 +299,27 @@ def cmd_evaluate(args) -> int:
     write_json(report, out)  # temporary file + os.replace
     _log(f"wrote {out} ({report['seconds']:.0f}s)")
     log_eval_to_mlflow(report, out, log=_log)
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from . import zoo
+    from .spec import SpecError
+
+    if args.action == "list":
+        for name in zoo.zoo_names():
+            folder = zoo.ZOO_ROOT / name
+            if (folder / "card.json").is_file():
+                c = json.loads((folder / "card.json").read_text())
+                aa = f", AA {c['aa_acc']:.2%} ({c['aa_n']})" if "aa_acc" in c else ""
+                print(f"{name:<28} {c['params']:>8,} params  clean {c['clean_acc']:.2%}  PGD-20 {c['pgd20_acc']:.2%} "
+                      f"({c['eval_n']}){aa}")
+            else:
+                print(f"{name:<28} not built (rslad-tune zoo build {name})")
+        return 0
+    if not args.name:
+        raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")
+    zoo.build(args.name, threads=args.threads, work_dir=args.work_dir, log=_log)
     return 0
 
 

@@ -297,7 +297,7 @@ TEACHER_SOURCES = ("checkpoint", "train", "robustbench")
 TEACHER_METHODS = tuple(m for m, cls in METHODS.items() if not cls.needs_teacher)
 
 
-def _parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: Path) -> TeacherSpec:
+def parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: Path) -> TeacherSpec:
     label = f"teachers.{name}"
     if not isinstance(raw, dict):
         raise SpecError(label, raw, "must be a mapping with one of `checkpoint:` (+ `arch:`), `robustbench:` or `train:`")
@@ -529,7 +529,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         for name, t in teachers_raw.items():
             if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
                 raise SpecError("teachers", name, "teacher names are letters, digits, '_' or '-'")
-            teachers[name] = _parse_teacher(name, t, data_values, base_dir)
+            teachers[name] = parse_teacher(name, t, data_values, base_dir)
         names = tuple(teachers)
 
         trial_raw = dict(_section(raw.get("trial"), "trial"))

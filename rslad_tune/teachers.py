@@ -143,7 +143,7 @@ def _complete_card(folder: Path, spec: TeacherSpec, cfg: TrialConfig, log: Calla
     write_json(new, folder / "card.json")
 
 
-def _train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]) -> Path:
+def train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]) -> Path:
     key = spec.cache_key()
     final = runs_dir / "teachers" / key
     cfg = spec.train
@@ -260,7 +260,7 @@ def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_
         if needed is not None and name not in needed:
             continue
         if spec.train:
-            folder = _train_teacher(spec, runs_dir, log)
+            folder = train_teacher(spec, runs_dir, log)
         elif spec.robustbench:
             folder = _robustbench_teacher(spec, trial, runs_dir, log)
         else:

@@ -167,7 +167,7 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
     """Train one student. Each epoch: train, validate (clean + PGD), checkpoint, report.
 
     Returns {"history": [per-epoch metrics], "best_epoch", "best_pgd_acc", "model": the last student,
-    "best_state": the best state dict (by validation PGD accuracy)}.
+    "best_state": the best state dict (by validation PGD accuracy; the last epoch for a method without attacks)}.
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -217,7 +217,9 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
             raise TrialDiverged(f"training loss became {train_loss} in epoch {epoch} (lr={cfg.lr})")
         val = clean_and_pgd(model, splits.val_x, splits.val_y, cfg.eval_epsilon, cfg.resolved_eval_step_size,
                             cfg.eval_steps, seed=cfg.seed)
-        if val["pgd_acc"] > best_pgd:
+        # a model trained without attacks is kept at its last epoch: its PGD accuracy only falls as it
+        # learns, so "best by validation PGD" would pick an under-trained early epoch
+        if val["pgd_acc"] > best_pgd or not method.adversarial:
             best_pgd, best_epoch = val["pgd_acc"], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         metrics = {"epoch": epoch, "train_loss": train_loss, **val, "lr": opt.param_groups[0]["lr"],
