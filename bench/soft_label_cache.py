@@ -19,7 +19,8 @@ from rslad_tune import soft_labels
 from rslad_tune.data import num_views
 from rslad_tune.models import build_model
 from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import load_data, train_student
+from rslad_tune.data import load_data
+from rslad_tune.trainer import train_model
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
         build_s = time.perf_counter() - t0
     res = {}
     for name, kw in (("live teacher", {"teacher": teacher}), ("soft-label cache", {"soft_labels": table})):
-        h = train_student(cfg, splits=splits, **kw)["history"][0]
+        h = train_model(cfg, splits=splits, **kw)["history"][0]
         res[name] = {"train_s": len(splits.train_x) // cfg.batch_size * cfg.batch_size / h["train_images_per_s"],
                      "epoch_s": h["epoch_time_s"], "images_per_s": h["train_images_per_s"]}
     live, cached = res["live teacher"], res["soft-label cache"]

@@ -31,7 +31,8 @@ from rslad_tune import soft_labels
 from rslad_tune.data import load_splits
 from rslad_tune.models import build_model, count_macs
 from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import make_method, resolve_device, train_epoch
+from rslad_tune.data import resolve_device
+from rslad_tune.trainer import make_method, train_epoch
 
 PRESETS = {
     "cpu": {"dataset": "fashion_mnist", "student": "small_cnn", "student_width": 16, "teacher": "small_cnn",

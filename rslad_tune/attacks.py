@@ -22,14 +22,19 @@ def kl_loss(target_probs: Tensor) -> LossFn:
     return lambda logits: F.kl_div(F.log_softmax(logits.float(), dim=1), target_probs, reduction="sum")
 
 
+# start name -> x0(x, eps): where PGD starts from
+STARTS: dict[str, Callable[[Tensor, float], Tensor]] = {
+    # the TRADES/RSLAD start x + 0.001 N(0, 1), unclipped as in the authors' code
+    "normal": lambda x, eps: x + 0.001 * torch.randn_like(x),
+    "uniform": lambda x, eps: (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1),
+    "none": lambda x, eps: x.clone(),
+}
+
+
 def random_start(x: Tensor, eps: float, start: str) -> Tensor:
-    if start == "uniform":
-        return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    if start == "normal":  # the TRADES/RSLAD start x + 0.001 N(0, 1), unclipped as in the authors' code
-        return x + 0.001 * torch.randn_like(x)
-    if start == "none":
-        return x.clone()
-    raise ValueError(f"start: {start!r} is not allowed; one of uniform, normal, none")
+    if start not in STARTS:
+        raise ValueError(f"start: {start!r} is not allowed; one of {', '.join(STARTS)}")
+    return STARTS[start](x, eps)
 
 
 def pgd(model: nn.Module, x: Tensor, loss_fn: LossFn, eps: float, step_size: float, steps: int,

@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--no-export", action="store_true", help="skip exporting the best student")
     rs.add_argument("--no-report", action="store_true", help="skip the teacher selection report")
 
-    tr = sub.add_parser("train", help="run one trial from the YAML's fixed values, without Ray")
+    tr = sub.add_parser("train", help="run one trial without Ray: the YAML's fixed values, searched keys at their centre")
     space_args(tr)
+    tr.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///runs/mlflow.db)")
     tr.add_argument("--out", help="checkpoint folder (default runs/<experiment>-train)")
 
     e = sub.add_parser("export", help="export the best student of a sweep folder")
@@ -141,7 +142,7 @@ def _load(args):
     import torch
 
     from .teachers import check_teacher_files
-    from .trainer import load_data
+    from .data import load_data
 
     splits = load_data(spec.trial, torch.device("cpu"))
     check_teacher_files(spec.teachers, splits)  # a corrupt, truncated or pickled weights file stops us here
@@ -208,46 +209,63 @@ def cmd_tune(args) -> int:
 
 def cmd_resume(args) -> int:
     """`resume runs/<exp>` = `--space <the sweep's YAML> --runs-dir runs --resume`."""
-    from .spec import SpecError
+    from .layout import ExperimentDir
 
-    exp = Path(args.experiment_dir)
-    if not (exp / "sweep.json").is_file():
-        raise SpecError("experiment", str(exp), "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>")
-    original = json.loads((exp / "sweep.json").read_text()).get("space") or ""
-    space = original if original and Path(original).is_file() else str(exp / "space.yaml")
-    ns = argparse.Namespace(verb="tune", space=space, set=[], data_dir=None, runs_dir=str(exp.resolve().parent),
+    exp = ExperimentDir.open(args.experiment_dir)
+    original = exp.sweep.get("space") or ""
+    space = original if original and Path(original).is_file() else str(exp.space_file)
+    ns = argparse.Namespace(verb="tune", space=space, set=[], data_dir=None, runs_dir=str(exp.path.resolve().parent),
                             tracking_uri=None, address=args.address, no_export=args.no_export,
                             no_report=args.no_report, resume=True)
     return cmd_tune(ns)
 
 
 def cmd_train(args) -> int:
-    from .teachers import load_teacher, prepare_teachers
+    """One trial without Ray: the YAML's fixed values, each searched key at its domain's centre unless --set."""
+    import dataclasses
+
+    from .data import resolve_device
+    from .files import write_json
     from .methods import METHODS
-    from .trainer import resolve_device, test_metrics, train_student, write_json
+    from .teachers import load_teacher, prepare_teachers
+    from .tracking import TrainRun, resolve_tracking_uri, trial_run_name
+    from .trainer import score_test_split, train_model
 
     spec = _load(args)
-    cfg = spec.trial
+    given = parse_set_keys(args.set)
+    for key in given:
+        _log(f"{key} = {getattr(spec.trial, key)!r} (--set)")
+    centres = {k: d.center() for k, d in spec.search.items()}
+    for key, value in centres.items():
+        _log(f"{key} = {value!r} (centre of the searched {spec.search[key].kind} {spec.search[key].args}; --set {key}=... to choose)")
+    cfg = dataclasses.replace(spec.trial, **centres)
     runs_dir = Path(spec.runs_dir).resolve()
     teacher = None
     if METHODS[cfg.method].needs_teacher:
-        if cfg.teacher is None:
-            from .spec import SpecError
-
-            raise SpecError("trial.teacher", None, f"`train` runs the fixed values: give --set teacher=<one of {', '.join(spec.teachers)}>")
         dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log)
         teacher = load_teacher(dirs[cfg.teacher], resolve_device(cfg.device))
     out = Path(args.out) if args.out else runs_dir / f"{spec.experiment}-train"
-    result = train_student(cfg, teacher, checkpoint_dir=out, log=_log)
+    uri = resolve_tracking_uri(args.tracking_uri or spec.tracking_uri, runs_dir)
+    run = TrainRun(uri, spec.experiment, runs_dir, "train-" + trial_run_name(time.strftime("%H%M%S"), cfg.to_dict()), cfg.to_dict())
+    try:
+        result = train_model(cfg, teacher, checkpoint_dir=out, log=_log, report=lambda m, _: run.epoch(m))
+    except BaseException:
+        run.finish("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
+        raise
     model = result["model"]
-    final = {"last": test_metrics(model, cfg, result["splits"])}
+    final = {"last": score_test_split(model, cfg, result["splits"])}
     model.load_state_dict(result["best_state"])
-    final["best"] = test_metrics(model, cfg, result["splits"])
+    final["best"] = score_test_split(model, cfg, result["splits"])
     write_json(final, out / "test_metrics.json")
     for which, m in final.items():
         _log(f"{which} checkpoint: test clean {m['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} {m['test_pgd_acc']:.4f} ({m['test_n']} images)")
-    _log(f"checkpoints in {out}")
+    run.finish("FINISHED", {f"{which}_{k}": v for which, m in final.items() for k, v in m.items()}, out)
+    _log(f"checkpoints in {out}; MLflow run {run.run_id} ({uri})")
     return 0
+
+
+def parse_set_keys(pairs: list[str]) -> list[str]:
+    return [p.split("=", 1)[0].strip() for p in pairs if "=" in p]
 
 
 def cmd_export(args) -> int:
@@ -284,8 +302,8 @@ def cmd_report(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_folder, format_table, log_eval_to_mlflow
+    from .files import write_json
     from .spec import SpecError
-    from .trainer import write_json
 
     n_aa = None if args.n_aa.strip().lower() == "all" else (int(args.n_aa) if args.n_aa.strip().isdigit() else -1)
     if n_aa is not None and n_aa < 0:
@@ -319,7 +337,9 @@ def cmd_zoo(args) -> int:
         return 0
     if not args.name:
         raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")
-    zoo.build(args.name, threads=args.threads, work_dir=args.work_dir, log=_log)
+    from .teachers import build_zoo_teacher
+
+    build_zoo_teacher(args.name, threads=args.threads, work_dir=args.work_dir, log=_log)
     return 0
 
 

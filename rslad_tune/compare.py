@@ -10,56 +10,52 @@ AutoAttack runs only for the trials whose seed is `aa_seed`, on the first `n_aa`
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Callable
 
-from .evaluate import COLUMNS, evaluate_suite
+from .data import load_data, resolve_device
+from .files import load_weights, write_json
+from .layout import ExperimentDir, TrialDir
 from .methods import METHODS
-from .export import finished_trials
-from .spec import SpecError, TrialConfig
-from .teachers import load_weights
-from .trainer import load_data, make_student, resolve_device, write_json
+from .robustness import COLUMNS, evaluate_suite
+from .spec import TrialConfig
+from .trainer import make_student
 
 
 def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examples: int | None = None,
                     device: str = "auto", log: Callable[[str], None] = print) -> list[dict]:
-    trials = finished_trials(exp_dir)
-    if not trials:
-        raise SpecError("experiment", str(exp_dir), "has no finished trial to compare")
+    trials = ExperimentDir.open(exp_dir).finished_trials("to compare")
     dev = resolve_device(device)
     rows = []
-    for i, t in enumerate(sorted(trials, key=lambda t: (t["config"]["method"], t["config"]["seed"])), 1):
-        ckpt = Path(t["checkpoint"])
-        out = ckpt.parent / "suite.json"
-        want_aa = n_aa if t["config"]["seed"] == aa_seed else 0
-        cfg = TrialConfig(**t["config"])
-        row = json.loads(out.read_text()) if out.is_file() else None
+    for i, t in enumerate(sorted(trials, key=lambda t: (t.config["method"], t.config["seed"])), 1):
+        cfg = t.trial_config
+        want_aa = n_aa if cfg.seed == aa_seed else 0
+        row = t.cached("suite.json")
         if (row and row.get("n_aa", 0) >= want_aa and (n_examples is None or row["n"] <= n_examples)
                 and row.get("checkpoint", "best") == _checkpoint(cfg)):
             if row.get("n_aa") and "PGD_SAT_aa" not in row:  # a row from before the like-for-like column
                 splits = load_data(cfg, dev)
-                row["PGD_SAT_aa"] = _pgd_on_aa_images(_load(cfg, ckpt, splits, dev), cfg, splits, row["n_aa"])
-                write_json(row, out)
-            log(f"[{i}/{len(trials)}] {t['trial_id']} ({row['method']}, seed {row['seed']}): done before")
+                row["PGD_SAT_aa"] = _pgd_on_aa_images(_load(t, cfg, splits, dev), cfg, splits, row["n_aa"])
+                t.store("suite.json", row)
+            log(f"[{i}/{len(trials)}] {t.trial_id} ({row['method']}, seed {row['seed']}): done before")
             rows.append(row)
             continue
         splits = load_data(cfg, dev)
-        model, x, y = _load(cfg, ckpt, splits, dev), splits.test_x[:n_examples], splits.test_y[:n_examples]
-        log(f"[{i}/{len(trials)}] {t['trial_id']} ({cfg.method}, seed {cfg.seed}): {len(x)} test images"
+        model, x, y = _load(t, cfg, splits, dev), splits.test_x[:n_examples], splits.test_y[:n_examples]
+        log(f"[{i}/{len(trials)}] {t.trial_id} ({cfg.method}, seed {cfg.seed}): {len(x)} test images"
             + (f", AutoAttack on {min(want_aa, len(x))}" if want_aa else ""))
         t0 = time.perf_counter()
         attacks = COLUMNS if want_aa else COLUMNS[:-1]
         res = evaluate_suite(model, x, y, cfg.eval_epsilon, n_aa=want_aa, attacks=attacks, progress=log)
         if want_aa:  # PGD-20 on AutoAttack's images, so that AA <= PGD-20 can be checked like for like
             res["PGD_SAT_aa"] = _pgd_on_aa_images(model, cfg, splits, min(want_aa, len(x)))
-        row = {"trial_id": t["trial_id"], "method": cfg.method, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
+        row = {"trial_id": t.trial_id, "method": cfg.method, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
                "teacher": cfg.teacher, "eps": cfg.eval_epsilon, "n": len(x), "n_aa": min(want_aa, len(x)),
-               "checkpoint": _checkpoint(cfg), "best_epoch": t["result"].get("best_epoch"),
+               "checkpoint": _checkpoint(cfg), "best_epoch": t.result.get("best_epoch"),
                "seconds": round(time.perf_counter() - t0, 1), **res}
-        write_json(row, out)
+        t.store("suite.json", row)
         rows.append(row)
     return rows
 
@@ -68,9 +64,9 @@ def _checkpoint(cfg: TrialConfig) -> str:
     return "best" if METHODS[cfg.method].adversarial else "last"
 
 
-def _load(cfg: TrialConfig, ckpt: Path, splits, dev):
-    name = "best.safetensors" if _checkpoint(cfg) == "best" else "model.safetensors"
-    return load_weights(make_student(cfg, splits), ckpt / name, f"{_checkpoint(cfg)} checkpoint").to(dev)
+def _load(trial: TrialDir, cfg: TrialConfig, splits, dev):
+    which = _checkpoint(cfg)
+    return load_weights(make_student(cfg, splits), trial.weights(which), f"{which} checkpoint").to(dev)
 
 
 def _pgd_on_aa_images(model, cfg: TrialConfig, splits, n_aa: int) -> float:

@@ -154,18 +154,31 @@ def synthetic(shape: tuple[int, int, int], n_train: int, n_test: int, num_classe
 # --------------------------------------------------------------------------- splits
 
 
+def _synthetic_loader(shape: tuple[int, int, int]):
+    return lambda data_dir, train_subset, test_subset: synthetic(shape, train_subset or 2000, test_subset or 500)
+
+
+# dataset name -> loader(data_dir, train_subset, test_subset) -> (train_x, train_y, test_x, test_y, num_classes);
+# the one list of dataset names (the YAML's data.dataset is checked against its keys)
+LOADERS = {
+    "fashion_mnist": lambda data_dir, train_subset, test_subset: _load_fashion_mnist(data_dir),
+    "cifar10": lambda data_dir, train_subset, test_subset: _load_cifar("cifar10", data_dir),
+    "cifar100": lambda data_dir, train_subset, test_subset: _load_cifar("cifar100", data_dir),
+    "synthetic": _synthetic_loader((1, 28, 28)),
+    "synthetic_cifar": _synthetic_loader((3, 32, 32)),
+}
+# the augmentations sample_views knows; "default" is crop_flip for CIFAR-like images, none otherwise
+AUGMENTS = ("default", "none", "crop_flip", "crop")
+
+
 def load_splits(dataset: str, *, data_dir: str | None = None, train_subset: int | None = None,
                 test_subset: int | None = None, val_size: int = 1000, augment: str = "default",
                 device: torch.device | str = "cpu") -> Splits:
-    if dataset == "fashion_mnist":
-        raw = _load_fashion_mnist(data_dir)
-    elif dataset in ("cifar10", "cifar100"):
-        raw = _load_cifar(dataset, data_dir)
-    elif dataset in ("synthetic", "synthetic_cifar"):
-        shape = (1, 28, 28) if dataset == "synthetic" else (3, 32, 32)
-        raw = synthetic(shape, train_subset or 2000, test_subset or 500)
-    else:
-        raise DataError(f"dataset: {dataset!r} is not known; allowed: fashion_mnist, cifar10, cifar100, synthetic, synthetic_cifar")
+    if dataset not in LOADERS:
+        raise DataError(f"dataset: {dataset!r} is not known; allowed: {', '.join(LOADERS)}")
+    if augment not in AUGMENTS:
+        raise DataError(f"augment: {augment!r} is not known; allowed: {', '.join(AUGMENTS)}")
+    raw = LOADERS[dataset](data_dir, train_subset, test_subset)
     train_x, train_y, test_x, test_y, num_classes = raw
     if train_subset is not None:
         train_x, train_y = train_x[:train_subset], train_y[:train_subset]
@@ -238,3 +251,19 @@ def apply_views(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int) -> Te
     cols = dx[:, None] + torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :].expand(n, c, h, w)
     return out.gather(3, cols)
+
+
+# --------------------------------------------------------------------------- a trial's data and device
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
+    return torch.device(name)
+
+
+def load_data(cfg, device: torch.device) -> Splits:
+    """The splits a TrialConfig names (its data keys), on `device`."""
+    return load_splits(cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                       val_size=cfg.val_size, augment=cfg.augment, device=device)

@@ -2,8 +2,8 @@
 
 Adding a method = adding one class here and one line to METHODS.
 Losses follow Table 1 of Zi et al. (ICCV 2021). "KL(S(x'), T(x))" there is KL(T(x) || S(x')): the second
-argument is the reference distribution. KL terms are per-sample KL averaged over the batch ("batchmean"); the
-RSLAD and ARD authors' code averages over batch x classes, i.e. 1/num_classes of this. Inner losses are summed over
+argument is the reference distribution. KL terms are per-sample KL averaged over the batch ("batchmean"); RSLAD and
+ARD take `kl_reduction: paper` for the authors' average over batch x classes (KL_REDUCTIONS). Inner losses are summed over
 the batch (PGD maximises them), outer losses are batch means.
 
 A method declares what the trainer computes for it (class attributes) and nothing else is computed:
@@ -35,6 +35,13 @@ def kl_batchmean(student_logits: Tensor, target_probs: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(student_logits.float(), dim=1), target_probs, reduction="batchmean")
 
 
+# How RSLAD's and ARD's KL terms are reduced: "batchmean" sums over classes and averages over the batch (the KL
+# as defined); "paper" averages over batch x classes as the authors' code does (RSLAD: torch.mean of
+# -a*b + log(b + 1e-5)*b; ARD: nn.KLDivLoss() with its default mean), i.e. 1/num_classes of it. With SGD and
+# momentum, "paper" at (lr, wd) trains like "batchmean" at (lr/num_classes, wd*num_classes).
+KL_REDUCTIONS = ("batchmean", "paper")
+
+
 def kl_per_sample(student_logits: Tensor, target_probs: Tensor) -> Tensor:
     """KL(target || softmax(student_logits)) for each sample, shape (batch,)."""
     return F.kl_div(F.log_softmax(student_logits.float(), dim=1), target_probs, reduction="none").sum(dim=1)
@@ -48,8 +55,10 @@ class Method:
     attack_needs_clean: ClassVar[bool] = False  # inner loss needs the student's clean logits (Batch.student_clean_logits)
     needs_teacher_on_adv: ClassVar[bool] = False  # outer loss needs the teacher on x' (Batch.teacher_adv_logits)
 
-    def __init__(self, alpha: float = 5 / 6, temperature: float = 1.0, lam: float = 6.0, iad_beta: float = 0.1):
+    def __init__(self, alpha: float = 5 / 6, temperature: float = 1.0, lam: float = 6.0, iad_beta: float = 0.1,
+                 kl_reduction: str = "batchmean"):
         self.alpha, self.temperature, self.lam, self.iad_beta = alpha, temperature, lam, iad_beta
+        self.kl_reduction = kl_reduction
 
     def inner_loss(self, batch: Batch) -> LossFn:
         raise NotImplementedError
@@ -92,9 +101,14 @@ class RSLAD(Method):
     def inner_loss(self, batch):
         return kl_loss(self.soft_labels(batch))
 
+    def kl(self, student_logits: Tensor, t: Tensor) -> Tensor:
+        if self.kl_reduction == "paper":  # the authors' line: mean over batch x classes of -a*b + log(b + 1e-5)*b
+            return (t * (torch.log(t + 1e-5) - F.log_softmax(student_logits.float(), dim=1))).mean()
+        return kl_batchmean(student_logits, t)
+
     def outer_loss(self, clean_logits, adv_logits, batch):
         t = self.soft_labels(batch)
-        return (1 - self.alpha) * kl_batchmean(clean_logits, t) + self.alpha * kl_batchmean(adv_logits, t)
+        return (1 - self.alpha) * self.kl(clean_logits, t) + self.alpha * self.kl(adv_logits, t)
 
 
 class TRADES(Method):
@@ -144,7 +158,7 @@ class ARD(Method):
     """Goldblum et al. 2020: min (1-a) CE(S^tau(x), y) + a tau^2 KL(S^tau(x'), T^tau(x)), x' = argmax CE(S(x'), y).
 
     As the table: the CE term uses S^tau(x). The ARD code uses CE(S(x), y) at temperature 1 (identical at the default
-    tau = 1) and averages its KL over batch x classes (see the module note).
+    tau = 1) and averages its KL over batch x classes (nn.KLDivLoss()): kl_reduction "paper".
     """
 
     name = "ard"
@@ -157,8 +171,10 @@ class ARD(Method):
     def outer_loss(self, clean_logits, adv_logits, batch):
         tau = self.temperature
         t = F.softmax(batch.teacher_logits.float() / tau, dim=1)
-        return ((1 - self.alpha) * F.cross_entropy(clean_logits.float() / tau, batch.y)
-                + self.alpha * tau ** 2 * kl_batchmean(adv_logits.float() / tau, t))
+        s_adv = adv_logits.float() / tau
+        kl = (F.kl_div(F.log_softmax(s_adv, dim=1), t, reduction="mean") if self.kl_reduction == "paper"
+              else kl_batchmean(s_adv, t))
+        return (1 - self.alpha) * F.cross_entropy(clean_logits.float() / tau, batch.y) + self.alpha * tau ** 2 * kl
 
 
 class IAD(Method):

@@ -13,70 +13,63 @@ parent run.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
-from .evaluate import evaluate_suite
-from .export import finished_trials
+from .data import load_data, resolve_device
+from .files import load_weights, write_json, write_text
+from .layout import ExperimentDir, TrialDir
 from .plots import plot_selection
-from .spec import SpecError, TrialConfig
-from .teachers import load_weights, read_card
-from .trainer import load_data, make_student, resolve_device, write_json
+from .robustness import evaluate_suite
+from .spec import SpecError
+from .teachers import read_card
+from .tracking import log_to_run
+from .trainer import make_student
 
 ATTACKS = ("Clean", "PGD_SAT", "AA")
 
 
-def _evaluate_student(trial: dict, n_examples: int | None, n_aa: int, device, log: Callable[[str], None]) -> dict:
-    ckpt = Path(trial["checkpoint"])
-    out = ckpt.parent / "selection.json"
-    cfg = TrialConfig(**trial["config"])
+def _evaluate_student(trial: TrialDir, n_examples: int | None, n_aa: int, device, log: Callable[[str], None]) -> dict:
+    cfg = trial.trial_config
     splits = load_data(cfg, device)
     n = len(splits.test_x[:n_examples])
     want_aa = min(n_aa, n)
-    if out.is_file():
-        row = json.loads(out.read_text())
-        if row["n"] == n and row["n_aa"] == want_aa:
-            return row
-    model = load_weights(make_student(cfg, splits), ckpt / "best.safetensors", "best checkpoint").to(device)
-    log(f"teacher {cfg.teacher}: best student {trial['trial_id']} on {n} test images, AutoAttack on {want_aa}")
+    row = trial.cached("selection.json")
+    if row and row["n"] == n and row["n_aa"] == want_aa:
+        return row
+    model = load_weights(make_student(cfg, splits), trial.weights("best"), "best checkpoint").to(device)
+    log(f"teacher {cfg.teacher}: best student {trial.trial_id} on {n} test images, AutoAttack on {want_aa}")
     t0 = time.perf_counter()
     res = evaluate_suite(model, splits.test_x[:n], splits.test_y[:n], cfg.eval_epsilon, n_aa=want_aa,
                          attacks=ATTACKS if want_aa else ATTACKS[:-1], seed=cfg.seed, progress=log)
-    row = {"trial_id": trial["trial_id"], "n": n, "n_aa": want_aa, "eps": cfg.eval_epsilon,
+    row = {"trial_id": trial.trial_id, "n": n, "n_aa": want_aa, "eps": cfg.eval_epsilon,
            "seconds": round(time.perf_counter() - t0, 1), **res}
-    write_json(row, out)
+    trial.store("selection.json", row)
     return row
 
 
 def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 200, device: str = "auto",
                    log: Callable[[str], None] = print) -> list[dict]:
-    sweep_file = exp_dir / "sweep.json"
-    if not sweep_file.is_file():
-        raise SpecError("experiment", str(exp_dir), "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>")
-    sweep = json.loads(sweep_file.read_text())
-    teacher_dirs = sweep.get("teacher_dirs") or {}
-    if not teacher_dirs:
+    exp = ExperimentDir.open(exp_dir)
+    if not exp.teacher_dirs:
         raise SpecError("experiment", str(exp_dir), "used no teacher: the selection report compares teachers")
-    trials = finished_trials(exp_dir)
-    if not trials:
-        raise SpecError("experiment", str(exp_dir), "has no finished trial to report on")
+    trials = exp.finished_trials("to report on")
     dev = resolve_device(device)
     rows = []
-    for name, folder in teacher_dirs.items():
+    for name, folder in exp.teacher_dirs.items():
         card = read_card(folder)
-        mine = [t for t in trials if t["config"].get("teacher") == name]
+        mine = [t for t in trials if t.config.get("teacher") == name]
         row = {"teacher": name, "params": card["params"], "macs": card["macs"], "teacher_clean": card["clean_acc"],
                "teacher_pgd20": card["pgd20_acc"], "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"),
                "source": card["source"], "trials": len(mine)}
         if mine:
-            best = max(mine, key=lambda t: t["result"]["best_pgd_acc"])
+            best = max(mine, key=lambda t: t.result["best_pgd_acc"])
             ev = _evaluate_student(best, n_examples, n_aa, dev, log)
-            c = best["config"]
-            row.update({"best_trial": best["trial_id"], "alpha": c.get("alpha"), "epsilon": c.get("epsilon"),
-                        "epochs": best["result"].get("epoch"), "max_epochs": c.get("epochs"),
-                        "student_val_pgd": best["result"]["best_pgd_acc"], "student_clean": ev["Clean"],
+            c = best.config
+            row.update({"best_trial": best.trial_id, "alpha": c.get("alpha"), "epsilon": c.get("epsilon"),
+                        "epochs": best.result.get("epoch"), "max_epochs": c.get("epochs"),
+                        "student_val_pgd": best.result["best_pgd_acc"], "student_clean": ev["Clean"],
                         "student_pgd20": ev["PGD_SAT"], "student_aa": ev.get("AA"), "n": ev["n"], "n_aa": ev["n_aa"]})
         rows.append(row)
     return rows
@@ -110,35 +103,18 @@ def format_markdown(rows: list[dict]) -> str:
     return "\n".join(md)
 
 
-def _log_to_mlflow(exp_dir: Path, rows: list[dict], files: list[Path], log: Callable[[str], None]) -> None:
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    sweep = json.loads((exp_dir / "sweep.json").read_text())
-    try:
-        client = MlflowClient(sweep["tracking_uri"])
-        parent = sweep["parent_run_id"]
-        client.get_run(parent)
-    except Exception as e:  # the store moved or was deleted: the files are still written
-        log(f"selection report not logged to MLflow ({type(e).__name__}: {str(e)[:100]})")
-        return
-    now = int(time.time() * 1000)
-    metrics = [Metric(f"selection.{r['teacher']}.{k}", float(r[k]), now, 0)
-               for r in rows for k in ("student_pgd20", "student_aa", "student_clean") if r.get(k) is not None]
-    client.log_batch(parent, metrics=metrics)
-    for f in files:
-        client.log_artifact(parent, str(f), "selection")
-    log(f"selection report logged to MLflow run {parent}")
-
-
 def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     exp = Path(exp_dir)
     log = kw.get("log", print)
     rows = selection_rows(exp, **kw)
     md = format_markdown(rows)
     write_json({"rows": rows}, exp / "selection.json")
-    (exp / ".selection.md.tmp").write_text(md + "\n")
-    (exp / ".selection.md.tmp").replace(exp / "selection.md")
+    write_text(md + "\n", exp / "selection.md")
     png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's best student")
-    _log_to_mlflow(exp, rows, [exp / "selection.md", exp / "selection.json", png], log)
+    metrics = {f"selection.{r['teacher']}.{k}": r[k] for r in rows
+               for k in ("student_pgd20", "student_aa", "student_clean") if r.get(k) is not None}
+    files = [(f, "selection") for f in (exp / "selection.md", exp / "selection.json", png)]
+    sweep = ExperimentDir.open(exp)
+    if log_to_run(sweep.tracking_uri, sweep.parent_run_id, metrics=metrics, artifacts=files, log=log):
+        log("selection report logged to the sweep's MLflow parent run")
     return md, exp / "selection.md"

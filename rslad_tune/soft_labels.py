@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from .data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
 from .progress import bar
-from .spec import TrialConfig
-from .trainer import _save_atomic
+from .config import TrialConfig
+from .files import save_atomic
 
 
 def data_key(cfg: TrialConfig, splits: Splits) -> str:
@@ -64,7 +64,7 @@ def load_or_build(teacher_dir: str | Path, teacher: nn.Module | None, cfg: Trial
         raise FileNotFoundError(f"no soft-label cache at {path} and no teacher to build it")
     t0 = time.perf_counter()
     logits = compute_soft_labels(teacher.eval(), splits)
-    _save_atomic(lambda p: save_file({"logits": logits.cpu().contiguous()}, p), path)
+    save_atomic(lambda p: save_file({"logits": logits.cpu().contiguous()}, p), path)
     if log:
         log(f"soft-label cache: {len(splits.train_x)} images x {num_views(splits.augment, splits.pad)} views "
             f"in {time.perf_counter() - t0:.1f}s -> {path}")

@@ -1,146 +1,99 @@
-"""Teachers: resolve each YAML teacher once (a weights file, or train it and cache it), load it safely.
+"""Teachers: resolve each YAML teacher once (a weights file, a zoo teacher, or train it and cache it), load it safely.
 
 A resolved teacher is a folder holding `model.safetensors`, `config.json` (how to rebuild it)
 and `card.json` (parameters, MACs, clean/PGD-20/AutoAttack accuracy on the test split, source);
-a RobustBench teacher's folder holds no weights, its config names the file RobustBench loads. Trained
+a RobustBench teacher's folder holds no weights, its config names the file RobustBench loads; a zoo
+teacher's folder holds a copy of the shipped weights and its shipped card (zoo.py). Trained
 teachers live in `<runs_dir>/teachers/<key>/`, the key a digest of the whole recipe and the
 data it trains on; the folder is built under a temporary name and renamed, so a concurrent
 or interrupted build never leaves a half teacher behind.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import pickle
+import platform
 import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from torch import nn
+from torch import Tensor, nn
 
 from . import robustbench_zoo as rbz
-from .evaluate import autoattack_accuracy
-from .models import build_model, count_macs, count_params, robustbench_state_dict
+from . import soft_labels, zoo
+from .data import load_data, resolve_device
+from .files import load_torch_weights, load_weights, read_json, save_weights, write_json
+from .models import build_from_config, count_macs, count_params, model_config
 from .progress import bar
-from .spec import SpecError, TeacherSpec, TrialConfig
-from .trainer import (
-    load_data,
-    resolve_device,
-    save_weights,
-    test_metrics,
-    train_student,
-    write_json,
-)
+from .robustness import autoattack_accuracy
+from .spec import TeacherSpec, TrialConfig, check_trial_value, parse_teacher
+from .trainer import score_test_split, student_config, train_model
 
 
-def model_config(arch: str, width: int | None, in_channels: int, num_classes: int, image_size: int) -> dict:
-    return {"arch": arch, "width": width, "in_channels": in_channels, "num_classes": num_classes,
-            "image_size": image_size, "input_range": [0.0, 1.0]}
-
-
-def build_from_config(cfg: dict) -> nn.Module:
-    return build_model(cfg["arch"], cfg["in_channels"], cfg["num_classes"], cfg.get("width"))
-
-
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
-
-
-def load_torch_weights(path: Path, key: str):
-    """A PyTorch file loaded with weights_only=True: a file that would need arbitrary unpickling
-    (Python objects, code) is refused and nothing in it runs."""
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = str(e).split("\n")[0][:120]
-        raise SpecError(key, str(path), "holds more than plain weights and is refused: only tensors are loaded "
-                        f"(weights_only=True); re-save its state_dict or convert it to safetensors ({why})") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
-        raise SpecError(key, str(path), f"is not a readable PyTorch weights file ({type(e).__name__})") from None
-
-
-def read_state_dict(path: Path, key: str) -> dict:
-    """Weights from safetensors, or from a PyTorch file (load_torch_weights)."""
-    path = Path(path)
-    if path.suffix in TORCH_SUFFIXES:
-        obj = load_torch_weights(path, key)
-        try:
-            return robustbench_state_dict(obj)
-        except TypeError as e:
-            raise SpecError(key, str(path), f"does not hold a state dict ({e})") from None
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SpecError(key, str(path), f"is not a readable safetensors file ({str(e)[:100]})") from None
-
-
-def load_weights(model: nn.Module, path: Path, key: str) -> nn.Module:
-    """Load weights (read_state_dict) into `model`; any mismatch or corruption is a one-line SpecError."""
-    state = read_state_dict(path, key)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)[:150]
-        raise SpecError(key, str(path), f"does not match the architecture ({first})") from None
-    return model
-
-
-def _load_robustbench(cfg: dict, key: str) -> nn.Module:
-    path = rbz.checkpoint_path(cfg["model_dir"], cfg["dataset"], cfg["threat_model"], cfg["robustbench"])
+def _load_robustbench(rb: dict, key: str) -> nn.Module:
+    path = rbz.checkpoint_path(rb["model_dir"], rb["dataset"], rb["threat_model"], rb["robustbench"])
     if path.is_file():  # RobustBench's loader unpickles it: make sure it holds plain weights first
         load_torch_weights(path, key)
-    return rbz.load(cfg["robustbench"], cfg["model_dir"], cfg["dataset"], cfg["threat_model"], key)
+    return rbz.load(rb["robustbench"], rb["model_dir"], rb["dataset"], rb["threat_model"], key)
 
 
 def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    if "robustbench" in cfg:
-        model = _load_robustbench(cfg, f"teacher {folder.name}")
+    saved = read_json(folder / "config.json", f"teacher {folder.name}")
+    if "robustbench" in saved:
+        model = _load_robustbench(saved, f"teacher {folder.name}")
     else:
-        model = load_weights(build_from_config(cfg), folder / "model.safetensors", f"teacher {folder.name}")
+        model = load_weights(build_from_config(saved), folder / "model.safetensors", f"teacher {folder.name}")
     return model.to(device).eval().requires_grad_(False)
 
 
 def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, spec: TeacherSpec, extra: dict,
           log: Callable[[str], None]) -> dict:
     """Size and robustness of a teacher: clean and PGD accuracy on the first `card_examples` test
-    images, AutoAttack standard on the first `card_aa_examples`."""
+    images (default: all), AutoAttack standard on the first `card_aa_examples`."""
     shape = (splits.in_channels, splits.image_size, splits.image_size)
-    m = test_metrics(model, cfg, splits, spec.card_examples)
-    card = {"params": count_params(model), "macs": count_macs(model, shape), "clean_acc": m["test_clean_acc"],
-            "pgd20_acc": m["test_pgd_acc"], "eval_n": m["test_n"], "eval_split": "test",
-            "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps, "source": source, **extra}
-    return _add_autoattack(card, model, cfg, splits, spec, log)
+    card = {"params": count_params(model), "macs": count_macs(model, shape), "source": source, **extra}
+    return _score_card(card, model, cfg, splits, spec, log)
 
 
-def _add_autoattack(card: dict, model: nn.Module, cfg: TrialConfig, splits, spec: TeacherSpec,
-                    log: Callable[[str], None]) -> dict:
-    n = min(spec.card_aa_examples, len(splits.test_x))
-    if n == 0 or card.get("aa_n") == n:
+def _card_settings(cfg: TrialConfig, spec: TeacherSpec, n_test: int) -> tuple[dict, int]:
+    """What a card's numbers must have been measured with: PGD settings and image count, AutoAttack count."""
+    n = min(spec.card_examples or n_test, n_test)
+    return {"eval_n": n, "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps}, min(spec.card_aa_examples, n_test)
+
+
+def _score_card(card: dict, model: nn.Module, cfg: TrialConfig, splits, spec: TeacherSpec,
+                log: Callable[[str], None]) -> dict:
+    """(Re)compute the card's numbers whose settings differ from the ones asked for now."""
+    pgd, n_aa = _card_settings(cfg, spec, len(splits.test_x))
+    stale = any(card.get(k) != v for k, v in pgd.items())
+    if stale:
+        m = score_test_split(model, cfg, splits, pgd["eval_n"])
+        card = card | pgd | {"clean_acc": m["test_clean_acc"], "pgd20_acc": m["test_pgd_acc"], "eval_split": "test"}
+    if n_aa == 0 or (card.get("aa_n") == n_aa and not stale):
         return card
-    log(f"teacher {spec.name}: AutoAttack standard on {n} test images for its card")
+    log(f"teacher {spec.name}: AutoAttack standard on {n_aa} test images for its card")
     t0 = time.perf_counter()
-    acc = autoattack_accuracy(model, splits.test_x[:n], splits.test_y[:n], cfg.eval_epsilon, seed=cfg.seed,
+    acc = autoattack_accuracy(model, splits.test_x[:n_aa], splits.test_y[:n_aa], cfg.eval_epsilon, seed=cfg.seed,
                               progress=lambda s: log(f"teacher {spec.name}: {s}"))
-    return card | {"aa_acc": acc, "aa_n": n, "aa_time_s": time.perf_counter() - t0}
+    return card | {"aa_acc": acc, "aa_n": n_aa, "aa_time_s": time.perf_counter() - t0}
 
 
 def _complete_card(folder: Path, spec: TeacherSpec, cfg: TrialConfig, log: Callable[[str], None]) -> None:
-    """A cached teacher whose card lacks the AutoAttack number asked for now gets it (card rewritten atomically)."""
+    """A cached teacher whose card was measured with other settings than asked for now (test images, PGD,
+    AutoAttack count) gets those numbers recomputed (card rewritten atomically)."""
     card = read_card(folder)
-    n = spec.card_aa_examples
-    if n == 0 or card.get("aa_n") == n:
-        return
     device = resolve_device(cfg.device)
     splits = load_data(cfg, device)
-    if card.get("aa_n") == min(n, len(splits.test_x)):
+    pgd, n_aa = _card_settings(cfg, spec, len(splits.test_x))
+    if all(card.get(k) == v for k, v in pgd.items()) and (n_aa == 0 or card.get("aa_n") == n_aa):
         return
-    new = _add_autoattack(card, load_teacher(folder, device), cfg, splits, spec, log)
-    write_json(new, folder / "card.json")
+    log(f"teacher {spec.name}: card settings changed, rescoring")
+    write_json(_score_card(card, load_teacher(folder, device), cfg, splits, spec, log), folder / "card.json")
 
 
 def train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None]) -> Path:
@@ -159,13 +112,13 @@ def train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None])
     log(f"teacher {spec.name}: training {cfg.method} {cfg.arch} width={cfg.width} for {cfg.epochs} epochs -> {final}")
     t0 = time.perf_counter()
     with bar(cfg.epochs * max(len(splits.train_x) // cfg.batch_size, 1), f"teacher {spec.name}", "batch") as b:
-        result = train_student(cfg, splits=splits, checkpoint_dir=tmp / "checkpoint",
+        result = train_model(cfg, splits=splits, checkpoint_dir=tmp / "checkpoint",
                                log=lambda s: log(f"teacher {spec.name}: {s}"), on_batch=b.update)
     model = result["model"]
-    model.load_state_dict(result["best_state"])  # best epoch by validation PGD accuracy
+    model.load_state_dict(result["best_state"])  # best epoch by validation PGD accuracy (without attacks: the last)
     train_s = time.perf_counter() - t0
     save_weights(model, tmp / "model.safetensors")
-    write_json(model_config(cfg.arch, cfg.width, splits.in_channels, splits.num_classes, splits.image_size), tmp / "config.json")
+    write_json(student_config(cfg, splits), tmp / "config.json")
     card = _card(model, cfg, splits, "train", spec, {"recipe": cfg.to_dict(), "train_time_s": train_s,
                                                      "best_epoch": result["best_epoch"], "key": key}, log)
     write_json(card, tmp / "card.json")
@@ -183,28 +136,48 @@ def _checkpoint_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, l
     stat = src.stat()
 
     def build(splits, device):
-        cfg = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
-        model = load_weights(build_from_config(cfg), src, f"teachers.{spec.name}.checkpoint").to(device)
-        return cfg, model, f"checkpoint:{src}", {}
+        saved = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
+        model = load_weights(build_from_config(saved), src, f"teachers.{spec.name}.checkpoint").to(device)
+        return saved, model, f"checkpoint:{src}", {}
 
     return _carded_teacher(spec, trial, runs_dir, f"file-{spec.name}-{int(stat.st_mtime)}-{stat.st_size}", build, log)
+
+
+def _zoo_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Callable[[str], None]) -> Path:
+    """A teacher shipped in the zoo: its weights (safetensors) and measured card are copied into
+    `<runs_dir>/teachers/zoo-...-<digest of the weights>/`, where its soft-label caches go; nothing is
+    trained or recomputed."""
+    src = Path(spec.zoo)
+    digest = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()[:12]
+    final = runs_dir / "teachers" / f"zoo-{src.parent.name}-{src.name}-{digest}"
+    if (final / "card.json").is_file():
+        return final
+    saved = read_json(src / "config.json", f"teachers.{spec.name}.zoo")
+    load_weights(build_from_config(saved), src / "model.safetensors", f"teachers.{spec.name}.zoo")
+    tmp = runs_dir / "teachers" / f".{final.name}.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for f in ("model.safetensors", "config.json", "card.json"):
+        shutil.copyfile(src / f, tmp / f)
+    _publish(tmp, final)
+    log(f"teacher {spec.name}: zoo teacher {src.parent.name}/{src.name} ({digest})")
+    return final
 
 
 def _robustbench_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Callable[[str], None]) -> Path:
     """A RobustBench model: RobustBench's loader reads (or, online, first downloads) its checkpoint;
     the teacher folder holds the config that names that file and the card, not a copy of the weights."""
-    cfg = {"robustbench": spec.robustbench, "dataset": spec.rb_dataset, "threat_model": spec.threat_model,
+    rb = {"robustbench": spec.robustbench, "dataset": spec.rb_dataset, "threat_model": spec.threat_model,
            "model_dir": spec.model_dir, "input_range": [0.0, 1.0]}
     path = rbz.checkpoint_path(spec.model_dir, spec.rb_dataset, spec.threat_model, spec.robustbench)
     label = f"teachers.{spec.name}.robustbench"
     if not path.is_file():
         log(f"teacher {spec.name}: downloading RobustBench {spec.robustbench} to {path}")
-        _load_robustbench(cfg, label)
+        _load_robustbench(rb, label)
     stat = path.stat()
 
     def build(splits, device):
-        model = _load_robustbench(cfg, label).to(device)
-        return cfg, model, f"robustbench:{spec.robustbench}", {"checkpoint": str(path)}
+        model = _load_robustbench(rb, label).to(device)
+        return rb, model, f"robustbench:{spec.robustbench}", {"checkpoint": str(path)}
 
     key = f"rb-{spec.rb_dataset}-{spec.threat_model}-{spec.robustbench}-{int(stat.st_mtime)}-{stat.st_size}"
     return _carded_teacher(spec, trial, runs_dir, key, build, log)
@@ -220,12 +193,12 @@ def _carded_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, key: 
         return final
     device = resolve_device(trial.device)
     splits = load_data(trial, device)
-    cfg, model, source, extra = build(splits, device)
+    saved, model, source, extra = build(splits, device)
     tmp = runs_dir / "teachers" / f".{key}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    if "robustbench" not in cfg:
+    if "robustbench" not in saved:
         save_weights(model, tmp / "model.safetensors")
-    write_json(cfg, tmp / "config.json")
+    write_json(saved, tmp / "config.json")
     write_json(_card(model.eval().requires_grad_(False), trial, splits, source, spec, extra, log), tmp / "card.json")
     _publish(tmp, final)
     return final
@@ -243,9 +216,13 @@ def check_teacher_files(teachers: dict[str, TeacherSpec], splits) -> None:
     """Before anything is written: every weights file a sweep names must load (checkpoint teachers into
     their architecture; RobustBench files as plain weights). A SpecError names the first that does not."""
     for spec in teachers.values():
-        if spec.checkpoint:
-            cfg = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
-            load_weights(build_from_config(cfg), Path(spec.checkpoint), f"teachers.{spec.name}.checkpoint")
+        if spec.zoo:
+            src = Path(spec.zoo)
+            load_weights(build_from_config(read_json(src / "config.json", f"teachers.{spec.name}.zoo")),
+                         src / "model.safetensors", f"teachers.{spec.name}.zoo")
+        elif spec.checkpoint:
+            saved = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
+            load_weights(build_from_config(saved), Path(spec.checkpoint), f"teachers.{spec.name}.checkpoint")
         elif spec.robustbench:
             path = rbz.checkpoint_path(spec.model_dir, spec.rb_dataset, spec.threat_model, spec.robustbench)
             if path.is_file():
@@ -261,6 +238,8 @@ def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_
             continue
         if spec.train:
             folder = train_teacher(spec, runs_dir, log)
+        elif spec.zoo:
+            folder = _zoo_teacher(spec, trial, runs_dir, log)
         elif spec.robustbench:
             folder = _robustbench_teacher(spec, trial, runs_dir, log)
         else:
@@ -270,4 +249,56 @@ def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_
 
 
 def read_card(folder: str | Path) -> dict:
-    return json.loads((Path(folder) / "card.json").read_text())
+    return read_json(Path(folder) / "card.json", f"teacher {Path(folder).name}")
+
+
+def teacher_for_trial(cfg: TrialConfig, folder: str | Path, splits, device: torch.device,
+                      log: Callable[[str], None] | None = None) -> tuple[nn.Module, Tensor | None]:
+    """What a distilling trial reads: the teacher in eval mode and, when the trial uses it, its soft-label
+    cache for these training images (built and written here if missing)."""
+    teacher = load_teacher(folder, device)
+    soft = soft_labels.load_or_build(folder, teacher, cfg, splits, log) if cfg.soft_label_cache else None
+    return teacher, soft
+
+
+# --------------------------------------------------------------------------- the zoo's build (`rslad-tune zoo build`)
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=zoo.ZOO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_zoo_teacher(name: str, *, threads: int | None = None, work_dir: str | Path = "runs",
+                      log: Callable[[str], None] = print) -> Path:
+    """Train zoo teacher `name` from its recipe.yaml (in a scratch folder under `work_dir`), card it, and
+    replace its files in the zoo (each written under a temporary name and renamed)."""
+    folder = zoo.zoo_folder(name, built=False)
+    recipe = zoo.read_recipe(name)
+    data = {k: check_trial_value(k, v, label=f"data.{k}") for k, v in (recipe.get("data") or {}).items()}
+    spec = parse_teacher(name.replace("/", "-"), recipe.get("teacher"), data, folder)
+    if threads:
+        torch.set_num_threads(threads)
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".zoo-build-", dir=work_dir))
+    t0 = time.perf_counter()
+    try:
+        built = train_teacher(spec, scratch, log)
+        card = read_card(built) | {
+            "zoo": name, "build_time_s": round(time.perf_counter() - t0, 1), "build_threads": torch.get_num_threads(),
+            "build_command": f"rslad-tune zoo build {name}" + (f" --threads {threads}" if threads else ""),
+            "build_date": time.strftime("%Y-%m-%d"), "build_machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "build_commit": _git_commit(), "torch": torch.__version__}
+        write_json(card, built / "card.json")
+        for f in zoo.FILES:
+            tmp = folder / f".{f}.{os.getpid()}.tmp"
+            shutil.copyfile(built / f, tmp)
+            os.replace(tmp, folder / f)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log(f"zoo teacher {name}: built in {card['build_time_s']:.0f}s ({card['build_threads']} threads): "
+        f"clean {card['clean_acc']:.4f}, PGD-20 {card['pgd20_acc']:.4f} on {card['eval_n']} test images"
+        + (f", AutoAttack {card['aa_acc']:.4f} on {card['aa_n']}" if "aa_acc" in card else "") + f" -> {folder}")
+    return folder

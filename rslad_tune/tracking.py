@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -37,6 +37,80 @@ def find_child_run(client: MlflowClient, experiment_id: str, parent_id: str, tri
     return runs[0].info.run_id if runs else None
 
 
+def find_trial_run(uri: str | None, experiment: str, parent_id: str | None, trial_id: str) -> str | None:
+    """A trial's child run id, by lookup only (nothing is created); None when the store is gone or has none."""
+    if not uri or not parent_id:
+        return None
+    try:
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        return find_child_run(client, exp.experiment_id, parent_id, trial_id) if exp else None
+    except Exception:  # tracking store gone or unreachable: the caller's files still stand
+        return None
+
+
+def log_to_run(uri: str | None, run_id: str | None, *, metrics: dict[str, float] | None = None,
+               tags: dict[str, str] | None = None, artifacts: list[tuple[Path, str]] = (),
+               log: Callable[[str], None] | None = print) -> bool:
+    """Log metrics (step 0), tags and artifacts (file, folder) to an existing run. A store that is gone or
+    unreachable is reported in one line, never raised: what was computed is already in files."""
+    if not uri or not run_id:
+        return False
+    try:
+        client = MlflowClient(uri)
+        ts = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()],
+                         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        for path, folder in artifacts:
+            client.log_artifact(run_id, str(path), folder)
+    except Exception as e:
+        if log:
+            log(f"could not log to MLflow run {run_id} at {uri}: {type(e).__name__}: {str(e)[:150]}")
+        return False
+    return True
+
+
+def source_tags() -> dict[str, str]:
+    """Where a run came from, in MLflow's own tags: the command line, the git commit of this checkout, the version."""
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "rslad-tune",
+            "rslad_tune.command": " ".join(["rslad-tune", *sys.argv[1:]])[:5000]}
+    try:
+        tags["rslad_tune.version"] = version("rslad-tune")
+    except PackageNotFoundError:
+        pass
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0 and commit.stdout.strip():
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            tags["rslad_tune.git_dirty"] = str(bool(dirty)).lower()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
+def trial_run_name(trial_id: str, config: dict) -> str:
+    """A readable child-run name: <short id>-<teacher or method>[-a<alpha>]-e<epsilon>[-s<seed>]."""
+    from .methods import METHODS
+
+    method = config.get("method")
+    distils = method in METHODS and METHODS[method].needs_teacher
+    parts = [trial_id[-5:], str(config.get("teacher") if distils else method)]
+    if distils and config.get("alpha") is not None:
+        parts.append(f"a{config['alpha']:.2f}")
+    if METHODS.get(method) and METHODS[method].adversarial and config.get("epsilon") is not None:
+        parts.append(f"e{config['epsilon']:.3f}")
+    if config.get("seed"):
+        parts.append(f"s{config['seed']}")
+    return "-".join(parts)
+
+
 def _params(d: dict[str, Any]) -> list[Param]:
     return [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(d.items())]
 
@@ -60,7 +134,8 @@ class SweepTracker:
         self.parent_id = parent_id
 
     def start_parent(self, run_name: str, params: dict[str, Any], spec_text: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"rslad_tune.kind": "sweep", **tags})
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={"rslad_tune.kind": "sweep", **source_tags(), **tags})
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=_params(params))
         self.client.log_text(self.parent_id, spec_text, "space.yaml")
@@ -72,6 +147,29 @@ class SweepTracker:
     def finish_parent(self, status: str = "FINISHED") -> None:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)
+
+
+class TrainRun:
+    """The MLflow run of `rslad-tune train` (one trial outside a sweep), logged like a sweep's trial run:
+    params at the start, metrics per epoch (step = epoch), test numbers and the checkpoint at the end."""
+
+    def __init__(self, uri: str, experiment: str, runs_dir: Path, name: str, params: dict[str, Any]):
+        self.tracker = SweepTracker(uri, experiment, runs_dir)
+        self.client = self.tracker.client
+        tags = {"rslad_tune.kind": "train", **source_tags()}
+        self.run_id = self.client.create_run(self.tracker.experiment_id, run_name=name, tags=tags).info.run_id
+        self.client.log_batch(self.run_id, params=_params(params))
+
+    def epoch(self, metrics: dict) -> None:
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(metrics[k]), ts, int(metrics["epoch"]))
+                                                    for k in EPOCH_METRICS if k in metrics])
+
+    def finish(self, status: str, metrics: dict[str, float] | None = None, folder: Path | None = None) -> None:
+        files = [(folder / f, "checkpoint") for f in ("model.safetensors", "best.safetensors", "trial.json")
+                 if folder is not None and (folder / f).is_file()]
+        log_to_run(self.tracker.uri, self.run_id, metrics=metrics, artifacts=files)
+        self.client.set_terminated(self.run_id, status)
 
 
 class MLflowTrialCallback(Callback):
@@ -106,7 +204,8 @@ class MLflowTrialCallback(Callback):
         else:
             tags = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id, "rslad_tune.kind": "trial",
                     "teacher": str(trial.config.get("teacher"))}
-            run_id = self.client.create_run(self.tracker.experiment_id, run_name=str(trial), tags=tags).info.run_id
+            run_id = self.client.create_run(self.tracker.experiment_id, run_name=trial_run_name(trial.trial_id, trial.config),
+                                            tags=tags).info.run_id
             card = self.cards.get(trial.config.get("teacher")) or {}
             teacher = {f"teacher_{k}": card[k] for k in ("params", "macs", "clean_acc", "pgd20_acc", "aa_acc", "source") if k in card}
             self.client.log_batch(run_id, params=_params({**trial.config, **teacher}))

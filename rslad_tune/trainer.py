@@ -1,6 +1,6 @@
 """One trial: epochs of a method on a student, validation each epoch, checkpoints. Plain PyTorch.
 
-    result = train_student(cfg, teacher=teacher_model)
+    result = train_model(cfg, teacher=teacher_model)
 
 knows nothing of Ray or MLflow: a caller passes `report(metrics, checkpoint_dir)` to see each
 epoch (the Ray adapter forwards it to `tune.report`).
@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .attacks import pgd
-from .data import Splits, apply_views, load_splits, sample_views, view_ids
-from .evaluate import clean_and_pgd
+from .config import TrialConfig
+from .data import Splits, apply_views, load_data, resolve_device, sample_views, view_ids
+from .files import save_atomic, save_weights, write_json
 from .methods import METHODS, Batch, Method
-from .models import build_model
-from .spec import TrialConfig
+from .models import build_from_config, model_config
+from .robustness import clean_and_pgd
+from .schedules import lr_factor
+
 
 Report = Callable[[dict, Path | None], None]
 
@@ -33,56 +35,18 @@ class TrialDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
-    return torch.device(name)
-
-
-def load_data(cfg: TrialConfig, device: torch.device) -> Splits:
-    return load_splits(cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
-                       val_size=cfg.val_size, augment=cfg.augment, device=device)
+def student_config(cfg: TrialConfig, splits: Splits) -> dict:
+    """The config.json of the model a trial trains (models.build_from_config rebuilds it)."""
+    return model_config(cfg.arch, cfg.width, splits.in_channels, splits.num_classes, splits.image_size)
 
 
 def make_student(cfg: TrialConfig, splits: Splits) -> nn.Module:
-    return build_model(cfg.arch, splits.in_channels, splits.num_classes, cfg.width)
+    return build_from_config(student_config(cfg, splits))
 
 
 def make_method(cfg: TrialConfig) -> Method:
-    return METHODS[cfg.method](alpha=cfg.alpha, temperature=cfg.temperature, lam=cfg.lam, iad_beta=cfg.iad_beta)
-
-
-def lr_factor(cfg: TrialConfig, step: int, total: int) -> float:
-    """Multiplier of cfg.lr at optimizer step `step` of `total` (per-step schedules, finishing at the last epoch)."""
-    t = step / max(total, 1)
-    if cfg.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * t))
-    if cfg.schedule == "onecycle":  # linear warm-up over the first 20 %, then linear decay to 0
-        return t / 0.2 if t < 0.2 else max(0.0, (1 - t) / 0.8)
-    if cfg.schedule == "piecewise":  # the paper: x0.1 at 215/260/285 of 300 epochs
-        return 0.1 ** sum(t >= m for m in cfg.milestones)
-    return 1.0
-
-
-def _save_atomic(write: Callable[[str], None], path: Path) -> None:
-    """Write to a temporary name in the same folder, then rename: a crash never leaves a half file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
-def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-
-
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    _save_atomic(lambda p: save_file(_state_dict(model), p, metadata=metadata), path)
-
-
-def write_json(obj, path: Path) -> None:
-    _save_atomic(lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True)), path)
+    return METHODS[cfg.method](alpha=cfg.alpha, temperature=cfg.temperature, lam=cfg.lam, iad_beta=cfg.iad_beta,
+                               kl_reduction=cfg.kl_reduction)
 
 
 def autocast(cfg: TrialConfig, device: torch.device):
@@ -160,11 +124,11 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
     return (loss_sum / n_batches).item(), n_batches * bs
 
 
-def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: Splits | None = None,
+def train_model(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: Splits | None = None,
                   report: Report | None = None, checkpoint_dir: str | Path | None = None,
                   resume_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
                   soft_labels: torch.Tensor | None = None, on_batch: Callable[[int], object] | None = None) -> dict:
-    """Train one student. Each epoch: train, validate (clean + PGD), checkpoint, report.
+    """Train one model (a trial's student, or a teacher from its recipe). Each epoch: train, validate (clean + PGD), checkpoint, report.
 
     Returns {"history": [per-epoch metrics], "best_epoch", "best_pgd_acc", "model": the last student,
     "best_state": the best state dict (by validation PGD accuracy; the last epoch for a method without attacks)}.
@@ -234,7 +198,7 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
             # written last: its presence marks a complete checkpoint
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
                      "epoch": epoch, "best_pgd_acc": best_pgd, "best_epoch": best_epoch, "history": json.dumps(history)}
-            _save_atomic(lambda p: torch.save(state, p), ckpt / "state.pt")
+            save_atomic(lambda p: torch.save(state, p), ckpt / "state.pt")
         if log:
             log(f"epoch {epoch}/{cfg.epochs} loss {train_loss:.4f} val clean {val['clean_acc']:.4f} "
                 f"pgd {val['pgd_acc']:.4f} ({metrics['epoch_time_s']:.1f}s)")
@@ -244,8 +208,8 @@ def train_student(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits:
             "best_state": best_state, "splits": splits}
 
 
-def test_metrics(model: nn.Module, cfg: TrialConfig, splits: Splits, n: int | None = None,
-                 prefix: str = "test_") -> dict[str, float]:
+def score_test_split(model: nn.Module, cfg: TrialConfig, splits: Splits, n: int | None = None,
+                     prefix: str = "test_") -> dict[str, float]:
     """Numbers on the first `n` test images (None: all): reported, never used to choose anything."""
     x, y = splits.test_x[:n], splits.test_y[:n]
     m = clean_and_pgd(model, x, y, cfg.eval_epsilon, cfg.resolved_eval_step_size, cfg.eval_steps, seed=cfg.seed)

@@ -1,11 +1,10 @@
 """Ray Tune adapter: SweepSpec -> Tuner(ASHA on validation PGD accuracy, Optuna TPE, MLflow callback).
 
-The trainable is `run_trial`, a thin wrapper over `trainer.train_student`; it lives in this
+The trainable is `run_trial`, a thin wrapper over `trainer.train_model`; it lives in this
 importable module (not __main__) so that `Tuner.restore` can find it again.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -44,18 +43,16 @@ def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
     """One Ray Tune trial: rebuild the TrialConfig, load its teacher, train, report every epoch."""
     from ray import tune
 
-    from . import soft_labels
-    from .teachers import load_teacher
-    from .trainer import load_data, resolve_device, train_student
+    from .teachers import teacher_for_trial
+    from .data import load_data, resolve_device
+    from .trainer import train_model
 
     cfg = TrialConfig(**config)
     device = resolve_device(cfg.device)
     splits = load_data(cfg, device)
     teacher, soft = None, None
-    if METHODS[cfg.method].needs_teacher:
-        teacher = load_teacher(teacher_dirs[cfg.teacher], device)
-        if cfg.soft_label_cache:  # built by the driver before the trials; read here
-            soft = soft_labels.load_or_build(teacher_dirs[cfg.teacher], teacher, cfg, splits)
+    if METHODS[cfg.method].needs_teacher:  # the soft-label cache was built by the driver before the trials
+        teacher, soft = teacher_for_trial(cfg, teacher_dirs[cfg.teacher], splits, device)
     restored = tune.get_checkpoint()
     resume_dir = restored.to_directory() if restored else None
     workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-"))
@@ -69,7 +66,7 @@ def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
         tune.report({**metrics, "node_id": node}, checkpoint=checkpoint)
 
     try:
-        train_student(cfg, teacher, splits=splits, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
+        train_model(cfg, teacher, splits=splits, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
                       soft_labels=soft)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -92,19 +89,6 @@ class TrialRow:
     early_stopped: bool = False
 
 
-def _archive_previous(exp_dir: Path, log: Callable[[str], None]) -> None:
-    """A new sweep under an existing name: move the old folder aside (nothing is deleted)."""
-    if exp_dir.exists():
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(exp_dir.stat().st_mtime))
-        dest = exp_dir.with_name(f"{exp_dir.name}.{stamp}")
-        n = 1
-        while dest.exists():
-            dest = exp_dir.with_name(f"{exp_dir.name}.{stamp}-{n}")
-            n += 1
-        exp_dir.rename(dest)
-        log(f"previous sweep folder moved to {dest}")
-
-
 def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str | None = None,
               log: Callable[[str], None] = print, resume: bool = False) -> tuple[list[TrialRow], Path]:
     """Teachers, then the Tune sweep, then the summary rows. Returns (rows, experiment folder).
@@ -118,13 +102,14 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from ray.tune.search.optuna import OptunaSearch
     import optuna
 
+    from .layout import ExperimentDir
     from .teachers import prepare_teachers, read_card
     from .tracking import MLflowTrialCallback, SweepTracker, resolve_tracking_uri
-    from .trainer import write_json
 
     runs_dir = Path(spec.runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
-    exp_dir = runs_dir / spec.experiment
+    exp = ExperimentDir(runs_dir / spec.experiment)
+    exp_dir = exp.path
     uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri, runs_dir)
 
     needed = set(spec.search["teacher"].args) if "teacher" in spec.search else (
@@ -137,23 +122,19 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
     if resume:
-        sweep_info = json.loads((exp_dir / "sweep.json").read_text())  # checked by check_resumable
-        tracker = SweepTracker(sweep_info["tracking_uri"], spec.experiment, runs_dir, sweep_info["parent_run_id"])
+        tracker = SweepTracker(exp.tracking_uri, spec.experiment, runs_dir, exp.parent_run_id)  # checked by check_resumable
         tracker.client.update_run(tracker.parent_id, "RUNNING")
         log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
     else:
-        _archive_previous(exp_dir, log)
+        exp.archive_previous(log)
         tracker = SweepTracker(uri, spec.experiment, runs_dir)  # the driver creates DB and experiment first
         parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
         for name, card in cards.items():
             tracker.client.log_dict(parent, card, f"teachers/{name}.json")
-        exp_dir.mkdir(parents=True)
-        sweep_info = {"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
-                      "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
-                      "metric": spec.tune.metric}
-        write_json(sweep_info, exp_dir / "sweep.json")
-        (exp_dir / "space.yaml").write_text(spec.source)
+        exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
+                         "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
+                         "metric": spec.tune.metric}, spec.source)
 
     t = spec.tune
     if t.scheduler == "asha":
@@ -163,7 +144,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         scheduler = FIFOScheduler()
     searcher = None
     if t.searcher == "optuna" and spec.search:  # the study lives in optuna.db: a resumed sweep continues it
-        storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / 'optuna.db').resolve()}")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{exp.optuna_db.resolve()}")
         searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
                                 storage=storage, points_to_evaluate=teacher_points(spec))
     trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs),
@@ -205,39 +186,30 @@ def teacher_points(spec: SweepSpec) -> list[dict] | None:
     d = spec.search.get("teacher")
     if d is None or d.kind != "choice" or spec.tune.num_samples < len(d.args):
         return None
-    center = {k: _center(dom) for k, dom in spec.search.items() if k != "teacher"}
+    center = {k: dom.center() for k, dom in spec.search.items() if k != "teacher"}
     return [{**center, "teacher": name} for name in d.args]
-
-
-def _center(d: Domain):
-    if d.kind == "uniform":
-        return (d.args[0] + d.args[1]) / 2
-    if d.kind == "loguniform":
-        return (d.args[0] * d.args[1]) ** 0.5
-    if d.kind == "randint":
-        return (d.args[0] + d.args[1]) // 2
-    return d.args[0]
 
 
 def check_resumable(spec: SweepSpec) -> None:
     """--resume: an interrupted sweep of the same YAML must be in runs/<experiment> (checked before anything runs)."""
     from ray import tune
 
+    from .layout import ExperimentDir
     from .spec import SpecError
 
-    exp_dir = Path(spec.runs_dir).resolve() / spec.experiment
-    if not (exp_dir / "sweep.json").is_file() or not tune.Tuner.can_restore(str(exp_dir)):
-        raise SpecError("--resume", str(exp_dir), "holds no sweep to resume; run without --resume to start one")
-    if (exp_dir / "space.yaml").read_text() != spec.source:
-        raise SpecError("--resume", str(exp_dir / "space.yaml"), f"differs from {spec.path}: a sweep resumes only with "
+    exp = ExperimentDir(Path(spec.runs_dir).resolve() / spec.experiment)
+    if not exp.sweep_file.is_file() or not tune.Tuner.can_restore(str(exp.path)):
+        raise SpecError("--resume", str(exp.path), "holds no sweep to resume; run without --resume to start one")
+    if exp.space_file.read_text() != spec.source:
+        raise SpecError("--resume", str(exp.space_file), f"differs from {spec.path}: a sweep resumes only with "
                         "the YAML it started with (no --set either)")
 
 
 def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
     """Once per sweep, in the driver: every teacher's logits on every clean training view."""
     from . import soft_labels
-    from .teachers import load_teacher
-    from .trainer import load_data, resolve_device
+    from .teachers import teacher_for_trial
+    from .data import load_data, resolve_device
 
     device = resolve_device(trial.device)
     splits = load_data(trial, device)
@@ -245,8 +217,7 @@ def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], l
         if soft_labels.cache_path(folder, trial, splits).is_file():
             log(f"teacher {name}: soft-label cache found")
             continue
-        soft_labels.load_or_build(folder, load_teacher(folder, device), trial, splits,
-                                  log=lambda s, name=name: log(f"teacher {name}: {s}"))
+        teacher_for_trial(trial, folder, splits, device, log=lambda s, name=name: log(f"teacher {name}: {s}"))
 
 
 def _plot_curves(grid, rows: list[TrialRow], spec: SweepSpec, exp_dir: Path) -> Path | None:

@@ -1,4 +1,5 @@
-"""The teacher zoo: small teachers that ship with the package, each rebuilt by the tool's own `train:` recipe.
+"""The teacher zoo: small teachers that ship with the package, each rebuilt by the tool's own `train:` recipe
+(teachers.build_zoo_teacher). This module only finds them.
 
     rslad_tune/teacher_zoo/<dataset>/<name>/
         recipe.yaml        the data section and the teacher entry that trained it (`train:` + card settings)
@@ -15,19 +16,11 @@ checkpoint teacher (safetensors only, checked before anything runs) and its card
 from __future__ import annotations
 
 import difflib
-import json
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from .spec import SpecError
+from .config import SpecError, YamlLoader
 
 ZOO_ROOT = Path(__file__).resolve().parent / "teacher_zoo"
 FILES = ("model.safetensors", "config.json", "card.json")
@@ -52,50 +45,5 @@ def zoo_folder(name: object, key: str = "zoo", built: bool = True) -> Path:
 
 
 def read_recipe(name: str) -> dict:
-    return yaml.safe_load((zoo_folder(name, built=False) / "recipe.yaml").read_text())
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ZOO_ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def build(name: str, *, threads: int | None = None, work_dir: str | Path = "runs",
-          log: Callable[[str], None] = print) -> Path:
-    """Train zoo teacher `name` from its recipe (in a scratch folder under `work_dir`), card it, and
-    replace its files in the zoo (each written under a temporary name and renamed)."""
-    import torch
-
-    from .spec import check_trial_value, parse_teacher
-    from .teachers import train_teacher
-
-    folder = zoo_folder(name, built=False)
-    recipe = read_recipe(name)
-    data = {k: check_trial_value(k, v, label=f"data.{k}") for k, v in (recipe.get("data") or {}).items()}
-    spec = parse_teacher(name.replace("/", "-"), recipe.get("teacher"), data, folder)
-    if threads:
-        torch.set_num_threads(threads)
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".zoo-build-", dir=work_dir))
-    t0 = time.perf_counter()
-    try:
-        built = train_teacher(spec, scratch, log)
-        card = json.loads((built / "card.json").read_text())
-        card |= {"zoo": name, "build_time_s": round(time.perf_counter() - t0, 1), "build_threads": torch.get_num_threads(),
-                 "build_command": f"rslad-tune zoo build {name}" + (f" --threads {threads}" if threads else ""),
-                 "build_date": time.strftime("%Y-%m-%d"), "build_machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                 "build_commit": _git_commit(), "torch": torch.__version__}
-        (built / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-        for f in FILES:
-            tmp = folder / f".{f}.{os.getpid()}.tmp"
-            shutil.copyfile(built / f, tmp)
-            os.replace(tmp, folder / f)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    log(f"zoo teacher {name}: built in {card['build_time_s']:.0f}s ({card['build_threads']} threads): "
-        f"clean {card['clean_acc']:.4f}, PGD-20 {card['pgd20_acc']:.4f} on {card['eval_n']} test images"
-        + (f", AutoAttack {card['aa_acc']:.4f} on {card['aa_n']}" if "aa_acc" in card else "") + f" -> {folder}")
-    return folder
+    # YamlLoader: yaml.safe_load's loader, but `lr: 1e-3` is a float
+    return yaml.load((zoo_folder(name, built=False) / "recipe.yaml").read_text(), Loader=YamlLoader)

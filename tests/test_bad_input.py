@@ -11,7 +11,7 @@ import yaml
 
 from rslad_tune.cli import main
 from rslad_tune.models import build_model
-from rslad_tune.trainer import save_weights
+from rslad_tune.files import save_weights
 
 GOOD = {
     "experiment": "bad",

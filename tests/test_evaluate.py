@@ -8,9 +8,9 @@ from torch import nn
 
 from rslad_tune.attacks import ce_loss, cw_loss, fgsm, pgd
 from rslad_tune.cli import main
-from rslad_tune.evaluate import COLUMNS, evaluate_suite, suite_protocol
+from rslad_tune.robustness import COLUMNS, evaluate_suite, suite_protocol
 from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import train_student
+from rslad_tune.trainer import train_model
 
 TINY = dict(dataset="synthetic", train_subset=2000, test_subset=100, val_size=128, arch="small_cnn", width=4,
             batch_size=64, lr=0.05, attack_steps=2, eval_steps=2, epsilon=0.05, eval_epsilon=0.05, num_threads=1,
@@ -45,7 +45,7 @@ def sat_ckpt(tmp_path_factory):
     torch.set_num_threads(1)
     ckpt = tmp_path_factory.mktemp("sat") / "ckpt"
     cfg = TrialConfig(method="sat", epochs=3, **TINY)
-    r = train_student(cfg, checkpoint_dir=ckpt)
+    r = train_model(cfg, checkpoint_dir=ckpt)
     r["model"].zero_grad(set_to_none=True)  # the last training step leaves .grad behind
     return {"cfg": cfg, "dir": ckpt, "model": r["model"].eval(), "splits": r["splits"]}
 
@@ -81,7 +81,7 @@ def test_cw_loss_is_the_summed_margin_and_pgd_on_it_stays_inside():
 def test_step_sizes_are_the_papers_at_8_255_and_scale_with_eps():
     p = suite_protocol(8 / 255)
     assert p["PGD_SAT"] == {"loss": "ce", "steps": 20, "step_size": pytest.approx(2 / 255), "start": "uniform"}
-    assert p["PGD_TRADES"] == {"loss": "ce", "steps": 20, "step_size": pytest.approx(0.003), "start": "normal"}
+    assert p["PGD_TRADES"] == {"loss": "ce", "steps": 20, "step_size": pytest.approx(0.003), "start": "uniform"}  # as TRADES evaluates
     assert p["CW_inf"] == {"loss": "cw", "steps": 30, "step_size": pytest.approx(2 / 255), "start": "uniform"}
     assert p["FGSM"]["steps"] == 1 and p["FGSM"]["step_size"] == pytest.approx(8 / 255)
     q = suite_protocol(16 / 255)
@@ -124,7 +124,7 @@ def _spy_autoattack(monkeypatch):
 
 def test_autoattack_runs_through_pyautoattack_and_is_no_weaker_than_pgd(sat_ckpt, monkeypatch):
     calls = _spy_autoattack(monkeypatch)
-    monkeypatch.setattr("rslad_tune.evaluate.AA_CHUNK", 8)
+    monkeypatch.setattr("rslad_tune.robustness.AA_CHUNK", 8)
     model, s = sat_ckpt["model"], sat_ckpt["splits"]
     x, y = s.test_x[:16], s.test_y[:16]
     lines = []
@@ -156,7 +156,7 @@ def test_autoattack_runs_all_four_attacks_when_points_survive(sat_ckpt, monkeypa
 
 def test_a_naturally_trained_model_is_not_robust():
     cfg = TrialConfig(method="natural", epochs=3, **TINY)
-    r = train_student(cfg)
+    r = train_model(cfg)
     s = r["splits"]
     res = evaluate_suite(r["model"], s.test_x, s.test_y, 0.05, attacks=["clean", "fgsm", "pgd_sat"], progress=None)
     assert res["Clean"] > 0.6
@@ -189,7 +189,7 @@ def test_evaluate_cli_on_a_trial_checkpoint_reports_best_and_last(sat_ckpt, tmp_
 def test_evaluate_cli_on_an_export_folder_logs_to_its_mlflow_run(sat_ckpt, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
-    from rslad_tune.teachers import model_config
+    from rslad_tune.models import model_config
 
     cfg, s = sat_ckpt["cfg"], sat_ckpt["splits"]
     exp = tmp_path / "runs" / "exp"
@@ -223,3 +223,26 @@ def test_evaluate_cli_rejects_bad_input_with_one_line(sat_ckpt, tmp_path, capsys
     assert "not a model folder" in capsys.readouterr().err
     assert main(["evaluate", str(sat_ckpt["dir"]), "--attacks", "clean,pgd50"]) == 2
     assert "--attacks" in capsys.readouterr().err
+
+
+def test_pgd_trades_starts_uniformly_in_the_eps_ball(monkeypatch):
+    """PGD_TRADES as TRADES evaluates it: a uniform start in the eps-ball (not x + 0.001 N(0, 1)), step 0.003 at 8/255."""
+    import rslad_tune.robustness as rob
+    from rslad_tune.attacks import random_start
+
+    eps = 8 / 255
+    seen = {}
+
+    def spy(model, x, loss_fn, e, step_size, steps, start):
+        seen.update(step=step_size, steps=steps, delta=(random_start(x, e, start) - x))
+        return x
+
+    monkeypatch.setattr(rob, "pgd", spy)
+    x = torch.full((200, 1, 8, 8), 0.5)  # away from the box, so clipping does not shape the start
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    evaluate_suite(model, x, torch.zeros(200, dtype=torch.long), eps, attacks=["PGD_TRADES"], progress=None)
+    d = seen["delta"].flatten()
+    assert seen["steps"] == 20 and seen["step"] == pytest.approx(0.003)
+    assert d.abs().max() <= eps + 1e-7 and d.abs().max() > 0.95 * eps       # fills the ball, never leaves it
+    assert d.std().item() == pytest.approx(eps / 3 ** 0.5, rel=0.05)          # uniform: std = eps / sqrt(3)
+    assert abs(d.mean().item()) < 0.02 * eps

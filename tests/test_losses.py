@@ -169,3 +169,38 @@ def test_iad_outer_loss_weighs_teacher_by_its_trust_on_adversarial(beta, tau):
 
     want = mean(per_sample(*row) for row in zip(S_CLEAN, S_ADV, T, T_ADV, Y))
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def _authors_rslad_loss(student_adv_logits, student_nat_logits, teacher_logits):
+    """The RSLAD authors' training loss (resnet18_rslad_cifar10.py), written out by hand."""
+    import torch.nn.functional as F
+
+    def kl_loss(a, b):
+        return -a * b + torch.log(b + 1e-5) * b
+
+    t = F.softmax(teacher_logits, dim=1)
+    kl1 = torch.mean(kl_loss(F.log_softmax(student_adv_logits, dim=1), t))
+    kl2 = torch.mean(kl_loss(F.log_softmax(student_nat_logits, dim=1), t))
+    return 5 / 6.0 * kl1 + 1 / 6.0 * kl2
+
+
+def test_rslad_paper_kl_reduction_is_the_authors_loss_line():
+    torch.manual_seed(3)
+    adv, nat, teacher = torch.randn(4, 10), torch.randn(4, 10), torch.randn(4, 10)
+    batch = Batch(torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long), teacher_logits=teacher)
+    paper = METHODS["rslad"](alpha=5 / 6, kl_reduction="paper").outer_loss(nat, adv, batch)
+    assert paper.item() == pytest.approx(_authors_rslad_loss(adv, nat, teacher).item(), abs=1e-7)
+    per_sample = METHODS["rslad"](alpha=5 / 6).outer_loss(nat, adv, batch)
+    assert per_sample.item() == pytest.approx(10 * paper.item(), rel=1e-3)  # batchmean = num_classes x paper
+
+
+def test_ard_paper_kl_reduction_is_nn_kldivloss_default():
+    import torch.nn.functional as F
+
+    torch.manual_seed(4)
+    adv, nat, teacher = torch.randn(4, 10), torch.randn(4, 10), torch.randn(4, 10)
+    y = torch.tensor([0, 1, 2, 3])
+    batch = Batch(torch.zeros(4, 1, 2, 2), y, teacher_logits=teacher)
+    got = METHODS["ard"](alpha=0.9, kl_reduction="paper").outer_loss(nat, adv, batch)
+    want = 0.1 * F.cross_entropy(nat, y) + 0.9 * torch.nn.KLDivLoss()(F.log_softmax(adv, dim=1), F.softmax(teacher, dim=1))
+    assert got.item() == pytest.approx(want.item(), abs=1e-7)

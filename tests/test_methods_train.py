@@ -36,7 +36,7 @@ def test_each_method_trains_one_epoch_with_what_it_declares(name, monkeypatch):
     monkeypatch.setattr(trainer, "make_method", make_recording)
     teacher = build_model("small_cnn", 1, 10, 4) if cls.needs_teacher else None
     cfg = TrialConfig(method=name, teacher="t" if cls.needs_teacher else None, epochs=1, **TINY)
-    r = trainer.train_student(cfg, teacher=teacher)
+    r = trainer.train_model(cfg, teacher=teacher)
 
     assert math.isfinite(r["history"][0]["train_loss"])
     assert len(seen) == len(r["splits"].train_x) // 64  # one outer loss per batch

@@ -6,7 +6,7 @@ from rslad_tune import soft_labels
 from rslad_tune.data import apply_views, load_splits, num_views, sample_views, view_ids
 from rslad_tune.models import build_model
 from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import train_student
+from rslad_tune.trainer import train_model
 
 
 @pytest.mark.parametrize("dataset,augment", [("synthetic_cifar", "crop_flip"), ("synthetic_cifar", "crop"),
@@ -46,6 +46,6 @@ def test_training_with_the_cache_matches_the_live_teacher(tmp_path):
     splits = load_splits("synthetic_cifar", train_subset=320, test_subset=32, val_size=64)
     teacher = build_model("small_cnn", 3, 10, 8).eval()
     table = soft_labels.load_or_build(tmp_path, teacher, cfg, splits)
-    live = train_student(cfg, teacher, splits=splits)["history"][0]["train_loss"]
-    cached = train_student(cfg, None, splits=splits, soft_labels=table)["history"][0]["train_loss"]
+    live = train_model(cfg, teacher, splits=splits)["history"][0]["train_loss"]
+    cached = train_model(cfg, None, splits=splits, soft_labels=table)["history"][0]["train_loss"]
     assert cached == pytest.approx(live, rel=2e-3)  # same batches and views; fp16 teacher logits only

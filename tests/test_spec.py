@@ -145,3 +145,141 @@ def test_cli_data_dir_without_data_exits_2_before_writing(tmp_path, capsys, monk
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "data_dir" in err and "holds no Fashion-MNIST" in err
     assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- numbers as people write them
+
+
+def test_exponent_floats_in_the_yaml_file_and_in_set(tmp_path):
+    from rslad_tune.spec import parse_set_overrides
+
+    text = QUICKSTART.read_text().replace("  lr: 0.05\n", "  lr: 1e-3\n  weight_decay: 5e-4\n")
+    text = text.replace("epsilon: {uniform: [0.08, 0.12]}", "lr: {loguniform: [1e-4, 1E-1]}")
+    (tmp_path / "space.yaml").write_text(text.replace("  lr: 1e-3\n", ""))
+    spec = load_sweep(tmp_path / "space.yaml")
+    assert spec.trial.weight_decay == 5e-4 and isinstance(spec.trial.weight_decay, float)
+    assert spec.search["lr"].args == [1e-4, 0.1]
+    (tmp_path / "space.yaml").write_text(text.replace("lr: {loguniform: [1e-4, 1E-1]}", "epsilon: {uniform: [0.08, 0.12]}"))
+    assert load_sweep(tmp_path / "space.yaml").trial.lr == 1e-3
+    overrides = parse_set_overrides(["lr=1e-3", "weight_decay=5E-4", "epochs=2", "schedule=constant", "momentum=9.e-1"])
+    assert overrides == {"lr": 1e-3, "weight_decay": 5e-4, "epochs": 2, "schedule": "constant", "momentum": 0.9}
+    spec = load_sweep(QUICKSTART, overrides=overrides)
+    assert (spec.trial.lr, spec.trial.weight_decay, spec.trial.epochs) == (1e-3, 5e-4, 2)
+    assert parse_set_overrides(["teacher=sat_w16", "width=null"]) == {"teacher": "sat_w16", "width": None}
+    with pytest.raises(SpecError, match=r"trial\.lr: -0\.001 is not allowed; must be > 0"):
+        load_sweep(QUICKSTART, overrides=parse_set_overrides(["lr=-1e-3"]))
+
+
+def test_the_yaml_loader_leaves_pyyaml_alone():
+    from rslad_tune.config import load_yaml
+
+    assert yaml.safe_load("1e-3") == "1e-3"  # other code that reads YAML keeps PyYAML's own rules
+    assert load_yaml("[1e-3, 1.5e3, 10, 0x10, .5, 1e, e3, 1.2.3, 2024-01-02]")[:8] == [1e-3, 1500.0, 10, 16, 0.5, "1e", "e3", "1.2.3"]
+
+
+# --------------------------------------------------------------------------- one owner per name
+
+
+def test_allowed_names_come_from_the_registries_that_run_them():
+    from dataclasses import fields
+
+    from rslad_tune.attacks import STARTS
+    from rslad_tune.data import AUGMENTS, LOADERS
+    from rslad_tune.methods import METHODS
+    from rslad_tune.models import REGISTRY
+    from rslad_tune.schedules import SCHEDULES
+    from rslad_tune.spec import TrialConfig, check_trial_value
+
+    for key, registry in [("dataset", LOADERS), ("augment", AUGMENTS), ("method", METHODS), ("arch", REGISTRY),
+                          ("attack_start", STARTS), ("schedule", SCHEDULES)]:
+        for name in registry:
+            assert check_trial_value(key, name) == name
+        with pytest.raises(SpecError) as err:
+            check_trial_value(key, "no-such-name")
+        assert f"must be one of {', '.join(registry)}" in str(err.value)
+    assert all("check" in f.metadata for f in fields(TrialConfig))  # every field declares its check
+
+
+def test_trial_config_hashes_as_before():
+    # TeacherSpec.cache_key digests TrialConfig.to_dict(): field order, names and defaults are part of it
+    spec = load_sweep(QUICKSTART)
+    assert {k: t.cache_key() for k, t in spec.teachers.items()} == {"sat_w16": "d41145e35c93", "sat_w24": "515f9127d986"}
+
+
+def test_tune_and_report_sections_read_from_their_fields(tmp_path):
+    raw = base()
+    raw["tune"] = {"seed": 3, "searcher": {"type": "random", "seed": 5}, "resources": {"cpu": 2, "gpu": 0.5},
+                   "scheduler": {"type": "fifo"}, "max_failures": 1}
+    raw["report"] = {"enabled": False, "n_examples": None, "n_aa": 0}
+    spec = parse_sweep(raw)
+    t = spec.tune
+    assert (t.seed, t.searcher, t.cpus_per_trial, t.gpus_per_trial, t.scheduler, t.max_failures) == (5, "random", 2.0, 0.5, "fifo", 1)
+    assert (spec.report.enabled, spec.report.n_examples, spec.report.n_aa) == (False, None, 0)
+    raw["tune"] = {"seed": 3}
+    assert parse_sweep(raw).tune.seed == 3
+    for section, value, fragment in [("tune", {"resources": {"cpus": 1}}, "tune.resources.cpus: 1 is not allowed; unknown key (did you mean 'cpu'?)"),
+                                     ("tune", {"searcher": "random"}, "tune.searcher: 'random' is not allowed; must be a mapping"),
+                                     ("report", {"enabled": "yes"}, "report.enabled: 'yes' is not allowed; must be true or false"),
+                                     ("report", {"n_aa": -1}, "report.n_aa: -1 is not allowed; must be >= 0")]:
+        with pytest.raises(SpecError) as err:
+            parse_sweep({**raw, section: value})
+        assert fragment in str(err.value)
+
+
+# --------------------------------------------------------------------------- zoo teachers
+
+
+def _zoo(tmp_path, monkeypatch, dataset="fashion_mnist", built=True):
+    from rslad_tune import zoo
+
+    folder = tmp_path / "zoo" / "fashion_mnist" / "sat_w8"
+    folder.mkdir(parents=True)
+    (folder / "recipe.yaml").write_text(f"data: {{dataset: {dataset}}}\nteacher:\n  train: {{method: sat, arch: small_cnn, "
+                                        "width: 8, lr: 5e-2}\n")
+    if built:
+        (folder / "config.json").write_text('{"arch": "small_cnn", "width": 8, "in_channels": 1, "num_classes": 10, "image_size": 28}')
+        (folder / "card.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(zoo, "ZOO_ROOT", tmp_path / "zoo")
+    return folder
+
+
+def _zoo_sweep(teacher, dataset="fashion_mnist"):
+    raw = base()
+    raw["data"] = {"dataset": dataset}
+    raw["teachers"] = {"z": teacher}
+    raw["search"] = {"alpha": {"uniform": [0.5, 1.0]}}
+    raw["trial"]["teacher"] = "z"
+    return parse_sweep(raw, path="space.yaml")
+
+
+def test_zoo_teacher(tmp_path, monkeypatch):
+    from rslad_tune import zoo
+
+    folder = _zoo(tmp_path, monkeypatch)
+    t = _zoo_sweep({"zoo": "fashion_mnist/sat_w8"}).teachers["z"]
+    assert (t.zoo, t.arch, t.width, t.train, t.checkpoint, t.robustbench) == (str(folder.resolve()), "small_cnn", 8, None, None, None)
+    assert zoo.read_recipe("fashion_mnist/sat_w8")["teacher"]["train"]["lr"] == 0.05  # 5e-2 is a float
+
+
+@pytest.mark.parametrize("teacher,dataset,fragment", [
+    ({"zoo": "fashion_mnist/sat_w9"}, "fashion_mnist", "teachers.z.zoo: 'fashion_mnist/sat_w9' is not allowed; is not in the teacher zoo (did you mean 'fashion_mnist/sat_w8'?)"),
+    ({"zoo": "fashion_mnist/sat_w8"}, "synthetic", "teachers.z.zoo: 'fashion_mnist/sat_w8' is not allowed; was trained on 'fashion_mnist', which does not match data.dataset 'synthetic'"),
+    ({"zoo": "fashion_mnist/sat_w8", "arch": "small_cnn"}, "fashion_mnist", "teachers.z.arch: 'small_cnn' is not allowed; a zoo teacher's architecture comes from its config.json"),
+    ({"zoo": "fashion_mnist/sat_w8", "width": 8}, "fashion_mnist", "teachers.z.width: 8 is not allowed; a zoo teacher's architecture"),
+    ({"zoo": "fashion_mnist/sat_w8", "card_aa_examples": 0}, "fashion_mnist", "teachers.z.card_aa_examples: 0 is not allowed; a zoo teacher's card ships with it"),
+    ({"zoo": "fashion_mnist/sat_w8", "train": {"method": "sat"}}, "fashion_mnist", "give exactly one of"),
+    ({"zoo": "fashion_mnist/sat_w8", "model_dir": "x"}, "fashion_mnist", "teachers.z.model_dir: 'x' is not allowed; only a `robustbench:` teacher"),
+])
+def test_zoo_teacher_bad_input(tmp_path, monkeypatch, teacher, dataset, fragment):
+    _zoo(tmp_path, monkeypatch)
+    with pytest.raises(SpecError) as err:
+        _zoo_sweep(teacher, dataset)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("space.yaml: ") and fragment in msg, msg
+
+
+def test_unbuilt_zoo_teacher_names_the_build_command(tmp_path, monkeypatch):
+    _zoo(tmp_path, monkeypatch, built=False)
+    with pytest.raises(SpecError, match=r"teachers\.z\.zoo: 'fashion_mnist/sat_w8' .*rslad-tune zoo build fashion_mnist/sat_w8"):
+        _zoo_sweep({"zoo": "fashion_mnist/sat_w8"})

@@ -1,5 +1,6 @@
 """A real Ray Tune sweep of two tiny synthetic trials, read back from MLflow and from the export."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +44,15 @@ def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
     children = [r for r in runs if r.data.tags.get("rslad_tune.kind") == "trial"]
     assert len(parents) == 1 and len(children) == 2
     assert parents[0].info.status == "FINISHED"
+    tags = parents[0].data.tags  # where the sweep came from, in MLflow's own source tags
+    assert tags["mlflow.source.name"] == "rslad-tune" and tags["rslad_tune.command"].startswith("rslad-tune --space")
+    assert len(tags.get("mlflow.source.git.commit", "")) == 40 and tags["rslad_tune.version"]
     space = client.download_artifacts(parents[0].info.run_id, "space.yaml", str(d))
     assert yaml.safe_load(Path(space).read_text())["experiment"] == "tiny"
     alphas = set()
     for c in children:
         assert c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert re.fullmatch(r"[0-9a-f]{5}-t[12]-a0\.\d\d-e0\.\d{3}", c.info.run_name), c.info.run_name  # readable
         assert c.info.status == "FINISHED"
         assert c.data.params["method"] == "rslad" and c.data.params["teacher"] in ("t1", "t2")
         assert int(c.data.params["teacher_params"]) > 0 and 0 <= float(c.data.params["teacher_pgd20_acc"]) <= 1
@@ -75,7 +80,7 @@ def test_export_is_loadable_in_a_new_process_and_matches_metrics(sweep):
     code = f"""
 import json, torch, rslad_tune
 from rslad_tune.data import load_splits
-from rslad_tune.evaluate import clean_and_pgd
+from rslad_tune.robustness import clean_and_pgd
 m = rslad_tune.load_student({str(best)!r})
 s = load_splits('synthetic', train_subset=600, test_subset=200, val_size=100)
 print(json.dumps(clean_and_pgd(m, s.test_x, s.test_y, 0.1, 0.025, 3)))
@@ -144,3 +149,38 @@ def test_selection_report_shows_every_teacher_and_is_logged(sweep, capsys):
     assert main(["report", str(exp), "--n-examples", "50", "--n-aa", "6", "--device", "cpu"]) == 0
     assert ": best student " not in capsys.readouterr().out  # the evaluation log line of report.py
     assert json.loads((exp / "selection.json").read_text())["rows"] == rows
+
+
+class _Payload:
+    """Unpickling this creates a marker file: proof that a command ran code from the folder."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_no_command_unpickles_a_received_sweep_folder(sweep, tmp_path):
+    """export, compare, report and evaluate read JSON and safetensors only: pickles planted in every Ray
+    state file of a copied sweep folder never run."""
+    import pickle
+    import shutil
+
+    from rslad_tune.cli import main
+
+    d, _ = sweep
+    exp = tmp_path / "runs" / "tiny"
+    shutil.copytree(d / "runs" / "tiny", exp)
+    marker = tmp_path / "pwned"
+    planted = list(exp.rglob("*.pkl"))
+    for p in planted:
+        p.write_bytes(pickle.dumps(_Payload(str(marker))))
+    assert len(planted) >= 4  # tuner.pkl, the searcher's state, each trial's params.pkl
+    assert main(["export", str(exp)]) == 0
+    assert main(["compare", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
+    assert main(["report", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
+    assert main(["evaluate", str(exp / "best"), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
+    assert not marker.exists()
+    pickle.loads((exp / "tuner.pkl").read_bytes())  # the payload is live: loading it does create the marker
+    assert marker.exists()

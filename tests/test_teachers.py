@@ -4,7 +4,7 @@ import torch
 from rslad_tune.models import build_model
 from rslad_tune.spec import SpecError, parse_sweep
 from rslad_tune.teachers import load_teacher, prepare_teachers, read_card
-from rslad_tune.trainer import save_weights
+from rslad_tune.files import save_weights
 
 DATA = {"dataset": "synthetic", "train_subset": 320, "test_subset": 64, "val_size": 64}
 
@@ -164,3 +164,24 @@ def test_teacher_card_has_autoattack_and_a_cached_card_gains_it_later(tmp_path):
     card = read_card(again["a"])
     assert again == dirs and any("cached" in s for s in logs) and any("AutoAttack" in s for s in logs)
     assert card["aa_n"] == 6 and 0 <= card["aa_acc"] <= card["pgd20_acc"] + 1 / 6 + 1e-9
+
+
+def test_natural_teacher_keeps_its_last_epoch_and_its_card_uses_the_full_test_split(tmp_path):
+    recipe = {"train": {"method": "natural", "arch": "small_cnn", "width": 4, "epochs": 3, "eval_steps": 2,
+                        "num_threads": 1}}
+    spec = _spec(tmp_path, {"nat": recipe})
+    card = read_card(prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)["nat"])
+    assert card["best_epoch"] == 3
+    assert card["eval_n"] == DATA["test_subset"]  # no card_examples: every test image
+
+
+def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path):
+    recipe = {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1, "eval_steps": 2,
+                        "num_threads": 1}}
+    spec = _spec(tmp_path, {"a": {**recipe, "card_examples": 32}})
+    folder = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)["a"]
+    assert read_card(folder)["eval_n"] == 32
+    spec = _spec(tmp_path, {"a": recipe})  # same recipe (same cached teacher), card on every test image now
+    logs = []
+    assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
+    assert read_card(folder)["eval_n"] == DATA["test_subset"] and any("rescoring" in line for line in logs)

@@ -33,6 +33,17 @@ def build_model(arch: str, in_channels: int, num_classes: int, width: int | None
     return ctor(in_channels=in_channels, num_classes=num_classes, **extra)
 
 
+def model_config(arch: str, width: int | None, in_channels: int, num_classes: int, image_size: int) -> dict:
+    """What a saved model's config.json holds to rebuild it (build_from_config)."""
+    return {"arch": arch, "width": width, "in_channels": in_channels, "num_classes": num_classes,
+            "image_size": image_size, "input_range": [0.0, 1.0]}
+
+
+def build_from_config(cfg: dict) -> nn.Module:
+    """The one way to rebuild a model from its saved config (model_config; extra keys are ignored)."""
+    return build_model(cfg["arch"], cfg["in_channels"], cfg["num_classes"], cfg.get("width"))
+
+
 def robustbench_state_dict(obj) -> dict:
     """A clean state dict from what `torch.load(path, weights_only=True)` returns for a RobustBench
     checkpoint: a raw state dict, or one under 'state_dict' / 'model_state_dict', with or without the

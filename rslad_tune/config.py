@@ -1,0 +1,310 @@
+"""One trial's configuration and the checks of every value a person writes.
+
+`TrialConfig` declares each field's type and bounds once, in its dataclass field metadata
+(`num`, `choice`, `flag`, ...); `check_trial_value` and `parse_section` read that metadata, so no
+key is listed twice. Names come from the registries of the modules that run them: methods
+(methods.METHODS), architectures (models.REGISTRY), datasets and augmentations (data.LOADERS,
+data.AUGMENTS), PGD starts (attacks.STARTS) and LR schedules (schedules.SCHEDULES).
+
+Bottom level: imports only the stdlib, yaml and those registries; touches no disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Collection
+
+import yaml
+
+from .attacks import STARTS
+from .data import AUGMENTS, LOADERS
+from .methods import KL_REDUCTIONS, METHODS
+from .models import REGISTRY as MODELS
+from .schedules import SCHEDULES
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class SpecError(ValueError):
+    """Bad user input. `str(err)` is one line: where, key, value, what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str, where: str = ""):
+        self.key, self.value, self.allowed, self.where = key, value, allowed, where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{key}: {value!r} is not allowed; {allowed}")
+
+    def located(self, where: str) -> "SpecError":
+        return SpecError(self.key, self.value, self.allowed, where)
+
+
+# --------------------------------------------------------------------------- YAML as people write it
+
+
+_FLOAT = re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)  # YAML 1.1's float, plus exponents without a dot or a sign: 1e-3, 5e4
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that `1e-3` and `5e-4` are floats (YAML 1.1 wants `1.0e-3`)."""
+
+    yaml_implicit_resolvers = {  # SafeLoader's table (copied), its float pattern swapped for _FLOAT
+        first: [(tag, _FLOAT if tag == "tag:yaml.org,2002:float" else rx) for tag, rx in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load` with floats as people write them (`lr: 1e-3`)."""
+    return yaml.load(text, Loader=YamlLoader)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def did_you_mean(key: str, allowed: Collection[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}"
+
+
+def check_keys(section: str, data: dict, allowed: Collection[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise SpecError(f"{section}{key}", data[key], did_you_mean(key, allowed))
+
+
+def as_mapping(raw: Any, key: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError(key, raw, "must be a mapping")
+    return raw
+
+
+def _number(key: str, v: Any, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False) -> float | int:
+    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok_type or (not integer and not math.isfinite(v)):
+        kind = "an integer" if integer else "a finite number"
+        raise SpecError(key, v, f"must be {kind}{_range_text(lo, hi, lo_open, hi_open)}")
+    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
+        raise SpecError(key, v, f"must be{_range_text(lo, hi, lo_open, hi_open) or ' in range'}")
+    return int(v) if integer else float(v)
+
+
+def _range_text(lo, hi, lo_open, hi_open) -> str:
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f" {'>' if lo_open else '>='} {lo}"
+    if lo is None:
+        return f" {'<' if hi_open else '<='} {hi}"
+    return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def _choice(key: str, v: Any, allowed: Collection[str]) -> str:
+    allowed = tuple(allowed)
+    if not isinstance(v, str) or v not in allowed:
+        close = difflib.get_close_matches(str(v), list(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(key, v, f"must be one of {', '.join(allowed)}{hint}")
+    return v
+
+
+def _flag(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise SpecError(key, v, "must be true or false")
+    return v
+
+
+# --------------------------------------------------------------------------- field metadata
+# Each helper returns a field's metadata: "check" (name, value, **context) -> the checked value,
+# "optional" (None is allowed), and any extra entries (`yaml`: where parse_section finds the field).
+
+
+def num(*, integer: bool = False, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+        hi_open: bool = False, optional: bool = False, **meta) -> dict:
+    def check(name, v, **ctx):
+        return _number(name, v, integer=integer, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+    return {"check": check, "optional": optional, **meta}
+
+
+def choice(allowed: Collection[str], **meta) -> dict:
+    """One of `allowed`'s names (a registry dict is read when checking, so later entries count)."""
+    return {"check": lambda name, v, **ctx: _choice(name, v, allowed), "optional": False, **meta}
+
+
+def flag(**meta) -> dict:
+    return {"check": lambda name, v, **ctx: _flag(name, v), "optional": False, **meta}
+
+
+def custom(check: Callable[..., Any], *, optional: bool = False, **meta) -> dict:
+    return {"check": check, "optional": optional, **meta}
+
+
+def check_field(f: dataclasses.Field, name: str, v: Any, **ctx) -> Any:
+    """Check value `v` of field `f` by its metadata; `name` is how the key is named in errors."""
+    if v is None and f.metadata["optional"]:
+        return None
+    return f.metadata["check"](name, v, **ctx)
+
+
+def _teacher_name(name: str, v: Any, teachers: tuple[str, ...] | None = None, **ctx) -> str:
+    if teachers is not None:
+        return _choice(name, v, teachers if teachers else ("<none: the teachers section is empty>",))
+    if not isinstance(v, str):
+        raise SpecError(name, v, "must be a teacher name (a string)")
+    return v
+
+
+def _directory(name: str, v: Any, **ctx) -> str:
+    if not isinstance(v, str) or not v:
+        raise SpecError(name, v, "must be a directory path (a string)")
+    return v
+
+
+def _milestones(name: str, v: Any, **ctx) -> list[float]:
+    if not isinstance(v, list) or not v or any(isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < 1 for m in v):
+        raise SpecError(name, v, "must be a non-empty list of fractions of the epochs in (0, 1)")
+    return sorted(float(m) for m in v)
+
+
+def _positive_int(optional: bool = False) -> dict:
+    return num(integer=True, lo=1, optional=optional)
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+@dataclass
+class TrialConfig:
+    """Everything one trial needs, as plain values (nanoGPT style). Searched keys override these.
+
+    Field order and defaults are part of the teacher cache key (TeacherSpec.cache_key hashes to_dict())."""
+
+    # data
+    dataset: str = field(default="fashion_mnist", metadata=choice(LOADERS))
+    data_dir: str | None = field(default=None, metadata=custom(_directory, optional=True))
+    train_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N training images (before the validation split)
+    test_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N test images
+    val_size: int = field(default=1000, metadata=num(integer=True, lo=0))  # held out from the training images with a fixed seed; used for selection
+    augment: str = field(default="default", metadata=choice(AUGMENTS))  # default: crop+flip for CIFAR, none for Fashion-MNIST
+    # method and models
+    method: str = field(default="rslad", metadata=choice(METHODS))
+    arch: str = field(default="small_cnn", metadata=choice(MODELS))
+    width: int | None = field(default=None, metadata=_positive_int(optional=True))  # small_cnn width
+    teacher: str | None = field(default=None, metadata=custom(_teacher_name, optional=True))  # a name from the `teachers:` section
+    alpha: float = field(default=5 / 6, metadata=num(lo=0, hi=1))  # RSLAD: weight of the adversarial KL term; ARD: weight of the KL term
+    temperature: float = field(default=1.0, metadata=num(lo=0, lo_open=True))
+    lam: float = field(default=6.0, metadata=num(lo=0, lo_open=True))  # TRADES / MART: weight lambda of the KL term
+    iad_beta: float = field(default=0.1, metadata=num(lo=0))  # IAD: exponent beta of the teacher's trust T_y(x')^beta
+    kl_reduction: str = field(default="batchmean", metadata=choice(KL_REDUCTIONS))  # RSLAD/ARD KL: batchmean, or paper (mean over batch x classes)
+    soft_label_cache: bool = field(default=True, metadata=flag())  # read the teacher's clean-view logits from a table built once (soft_labels.py)
+    # training attack
+    epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))
+    step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))  # None: epsilon / 4 (2/255 at 8/255, the paper's ratio)
+    attack_steps: int = field(default=10, metadata=_positive_int())
+    attack_start: str = field(default="normal", metadata=choice(STARTS))  # normal: x + 0.001 N(0,1) (paper); uniform: U(-eps, eps)
+    # evaluation attack (validation each epoch, test at the end): PGD-20, CE, uniform start
+    eval_epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))
+    eval_steps: int = field(default=20, metadata=_positive_int())
+    eval_step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))  # None: eval_epsilon / 4
+    # optimisation
+    lr: float = field(default=0.1, metadata=num(lo=0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=num(lo=0, hi=1, hi_open=True))
+    weight_decay: float = field(default=2e-4, metadata=num(lo=0))
+    batch_size: int = field(default=128, metadata=_positive_int())
+    epochs: int = field(default=10, metadata=_positive_int())
+    schedule: str = field(default="cosine", metadata=choice(SCHEDULES))
+    milestones: list[float] = field(default_factory=lambda: [215 / 300, 260 / 300, 285 / 300],
+                                    metadata=custom(_milestones))  # piecewise, fraction of epochs
+    # runtime
+    seed: int = field(default=0, metadata=num(integer=True, lo=0))
+    device: str = field(default="auto", metadata=choice(DEVICES))
+    num_threads: int | None = field(default=None, metadata=_positive_int(optional=True))  # torch intra-op threads; None: leave torch's default
+    precision: str = field(default="auto", metadata=choice(PRECISIONS))  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (perturbations stay fp32)
+    compile: bool = field(default=False, metadata=flag())  # torch.compile the student's training forward (measured slower on this CPU: bench/RESULTS.md)
+
+    @property
+    def resolved_step_size(self) -> float:
+        return self.step_size if self.step_size is not None else self.epsilon / 4
+
+    @property
+    def resolved_eval_step_size(self) -> float:
+        return self.eval_step_size if self.eval_step_size is not None else self.eval_epsilon / 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
+TRIAL_KEYS = tuple(_TRIAL_FIELDS)
+DATA_KEYS = ("dataset", "data_dir", "train_subset", "test_subset", "val_size", "augment")
+RUNTIME_KEYS = ("device", "num_threads", "precision", "compile")
+SEARCHABLE_KEYS = tuple(k for k in TRIAL_KEYS if k not in DATA_KEYS + RUNTIME_KEYS + ("milestones",))
+
+
+def check_trial_value(key: str, v: Any, teachers: tuple[str, ...] | None = None, label: str | None = None) -> Any:
+    """Validate one TrialConfig value by its field's metadata; `label` is how the key is named in errors.
+    `teachers`: the names a `teacher` value must be one of (None: any string)."""
+    name = label or key
+    if key not in _TRIAL_FIELDS:
+        raise SpecError(name, v, did_you_mean(key, TRIAL_KEYS))
+    return check_field(_TRIAL_FIELDS[key], name, v, teachers=teachers)
+
+
+def check_trial_config(cfg: TrialConfig, where: str = "", searched: tuple[str, ...] = ()) -> TrialConfig:
+    """Cross-key rules a single key cannot see (keys that are searched are checked per domain)."""
+    if cfg.step_size is not None and cfg.step_size > cfg.epsilon and not {"step_size", "epsilon"} & set(searched):
+        raise SpecError("trial.step_size", cfg.step_size, f"must be <= epsilon ({cfg.epsilon})", where)
+    if cfg.eval_step_size is not None and cfg.eval_step_size > cfg.eval_epsilon:
+        raise SpecError("trial.eval_step_size", cfg.eval_step_size, f"must be <= eval_epsilon ({cfg.eval_epsilon})", where)
+    return cfg
+
+
+def make_trial_config(values: dict[str, Any], teachers: tuple[str, ...] | None = None, section: str = "trial.") -> TrialConfig:
+    check_keys(section, values, TRIAL_KEYS)
+    checked = {k: check_trial_value(k, v, teachers, f"{section}{k}") for k, v in values.items()}
+    return TrialConfig(**checked)
+
+
+# --------------------------------------------------------------------------- other sections
+
+
+def parse_section(cls: type, raw: Any, section: str) -> Any:
+    """Build dataclass `cls` from the YAML mapping `raw` found at `section`, by its fields' metadata.
+
+    A field is read from its metadata's `yaml` keys (dotted paths inside the section; default: the
+    field's name); when several are given, a later one wins. Unknown keys get a did-you-mean."""
+    tree: dict[str, Any] = {}
+    for f in fields(cls):
+        for rank, path in enumerate(f.metadata.get("yaml", (f.name,))):
+            *parents, leaf = path.split(".")
+            node = tree
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = (f, rank)
+    found: dict[str, tuple[int, Any]] = {}
+
+    def walk(node: dict, data: Any, where: str) -> None:
+        data = as_mapping(data, where)
+        check_keys(f"{where}.", data, tuple(node))
+        for k, v in data.items():
+            if isinstance(node[k], dict):
+                walk(node[k], v, f"{where}.{k}")
+                continue
+            f, rank = node[k]
+            checked = check_field(f, f"{where}.{k}", v)
+            if rank >= found.get(f.name, (-1, None))[0]:
+                found[f.name] = (rank, checked)
+
+    walk(tree, raw, section)
+    return cls(**{name: v for name, (_, v) in found.items()})

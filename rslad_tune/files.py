@@ -1,0 +1,96 @@
+"""Files this tool writes and reads: atomic writes, JSON, and weights (safetensors, or `weights_only` PyTorch).
+
+Every write goes to a temporary name in the same folder and is renamed into place, so a crash
+never leaves half a file. Weights are never unpickled: safetensors, or `torch.load(weights_only=True)`,
+which refuses anything but tensors and plain containers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .models import robustbench_state_dict
+from .config import SpecError
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+def save_atomic(write: Callable[[str], None], path: Path) -> None:
+    """Call write(tmp) for a temporary name beside `path`, then rename it to `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    save_atomic(lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True)), path)
+
+
+def write_text(text: str, path: Path) -> None:
+    save_atomic(lambda p: Path(p).write_text(text), path)
+
+
+def read_json(path: Path, key: str | None = None) -> Any:
+    """A JSON file; unreadable or invalid is a one-line SpecError naming `key` (default: the file name)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError(key or path.name, str(path), f"is not a readable JSON file ({type(e).__name__})") from None
+
+
+def state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies of the model's tensors (what safetensors stores)."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    save_atomic(lambda p: save_file(state_dict_of(model), p, metadata=metadata), path)
+
+
+def load_torch_weights(path: Path, key: str):
+    """A PyTorch file loaded with weights_only=True: a file that would need arbitrary unpickling
+    (Python objects, code) is refused and nothing in it runs."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = str(e).split("\n")[0][:120]
+        raise SpecError(key, str(path), "holds more than plain weights and is refused: only tensors are loaded "
+                        f"(weights_only=True); re-save its state_dict or convert it to safetensors ({why})") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise SpecError(key, str(path), f"is not a readable PyTorch weights file ({type(e).__name__})") from None
+
+
+def read_state_dict(path: Path, key: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Weights from safetensors, or from a PyTorch file (load_torch_weights)."""
+    path = Path(path)
+    if path.suffix in TORCH_SUFFIXES:
+        obj = load_torch_weights(path, key)
+        try:
+            return {k: v.to(device) for k, v in robustbench_state_dict(obj).items()}
+        except TypeError as e:
+            raise SpecError(key, str(path), f"does not hold a state dict ({e})") from None
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SpecError(key, str(path), f"is not a readable safetensors file ({str(e)[:100]})") from None
+
+
+def load_weights(model: nn.Module, path: Path, key: str) -> nn.Module:
+    """Load weights (read_state_dict) into `model`; any mismatch or corruption is a one-line SpecError."""
+    state = read_state_dict(path, key)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)[:150]
+        raise SpecError(key, str(path), f"does not match the architecture ({first})") from None
+    return model

@@ -1,0 +1,199 @@
+"""The on-disk layout of a sweep, owned here and nowhere else. Reads JSON and safetensors only: a sweep
+folder received from someone else is never unpickled by export, compare, report or evaluate.
+
+    runs/                          runs_dir
+      mlflow.db, mlartifacts/      the default MLflow store (tracking.py)
+      teachers/<key>/              resolved teachers (teachers.py)
+      <experiment>/                ExperimentDir: Ray Tune's experiment folder plus ours
+        sweep.json                 tracking URI, MLflow parent run id, teacher folders, YAML path, epochs, metric
+        space.yaml                 the YAML the sweep ran
+        optuna.db                  the Optuna study (resume)
+        trial_<id>/                TrialDir: Ray's params.json and result.json (JSON lines), checkpoint_<n>/
+                                   (ours: trial.json, model.safetensors, best.safetensors, state.pt), and the
+                                   cached numbers of compare (suite.json) and report (selection.json)
+        best/                      the exported student (export.py)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from .files import read_json, write_json
+from .config import SpecError, TrialConfig
+
+NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
+
+
+@dataclass(frozen=True)
+class TrialDir:
+    """One trial's folder: Ray's JSON files and our checkpoint (the latest one Ray kept)."""
+
+    path: Path
+
+    @property
+    def trial_id(self) -> str:
+        return self.result.get("trial_id") or self.path.name.removeprefix("trial_")
+
+    @cached_property
+    def result(self) -> dict:
+        """The last result Ray recorded (the last epoch reported), {} if none."""
+        f = self.path / "result.json"
+        lines = [ln for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+        try:
+            return json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            return {}
+
+    @cached_property
+    def checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.path.glob("checkpoint_*") if (p / "trial.json").is_file())
+        return done[-1] if done else None
+
+    @cached_property
+    def _saved(self) -> dict:
+        return read_json(self.checkpoint / "trial.json", "trial.json") if self.checkpoint else {}
+
+    @property
+    def config(self) -> dict:
+        if "trial" in self._saved:
+            return self._saved["trial"]
+        return read_json(self.path / "params.json", "params.json") if (self.path / "params.json").is_file() else {}
+
+    @property
+    def trial_config(self) -> TrialConfig:
+        try:
+            return TrialConfig(**self.config)
+        except TypeError as e:
+            raise SpecError("trial", str(self.path), f"does not hold a valid trial configuration ({e})") from None
+
+    @property
+    def history(self) -> list[dict]:
+        return self._saved.get("history") or []
+
+    @property
+    def error(self) -> str | None:
+        f = self.path / "error.txt"
+        if not f.is_file():
+            return None
+        lines = [ln.strip() for ln in f.read_text(errors="replace").splitlines() if ln.strip()]
+        return lines[-1] if lines else "trial failed"
+
+    @property
+    def finished(self) -> bool:
+        """Trained at least one epoch to a checkpoint, without an error."""
+        return self.checkpoint is not None and "best_pgd_acc" in self.result and self.error is None
+
+    def weights(self, which: str = "best") -> Path:
+        """best: the epoch kept by validation PGD accuracy (the last for a method without attacks); last: the last."""
+        return self.checkpoint / ("best.safetensors" if which == "best" else "model.safetensors")
+
+    def cached(self, name: str) -> dict | None:
+        f = self.path / name
+        return read_json(f) if f.is_file() else None
+
+    def store(self, name: str, row: dict) -> None:
+        write_json(row, self.path / name)
+
+
+class ExperimentDir:
+    """runs/<experiment>: sweep.json, the trials, best/."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: str | Path, key: str = "experiment") -> "ExperimentDir":
+        """An existing sweep folder, or the one error for anything else."""
+        exp = cls(path)
+        if not exp.sweep_file.is_file():
+            raise SpecError(key, str(path), NOT_A_SWEEP)
+        return exp
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.path / "sweep.json"
+
+    @cached_property
+    def sweep(self) -> dict:
+        return read_json(self.sweep_file, "sweep.json")
+
+    def write_sweep(self, info: dict, space_text: str) -> None:
+        self.path.mkdir(parents=True)
+        write_json(info, self.sweep_file)
+        (self.path / "space.yaml").write_text(space_text)
+        self.__dict__.pop("sweep", None)
+
+    @property
+    def space_file(self) -> Path:
+        return self.path / "space.yaml"
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return self.sweep.get("tracking_uri")
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.sweep.get("parent_run_id")
+
+    @property
+    def teacher_dirs(self) -> dict[str, str]:
+        return self.sweep.get("teacher_dirs") or {}
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.path / "optuna.db"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.path / "best"
+
+    def trials(self) -> list[TrialDir]:
+        return [TrialDir(p) for p in sorted(self.path.glob("trial_*")) if p.is_dir()]
+
+    def finished_trials(self, what: str = "to export") -> list[TrialDir]:
+        done = [t for t in self.trials() if t.finished]
+        if not done:
+            raise SpecError("experiment", str(self.path), f"has no finished trial with a checkpoint {what}")
+        return done
+
+    def publish_best(self, tmp: Path) -> Path:
+        """Replace best/ with the fully written folder `tmp` (the old export goes only once the new one is in place)."""
+        out = self.best_dir
+        if out.exists():
+            old = self.path / f".best.old.{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+        return out
+
+    def scratch(self, name: str) -> Path:
+        """An empty temporary folder inside the experiment folder (renamed into place when complete)."""
+        tmp = self.path / f".{name}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        return tmp
+
+    def archive_previous(self, log: Callable[[str], None]) -> None:
+        """A new sweep under an existing name: move the old folder aside (nothing is deleted)."""
+        if not self.path.exists():
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.path.stat().st_mtime))
+        dest = self.path.with_name(f"{self.name}.{stamp}")
+        n = 1
+        while dest.exists():
+            dest = self.path.with_name(f"{self.name}.{stamp}-{n}")
+            n += 1
+        self.path.rename(dest)
+        log(f"previous sweep folder moved to {dest}")
