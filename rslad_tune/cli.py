@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images (default: all)")
     c.add_argument("--n-aa", type=int, default=500, metavar="N", help="AutoAttack on the first N images (default 500; 0: none)")
     c.add_argument("--aa-seed", type=int, default=0, help="run AutoAttack for the trials of this seed only (default 0)")
+    c.add_argument("--last", action="store_true", help="also score each trial's last checkpoint (best versus last)")
     c.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
 
     r = sub.add_parser("report", help="teacher selection report: each teacher's best student vs teacher size and robustness")
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     z.add_argument("name", nargs="?", help="a zoo teacher, e.g. fashion_mnist/sat_w32 (build)")
     z.add_argument("--threads", type=_positive_int, help="torch threads for the build (default: torch's default)")
     z.add_argument("--work-dir", default="runs", help="scratch folder for the build (default runs/)")
+    z.add_argument("--markdown", action="store_true", help="list: a Markdown table (the README's)")
     return p
 
 
@@ -280,7 +282,7 @@ def cmd_compare(args) -> int:
 
     t0 = time.time()
     md, path = compare_experiment(Path(args.experiment_dir), n_aa=args.n_aa, aa_seed=args.aa_seed,
-                                  n_examples=args.n_examples, device=args.device, log=_log)
+                                  n_examples=args.n_examples, device=args.device, last=args.last, log=_log)
     print("\n" + md + "\n", flush=True)
     _log(f"wrote {path} ({time.time() - t0:.0f}s)")
     return 0
@@ -325,15 +327,7 @@ def cmd_zoo(args) -> int:
     from .spec import SpecError
 
     if args.action == "list":
-        for name in zoo.zoo_names():
-            folder = zoo.ZOO_ROOT / name
-            if (folder / "card.json").is_file():
-                c = json.loads((folder / "card.json").read_text())
-                aa = f", AA {c['aa_acc']:.2%} ({c['aa_n']})" if "aa_acc" in c else ""
-                print(f"{name:<28} {c['params']:>8,} params  clean {c['clean_acc']:.2%}  PGD-20 {c['pgd20_acc']:.2%} "
-                      f"({c['eval_n']}){aa}")
-            else:
-                print(f"{name:<28} not built (rslad-tune zoo build {name})")
+        print(zoo.zoo_table(markdown=args.markdown))
         return 0
     if not args.name:
         raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")

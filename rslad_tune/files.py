@@ -6,11 +6,13 @@ which refuses anything but tensors and plain containers.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +31,35 @@ def save_atomic(write: Callable[[str], None], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(str(tmp))
     os.replace(tmp, path)
+
+
+class LockHeld(Exception):
+    """`file_lock(wait=False)` found the lock taken; `holder` is the note its holder wrote ('' if none)."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextmanager
+def file_lock(path: Path, note: str | None = None, wait: bool = True) -> Iterator[None]:
+    """An exclusive `flock` on `path` (created if missing) for the block. The kernel releases it when the
+    process ends, however it ends, so a killed holder never leaves a stale lock. `note` (e.g. pid and
+    command) is written into the file for whoever finds it taken; wait=False raises LockHeld then."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockHeld(os.pread(fd, 4096, 0).decode(errors="replace").strip()) from None
+        if note is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode(), 0)
+        yield
+        if note is not None:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def write_json(obj: Any, path: Path) -> None:

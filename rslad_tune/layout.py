@@ -4,6 +4,9 @@ folder received from someone else is never unpickled by export, compare, report 
     runs/                          runs_dir
       mlflow.db, mlartifacts/      the default MLflow store (tracking.py)
       teachers/<key>/              resolved teachers (teachers.py)
+      <experiment>-train/          `rslad-tune train`'s checkpoints (cli.py)
+      <experiment>.<date>-<time>/  an earlier sweep of that name, moved aside by a new one (archive_previous)
+      .<experiment>.lock           held (flock) by the command running a sweep of that name (ExperimentDir.lock)
       <experiment>/                ExperimentDir: Ray Tune's experiment folder plus ours
         sweep.json                 tracking URI, MLflow parent run id, teacher folders, YAML path, epochs, metric
         space.yaml                 the YAML the sweep ran
@@ -17,17 +20,36 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from .files import read_json, write_json
+from .files import LockHeld, file_lock, read_json, write_json
 from .config import SpecError, TrialConfig
 
 NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
+# entries of runs/ that are not sweeps: an experiment of that name would overwrite or be mistaken for them
+RESERVED_NAMES = ("teachers", "mlartifacts", "mlruns", "mlflow.db", "optuna.db")
+RESERVED_SUFFIXES = ("-train", ".db", ".lock", ".tmp")
+_ARCHIVED = re.compile(r".*\.\d{8}-\d{6}(-\d+)?")
+
+
+def check_experiment_name(name: str) -> str:
+    """An experiment name that is a plain folder name and collides with nothing else this tool keeps in runs/."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise SpecError("experiment", name, "must be a name of letters, digits, '_', '-' or '.', starting with a letter "
+                        "or digit (it becomes the folder runs/<experiment>)")
+    low = name.lower()
+    if low in RESERVED_NAMES or low.endswith(RESERVED_SUFFIXES) or _ARCHIVED.fullmatch(name):
+        raise SpecError("experiment", name, f"is reserved: runs/ also holds {', '.join(RESERVED_NAMES)}, "
+                        f"names ending in {', '.join(RESERVED_SUFFIXES)} and moved-aside sweeps "
+                        "(<experiment>.YYYYMMDD-HHMMSS); choose another name")
+    return name
 
 
 @dataclass(frozen=True)
@@ -185,10 +207,35 @@ class ExperimentDir:
         tmp.mkdir()
         return tmp
 
-    def archive_previous(self, log: Callable[[str], None]) -> None:
-        """A new sweep under an existing name: move the old folder aside (nothing is deleted)."""
-        if not self.path.exists():
+    @contextmanager
+    def lock(self, command: str) -> Iterator["ExperimentDir"]:
+        """Held by the command that runs a sweep of this name, for its whole run: a second sweep or resume of
+        the same experiment is refused in one line naming the holder (released when the process ends)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with file_lock(self.path.with_name(f".{self.name}.lock"), f"pid {os.getpid()}: {command}", wait=False):
+                yield self
+        except LockHeld as e:
+            raise SpecError("experiment", str(self.path), f"is in use by a running sweep ({e.holder or 'pid unknown'}); "
+                            "wait for it to end or stop it, or choose another experiment name") from None
+
+    def check_replaceable(self) -> None:
+        """A new sweep moves aside only an earlier sweep of this tool; anything else at the path is refused."""
+        if not (self.path.exists() or self.path.is_symlink()):
             return
+        ours = self.path.is_dir() and self.sweep_file.is_file()
+        if ours:
+            info = read_json(self.sweep_file, "sweep.json")
+            ours = isinstance(info, dict) and "experiment" in info
+        if not ours:
+            raise SpecError("experiment", str(self.path), "exists and is not a sweep folder of rslad-tune (no sweep.json "
+                            "of ours): nothing was moved; move it away yourself or choose another experiment name")
+
+    def archive_previous(self, log: Callable[[str], None]) -> None:
+        """A new sweep under an existing name: move the old sweep folder aside (nothing is deleted)."""
+        if not (self.path.exists() or self.path.is_symlink()):
+            return
+        self.check_replaceable()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.path.stat().st_mtime))
         dest = self.path.with_name(f"{self.name}.{stamp}")
         n = 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from . import robustbench_zoo as rbz
 from .config import (DATA_KEYS, RUNTIME_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, SpecError, TrialConfig, as_mapping, check_field,
                      check_keys, check_trial_config, check_trial_value, choice, custom, did_you_mean, flag, load_yaml,
                      make_trial_config, num, parse_section)
+from .layout import check_experiment_name
 from .methods import METHODS
 from .models import REGISTRY as MODELS
 
@@ -270,9 +270,10 @@ TOP_KEYS = ("experiment", "data", "teachers", "trial", "search", "tune", "report
 
 
 def _experiment_name(v: Any) -> str:
-    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
-        raise SpecError("experiment", v, "must be a name of letters, digits, '_', '-' or '.' (it becomes a folder name)")
-    return v
+    if not isinstance(v, str):  # YAML makes `2024-01-01` a date, `yes` a bool, `1e3` a float
+        raise SpecError("experiment", v, f"must be a name (a string), not a YAML {type(v).__name__}; quote it, "
+                        "e.g. experiment: \"2024-01-01\"")
+    return check_experiment_name(v)
 
 
 def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[str, Any] | None = None,

@@ -16,6 +16,7 @@ checkpoint teacher (safetensors only, checked before anything runs) and its card
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 import yaml
@@ -47,3 +48,26 @@ def zoo_folder(name: object, key: str = "zoo", built: bool = True) -> Path:
 def read_recipe(name: str) -> dict:
     # YamlLoader: yaml.safe_load's loader, but `lr: 1e-3` is a float
     return yaml.load((zoo_folder(name, built=False) / "recipe.yaml").read_text(), Loader=YamlLoader)
+
+
+def zoo_table(markdown: bool = False) -> str:
+    """Every zoo teacher with its card: parameters, MACs, clean / PGD-20 on the test split, AutoAttack, build."""
+    head = ["teacher", "params", "MACs", "clean", "PGD-20", "AutoAttack", "build", "recipe"]
+    rows = []
+    for name in zoo_names():
+        folder = ZOO_ROOT / name
+        if not (folder / "card.json").is_file():
+            rows.append([name, "not built", "", "", "", "", "", f"rslad-tune zoo build {name}"])
+            continue
+        c = json.loads((folder / "card.json").read_text())
+        r = read_recipe(name)["teacher"]["train"]
+        recipe = f"{r['method']} w{r.get('width')}, {r['epochs']} epochs, lr {r.get('lr')}" + (
+            f", PGD-{r.get('attack_steps')} eps {r.get('epsilon')}" if r["method"] != "natural" else "")
+        aa = f"{100 * c['aa_acc']:.2f} ({c['aa_n']})" if "aa_acc" in c else "–"
+        build = f"{c['build_time_s'] / 60:.0f} min ({c.get('build_threads')} thread)" if "build_time_s" in c else "–"
+        rows.append([name, f"{c['params']:,}", f"{c['macs'] / 1e6:.2f}M", f"{100 * c['clean_acc']:.2f}",
+                     f"{100 * c['pgd20_acc']:.2f} ({c['eval_n']})", aa, build, recipe])
+    if markdown:
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *rows])

@@ -97,16 +97,21 @@ def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
     d, _ = sweep
     exp = d / "runs" / "tiny"
     logs = []
-    md, path = compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", log=logs.append)
-    rows = json.loads((exp / "comparison.json").read_text())["rows"]
+    md, path = compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", last=True, log=logs.append)
+    out = json.loads((exp / "comparison.json").read_text())
+    rows = out["rows"]
     assert len(rows) == 2 and all(r["n"] == 64 and r["n_aa"] == 8 for r in rows)  # both trials have seed 0
     for r in rows:
         assert r["AA"] <= r["PGD_SAT"] + 0.005 and r["PGD_SAT"] <= r["FGSM"] + 0.005 <= r["Clean"] + 0.01
         assert 0 <= r["AA"] <= r["PGD_SAT_aa"] + 1 / 8  # AutoAttack vs PGD-20 on the same 8 images
-    line = next(ln for ln in md.splitlines() if ln.startswith("| rslad"))
-    assert "| 2 |" in line and "±" in line and "PGD-20 there" in line
+        assert set(r["last"]) == {"Clean", "FGSM", "PGD_SAT", "PGD_TRADES", "CW_inf"}  # --last: the last checkpoint too
+    # the two trials differ only in their teacher (alpha, epsilon at the centre): one group per teacher
+    assert out["groups_by"] == ["teacher"] and len(out["table"]) == 2
+    best = [ln for ln in md.splitlines() if ln.startswith("| rslad") and "| best |" in ln]
+    assert len(best) == 2 and all("± 0.00" in ln and "PGD-20 there" in ln for ln in best)
+    assert sum("| last |" in ln for ln in md.splitlines()) == 2
     logs.clear()
-    compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", log=logs.append)
+    compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", last=True, log=logs.append)
     assert sum("done before" in ln for ln in logs) == 2  # resumable: nothing evaluated twice
 
 
