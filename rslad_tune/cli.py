@@ -26,14 +26,23 @@ def _log(msg: str) -> None:
     print(f"[rslad-tune] {msg}", flush=True)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be a positive integer")
-    return v
+def _int_in(lo: int, hi: int | None, what: str):
+    """An argparse type: an integer in [lo, hi], else the one-line usage error saying `what` it must be."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = lo - 1
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be {what}")
+        return v
+    return parse
+
+
+_positive_int = _int_in(1, None, "a positive integer")
+_count = _int_in(0, None, "a non-negative integer")
+_seed = _int_in(0, 2**32 - 1, "a seed in [0, 4294967295]")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,22 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--attacks", default="clean,fgsm,pgd_sat,pgd_trades,cw_inf,aa", help="comma-separated columns (default: all six)")
     ev.add_argument("--out", help="JSON file for the numbers (default PATH/eval.json)")
     ev.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    ev.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
+    ev.add_argument("--seed", type=_seed, default=0, help="attack seed (default 0)")
     ev.add_argument("--batch-size", type=_positive_int, default=500, help="images per attack batch (default 500)")
 
     c = sub.add_parser("compare", help="the evaluation suite on every finished trial of a sweep, mean ± std over seeds")
     c.add_argument("experiment_dir", help="runs/<experiment>, e.g. of search_spaces/paper_fmnist.yaml")
     c.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images (default: all)")
-    c.add_argument("--n-aa", type=int, default=500, metavar="N", help="AutoAttack on the first N images (default 500; 0: none)")
-    c.add_argument("--aa-seed", type=int, default=0, help="run AutoAttack for the trials of this seed only (default 0)")
+    c.add_argument("--n-aa", type=_count, default=500, metavar="N", help="AutoAttack on the first N images (default 500; 0: none)")
+    c.add_argument("--aa-seed", type=_seed, default=0, help="run AutoAttack for the trials of this seed only (default 0)")
     c.add_argument("--last", action="store_true", help="also score each trial's last checkpoint (best versus last)")
-    c.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    c.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
 
     r = sub.add_parser("report", help="teacher selection report: each teacher's best student vs teacher size and robustness")
     r.add_argument("experiment_dir", help="runs/<experiment> of a sweep that used teachers, e.g. of search_spaces/teacher.yaml")
     r.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images for clean / PGD-20 (default: all)")
-    r.add_argument("--n-aa", type=int, default=200, metavar="N", help="AutoAttack on the first N images (default 200; 0: none)")
-    r.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    r.add_argument("--n-aa", type=_count, default=200, metavar="N", help="AutoAttack on the first N images (default 200; 0: none)")
+    r.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
 
     z = sub.add_parser("zoo", help="the teacher zoo shipped with rslad-tune: list it, or rebuild a teacher from its recipe")
     z.add_argument("action", choices=("list", "build"), help="list: names and cards; build: retrain NAME from its recipe.yaml")
@@ -119,17 +128,23 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 2
     from .data import DataError
+    from .interrupts import Interrupted, handled
     from .spec import SpecError
 
-    try:
-        return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
-                "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo}[args.verb](args)
-    except (SpecError, DataError) as e:
-        print(f"rslad-tune: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rslad-tune: interrupted", file=sys.stderr)
-        return 130
+    with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
+        try:
+            return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export,
+                    "evaluate": cmd_evaluate, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo}[args.verb](args)
+        except (SpecError, DataError) as e:
+            print(f"rslad-tune: error: {e}", file=sys.stderr)
+            return 2
+        except Interrupted as e:
+            again = f"; the sweep is saved, continue it with: rslad-tune resume {e.resume}" if e.resume else ""
+            print(f"rslad-tune: interrupted by {e}{again}", file=sys.stderr, flush=True)
+            return e.exit_code
+        except KeyboardInterrupt:
+            print("rslad-tune: interrupted", file=sys.stderr)
+            return 130
 
 
 def _load(args):
@@ -140,56 +155,52 @@ def _load(args):
         spec.runs_dir = args.runs_dir
     if getattr(args, "tracking_uri", None):
         check_tracking_uri(args.tracking_uri)
-    # the data is checked before anything is written (a data dir without data, val_size too large, ...)
-    import torch
+    from .preflight import check_sweep
 
-    from .teachers import check_teacher_files
-    from .data import load_data
-
-    splits = load_data(spec.trial, torch.device("cpu"))
-    check_teacher_files(spec.teachers, splits)  # a corrupt, truncated or pickled weights file stops us here
-    if getattr(args, "address", None):
-        check_ray_address(args.address)
+    # the data, teacher files, the machine or cluster: checked before anything is written
+    for line in check_sweep(spec, getattr(args, "address", None), args.verb):
+        print(f"rslad-tune: warning: {line}", file=sys.stderr, flush=True)
     return spec
 
 
-def check_ray_address(address: str) -> None:
-    """An unreachable cluster is reported before teachers are trained or anything is written."""
-    import socket
-
-    from .spec import SpecError
-
-    if address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise SpecError("--address", address, "must be host:port of a Ray head (e.g. 127.0.0.1:6379), ray://host:10001 or auto")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as e:
-        raise SpecError("--address", address, f"no Ray head answers there ({e.strerror or type(e).__name__}); "
-                        "start one with `ray start --head` or leave --address out for a local Ray") from None
-
-
 def cmd_tune(args) -> int:
-    from .export import export_best
-    from .tuning import format_summary, run_sweep
+    from .tuning import check_resumable, experiment_dir
 
     spec = _load(args)
     if args.resume:
         from .spec import SpecError
-        from .tuning import check_resumable
 
         if args.set:
             raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
         check_resumable(spec)
+    exp = experiment_dir(spec)
+    if not args.resume:
+        exp.check_replaceable()  # only an earlier sweep of ours is moved aside
+    from .interrupts import Interrupted
+
+    with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):  # one command per experiment at a time
+        try:
+            return _tune_locked(args, spec)
+        except Interrupted as e:  # no export, no report: the resume command, when there is a sweep to resume
+            if e.resume or args.resume:
+                e.resume = os.path.relpath(exp.path) if not os.path.relpath(exp.path).startswith("..") else str(exp.path)
+            raise
+
+
+def _tune_locked(args, spec) -> int:
+    from .export import export_best
+    from .interrupts import Interrupted, received
+    from .tuning import format_summary, run_sweep
+
     t0 = time.time()
     rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log, resume=args.resume)
     print("\n" + format_summary(rows), flush=True)
     done = [r for r in rows if r.status == "TERMINATED"]
+    cut = sum(r.status == "INTERRUPTED" for r in rows)
     _log(f"{len(done)}/{len(rows)} trials finished ({sum(r.early_stopped for r in rows)} stopped early by ASHA, "
-         f"{len(rows) - len(done)} failed) in {time.time() - t0:.0f}s")
+         f"{len(rows) - len(done) - cut} failed, {cut} interrupted) in {time.time() - t0:.0f}s")
+    if received():  # Tune stopped the trials and saved the sweep: resumable
+        raise Interrupted(received(), resume=str(exp_dir))
     if not done:
         print("rslad-tune: error: no trial finished; see the summary above", file=sys.stderr)
         return 1
@@ -270,9 +281,26 @@ def parse_set_keys(pairs: list[str]) -> list[str]:
     return [p.split("=", 1)[0].strip() for p in pairs if "=" in p]
 
 
+def _replay_pending(path: str | Path) -> None:
+    """MLflow calls a sweep could not make (its store was away) are replayed by the next command on its folder."""
+    from .layout import find_experiment
+    from .spec import SpecError
+    from .tracking import replay_pending
+
+    exp = find_experiment(Path(path))
+    if exp is None or not exp.pending_file.is_file():
+        return
+    try:
+        with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):  # (a sweep running there replays at its end)
+            replay_pending(exp.pending_file, exp.tracking_uri, exp.sweep.get("experiment", exp.name), exp.parent_run_id, _log)
+    except SpecError:
+        pass
+
+
 def cmd_export(args) -> int:
     from .export import export_best
 
+    _replay_pending(args.experiment_dir)
     export_best(Path(args.experiment_dir), log=_log)
     return 0
 
@@ -280,6 +308,7 @@ def cmd_export(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import compare_experiment
 
+    _replay_pending(args.experiment_dir)
     t0 = time.time()
     md, path = compare_experiment(Path(args.experiment_dir), n_aa=args.n_aa, aa_seed=args.aa_seed,
                                   n_examples=args.n_examples, device=args.device, last=args.last, log=_log)
@@ -295,6 +324,7 @@ def cmd_report(args) -> int:
         from .spec import SpecError
 
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer")
+    _replay_pending(args.experiment_dir)
     md, path = selection_report(Path(args.experiment_dir), n_examples=args.n_examples, n_aa=args.n_aa,
                                 device=args.device, log=_log)
     print("\n" + md + "\n", flush=True)
@@ -311,6 +341,7 @@ def cmd_evaluate(args) -> int:
     if n_aa is not None and n_aa < 0:
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer or 'all'")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    _replay_pending(args.path)
     report = evaluate_folder(args.path, n_examples=args.n_examples, n_aa=n_aa, attacks=attacks, device=args.device,
                              seed=args.seed, batch_size=args.batch_size, log=_log)
     print("\n" + format_table(report) + "\n", flush=True)

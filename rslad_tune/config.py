@@ -54,11 +54,32 @@ _FLOAT = re.compile(r"""^(?:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that `1e-3` and `5e-4` are floats (YAML 1.1 wants `1.0e-3`)."""
+    """PyYAML's safe loader, except that `1e-3` and `5e-4` are floats (YAML 1.1 wants `1.0e-3`) and that a key
+    given twice in one mapping is refused (PyYAML keeps the last one silently). Anchors, aliases and merge keys
+    (`&recipe`, `*recipe`, `<<: *recipe`) are accepted: they repeat a section without copying it, and a key
+    written beside a merge overrides the merged one, as YAML says."""
 
     yaml_implicit_resolvers = {  # SafeLoader's table (copied), its float pattern swapped for _FLOAT
         first: [(tag, _FLOAT if tag == "tag:yaml.org,2002:float" else rx) for tag, rx in resolvers]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    twice = key in seen
+                except TypeError:  # an unhashable key: SafeLoader says so below
+                    continue
+                if twice:
+                    raise SpecError(str(key), f"given twice, at lines {seen[key]} and {line}", "a key appears once in "
+                                    "a mapping: YAML would silently keep only the last value; remove one")
+                seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(text: str) -> Any:
@@ -90,13 +111,14 @@ def as_mapping(raw: Any, key: str) -> dict:
 
 
 def _number(key: str, v: Any, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False, hi_open: bool = False) -> float | int:
+            lo_open: bool = False, hi_open: bool = False, why: str = "") -> float | int:
     ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
     if isinstance(v, bool) or not ok_type or (not integer and not math.isfinite(v)):
         kind = "an integer" if integer else "a finite number"
-        raise SpecError(key, v, f"must be {kind}{_range_text(lo, hi, lo_open, hi_open)}")
+        hint = " (YAML reads yes/no/on/off/true/false as booleans)" if isinstance(v, bool) else ""
+        raise SpecError(key, v, f"must be {kind}{_range_text(lo, hi, lo_open, hi_open)}{hint}")
     if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
-        raise SpecError(key, v, f"must be{_range_text(lo, hi, lo_open, hi_open) or ' in range'}")
+        raise SpecError(key, v, f"must be{_range_text(lo, hi, lo_open, hi_open) or ' in range'}{why and ': ' + why}")
     return int(v) if integer else float(v)
 
 
@@ -131,9 +153,10 @@ def _flag(key: str, v: Any) -> bool:
 
 
 def num(*, integer: bool = False, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-        hi_open: bool = False, optional: bool = False, **meta) -> dict:
+        hi_open: bool = False, optional: bool = False, why: str = "", **meta) -> dict:
+    """A number field; `why` says, after the range, why values outside it are refused."""
     def check(name, v, **ctx):
-        return _number(name, v, integer=integer, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+        return _number(name, v, integer=integer, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, why=why)
     return {"check": check, "optional": optional, **meta}
 
 
@@ -177,8 +200,18 @@ def _milestones(name: str, v: Any, **ctx) -> list[float]:
     return sorted(float(m) for m in v)
 
 
-def _positive_int(optional: bool = False) -> dict:
-    return num(integer=True, lo=1, optional=optional)
+def _positive_int(optional: bool = False, hi: int | None = None) -> dict:
+    return num(integer=True, lo=1, hi=hi, optional=optional)
+
+
+SEED_MAX = 2**32 - 1  # NumPy's and Optuna's seeds are 32-bit
+
+
+def _check_width(cfg: "TrialConfig", label: str, searched: tuple[str, ...] = ()) -> None:
+    """`width` only for an architecture that has one (the others would ignore it, silently)."""
+    if "arch" not in searched and (cfg.width is not None or "width" in searched) and "width" not in MODELS[cfg.arch][1]:
+        with_width = ", ".join(a for a, (_, kwargs) in MODELS.items() if "width" in kwargs)
+        raise SpecError(label, cfg.width, f"{cfg.arch} has no width (only {with_width} takes one); remove it")
 
 
 # --------------------------------------------------------------------------- one trial
@@ -195,12 +228,13 @@ class TrialConfig:
     data_dir: str | None = field(default=None, metadata=custom(_directory, optional=True))
     train_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N training images (before the validation split)
     test_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N test images
-    val_size: int = field(default=1000, metadata=num(integer=True, lo=0))  # held out from the training images with a fixed seed; used for selection
+    val_size: int = field(default=1000, metadata=num(integer=True, lo=1, why="with no validation images every validation "
+                                                     "accuracy is 0 and no epoch or trial can be chosen"))  # held out from the training images with a fixed seed; used for selection
     augment: str = field(default="default", metadata=choice(AUGMENTS))  # default: crop+flip for CIFAR, none for Fashion-MNIST
     # method and models
     method: str = field(default="rslad", metadata=choice(METHODS))
     arch: str = field(default="small_cnn", metadata=choice(MODELS))
-    width: int | None = field(default=None, metadata=_positive_int(optional=True))  # small_cnn width
+    width: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))  # small_cnn width
     teacher: str | None = field(default=None, metadata=custom(_teacher_name, optional=True))  # a name from the `teachers:` section
     alpha: float = field(default=5 / 6, metadata=num(lo=0, hi=1))  # RSLAD: weight of the adversarial KL term; ARD: weight of the KL term
     temperature: float = field(default=1.0, metadata=num(lo=0, lo_open=True))
@@ -211,25 +245,25 @@ class TrialConfig:
     # training attack
     epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))
     step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))  # None: epsilon / 4 (2/255 at 8/255, the paper's ratio)
-    attack_steps: int = field(default=10, metadata=_positive_int())
+    attack_steps: int = field(default=10, metadata=_positive_int(hi=10_000))
     attack_start: str = field(default="normal", metadata=choice(STARTS))  # normal: x + 0.001 N(0,1) (paper); uniform: U(-eps, eps)
     # evaluation attack (validation each epoch, test at the end): PGD-20, CE, uniform start
     eval_epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))
-    eval_steps: int = field(default=20, metadata=_positive_int())
+    eval_steps: int = field(default=20, metadata=_positive_int(hi=10_000))
     eval_step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))  # None: eval_epsilon / 4
     # optimisation
     lr: float = field(default=0.1, metadata=num(lo=0, lo_open=True))
     momentum: float = field(default=0.9, metadata=num(lo=0, hi=1, hi_open=True))
     weight_decay: float = field(default=2e-4, metadata=num(lo=0))
-    batch_size: int = field(default=128, metadata=_positive_int())
-    epochs: int = field(default=10, metadata=_positive_int())
+    batch_size: int = field(default=128, metadata=_positive_int(hi=1_000_000))
+    epochs: int = field(default=10, metadata=_positive_int(hi=10_000))
     schedule: str = field(default="cosine", metadata=choice(SCHEDULES))
     milestones: list[float] = field(default_factory=lambda: [215 / 300, 260 / 300, 285 / 300],
                                     metadata=custom(_milestones))  # piecewise, fraction of epochs
     # runtime
-    seed: int = field(default=0, metadata=num(integer=True, lo=0))
+    seed: int = field(default=0, metadata=num(integer=True, lo=0, hi=SEED_MAX))
     device: str = field(default="auto", metadata=choice(DEVICES))
-    num_threads: int | None = field(default=None, metadata=_positive_int(optional=True))  # torch intra-op threads; None: leave torch's default
+    num_threads: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))  # torch intra-op threads; None: leave torch's default
     precision: str = field(default="auto", metadata=choice(PRECISIONS))  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (perturbations stay fp32)
     compile: bool = field(default=False, metadata=flag())  # torch.compile the student's training forward (measured slower on this CPU: bench/RESULTS.md)
 
@@ -267,13 +301,16 @@ def check_trial_config(cfg: TrialConfig, where: str = "", searched: tuple[str, .
         raise SpecError("trial.step_size", cfg.step_size, f"must be <= epsilon ({cfg.epsilon})", where)
     if cfg.eval_step_size is not None and cfg.eval_step_size > cfg.eval_epsilon:
         raise SpecError("trial.eval_step_size", cfg.eval_step_size, f"must be <= eval_epsilon ({cfg.eval_epsilon})", where)
+    _check_width(cfg, "search.width" if "width" in searched else "trial.width", searched)
     return cfg
 
 
 def make_trial_config(values: dict[str, Any], teachers: tuple[str, ...] | None = None, section: str = "trial.") -> TrialConfig:
     check_keys(section, values, TRIAL_KEYS)
     checked = {k: check_trial_value(k, v, teachers, f"{section}{k}") for k, v in values.items()}
-    return TrialConfig(**checked)
+    cfg = TrialConfig(**checked)
+    _check_width(cfg, f"{section}width")
+    return cfg
 
 
 # --------------------------------------------------------------------------- other sections

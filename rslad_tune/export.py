@@ -1,8 +1,11 @@
-"""The best trial of a sweep -> runs/<experiment>/best/{model.safetensors, config.json, metrics.json}.
+"""The best trial of a sweep -> runs/<experiment>/best/{model.safetensors, config.json, metrics.json,
+model.pt, model.onnx}, and a new version of its MLflow registered model (alias `champion`).
 
 The best trial is the one with the highest validation PGD accuracy at its best epoch (the
 weights exported are that epoch's). Test-split numbers are computed here, on the exported
-weights, and only reported.
+weights, and only reported. model.pt (TorchScript) and model.onnx are formats.py's; the MLflow
+model is logged to the trial's run and registered by tracking.register_student, after best/ is in
+place: a tracking store that fails then costs one line, and the files stay.
 """
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from torch import nn
 
 from .data import load_data, resolve_device
 from .files import load_weights, read_json, write_json
+from .formats import write_formats
 from .layout import ExperimentDir
 from .models import build_from_config
 from .spec import SpecError
-from .tracking import find_trial_run, log_to_run
+from .tracking import CHAMPION, find_trial_run, log_to_run, register_student
 from .trainer import score_test_split, student_config
 
 
@@ -54,7 +58,8 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
         f"{test['test_pgd_acc']:.4f} on {test['test_n']} test images ({time.perf_counter() - t0:.0f}s)")
     best_epoch = best.result["best_epoch"]
     val = next(h for h in best.history if h["epoch"] == best_epoch)
-    run_id = find_trial_run(exp.tracking_uri, exp.sweep.get("experiment", exp.name), exp.parent_run_id, best.trial_id)
+    experiment = exp.sweep.get("experiment", exp.name)
+    run_id = find_trial_run(exp.tracking_uri, experiment, exp.parent_run_id, best.trial_id)
     metrics = {"trial_id": best.trial_id, "epoch": best_epoch, "epochs_run": best.result["epoch"],
                "val_clean_acc": val["clean_acc"], "val_pgd_acc": val["pgd_acc"], **test,
                "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps, "eval_step_size": cfg.resolved_eval_step_size,
@@ -63,9 +68,19 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
     shutil.copyfile(weights, tmp / "model.safetensors")
     write_json({**mcfg, "trial": cfg.to_dict(), "source": str(best.checkpoint)}, tmp / "config.json")
     write_json(metrics, tmp / "metrics.json")
+    # two images (repeated if the test split has one): torch.export keeps the batch axis dynamic only for a batch > 1
+    student, example = model.cpu().eval(), splits.test_x[:2].detach().cpu().float().repeat(2, 1, 1, 1)[:2]
+    t0 = time.perf_counter()
+    formats = write_formats(student, example, tmp, log)
     out = exp.publish_best(tmp)
     scores = {k: test[k] for k in ("test_clean_acc", "test_pgd_acc")}
     log_to_run(exp.tracking_uri, run_id, metrics=scores, tags={"exported": str(out)}, log=log)
     log_to_run(exp.tracking_uri, exp.parent_run_id, metrics=scores, log=log)
-    log(f"exported the best student to {out}")
+    log(f"exported the best student to {out}: model.safetensors, {', '.join(formats)} ({time.perf_counter() - t0:.0f}s)")
+    name = exp.sweep.get("registered_model") or f"{experiment}-student"
+    tags = {k: metrics[k] for k in ("test_clean_acc", "test_pgd_acc", "test_aa_acc", "test_n", "eval_epsilon",
+                                    "eval_steps", "teacher", "trial_id") if metrics.get(k) is not None}
+    version = register_student(exp.tracking_uri, run_id, student, example, name, {**tags, "experiment": experiment}, log)
+    if version:
+        log(f"registered MLflow model {name} version {version} (alias {CHAMPION}): models:/{name}@{CHAMPION}")
     return out

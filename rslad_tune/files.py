@@ -7,6 +7,7 @@ which refuses anything but tensors and plain containers.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -15,22 +16,26 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .models import robustbench_state_dict
 from .config import SpecError
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+DIGEST_KEY = "rslad_tune.sha256"  # safetensors metadata: the digest of the tensors written (tensor_digest)
 
 
 def save_atomic(write: Callable[[str], None], path: Path) -> None:
     """Call write(tmp) for a temporary name beside `path`, then rename it to `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:  # a write that failed or was interrupted leaves nothing behind
+        tmp.unlink(missing_ok=True)
 
 
 class LockHeld(Exception):
@@ -84,8 +89,47 @@ def state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (sorted by name): what a reader checks."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors, atomically, with the tensors' digest in its metadata (checked by read_tensors)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {**(metadata or {}), DIGEST_KEY: tensor_digest(tensors)}
+    save_atomic(lambda p: save_file(tensors, p, metadata=meta), path)
+
+
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    save_atomic(lambda p: save_file(state_dict_of(model), p, metadata=metadata), path)
+    save_tensors(state_dict_of(model), path, metadata)
+
+
+def read_tensors(path: Path, key: str, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata. Unreadable, or tensors that differ from the digest written
+    with them (a damaged file), is a one-line SpecError; a file without a digest is read as it is."""
+    try:
+        with safe_open(str(path), "pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise SpecError(key, str(path), f"is not a readable safetensors file ({' '.join(str(e).split())[:100]})") from None
+    if DIGEST_KEY in meta and tensor_digest(tensors) != meta[DIGEST_KEY]:
+        raise SpecError(key, str(path), "is damaged: its tensors do not match the sha256 digest written with them")
+    return {k: v.to(device) for k, v in tensors.items()}, meta
+
+
+def check_finite(state: dict[str, torch.Tensor], key: str, path: Path) -> None:
+    """NaN or inf in any floating-point tensor is a one-line SpecError naming the first such tensor."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise SpecError(key, str(path), f"holds NaN or infinite values (tensor {name!r}): a diverged or damaged "
+                            "model; give finite weights")
 
 
 def load_torch_weights(path: Path, key: str):
@@ -101,24 +145,26 @@ def load_torch_weights(path: Path, key: str):
         raise SpecError(key, str(path), f"is not a readable PyTorch weights file ({type(e).__name__})") from None
 
 
-def read_state_dict(path: Path, key: str, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Weights from safetensors, or from a PyTorch file (load_torch_weights)."""
+def read_state_dict(path: Path, key: str, device: str = "cpu", finite: bool = False) -> dict[str, torch.Tensor]:
+    """Weights from safetensors (read_tensors: digest checked), or from a PyTorch file (load_torch_weights);
+    finite=True also refuses NaN/inf (check_finite)."""
     path = Path(path)
     if path.suffix in TORCH_SUFFIXES:
         obj = load_torch_weights(path, key)
         try:
-            return {k: v.to(device) for k, v in robustbench_state_dict(obj).items()}
+            state = {k: v.to(device) for k, v in robustbench_state_dict(obj).items()}
         except TypeError as e:
             raise SpecError(key, str(path), f"does not hold a state dict ({e})") from None
-    try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SpecError(key, str(path), f"is not a readable safetensors file ({str(e)[:100]})") from None
+    else:
+        state = read_tensors(path, key, str(device))[0]
+    if finite:
+        check_finite(state, key, path)
+    return state
 
 
-def load_weights(model: nn.Module, path: Path, key: str) -> nn.Module:
+def load_weights(model: nn.Module, path: Path, key: str, finite: bool = False) -> nn.Module:
     """Load weights (read_state_dict) into `model`; any mismatch or corruption is a one-line SpecError."""
-    state = read_state_dict(path, key)
+    state = read_state_dict(path, key, finite=finite)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

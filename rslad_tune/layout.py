@@ -11,6 +11,8 @@ folder received from someone else is never unpickled by export, compare, report 
         sweep.json                 tracking URI, MLflow parent run id, teacher folders, YAML path, epochs, metric
         space.yaml                 the YAML the sweep ran
         optuna.db                  the Optuna study (resume)
+        mlflow-pending.jsonl       MLflow calls the sweep could not make (store away), replayed later (tracking.py)
+        .trial-work/               the trials' scratch folders while the sweep runs (tuning.run_trial)
         trial_<id>/                TrialDir: Ray's params.json and result.json (JSON lines), checkpoint_<n>/
                                    (ours: trial.json, model.safetensors, best.safetensors, state.pt), and the
                                    cached numbers of compare (suite.json) and report (selection.json)
@@ -23,6 +25,7 @@ import os
 import re
 import shutil
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,7 +46,7 @@ def check_experiment_name(name: str) -> str:
     """An experiment name that is a plain folder name and collides with nothing else this tool keeps in runs/."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
         raise SpecError("experiment", name, "must be a name of letters, digits, '_', '-' or '.', starting with a letter "
-                        "or digit (it becomes the folder runs/<experiment>)")
+                        "or digit (it becomes a folder name: runs/<experiment>)")
     low = name.lower()
     if low in RESERVED_NAMES or low.endswith(RESERVED_SUFFIXES) or _ARCHIVED.fullmatch(name):
         raise SpecError("experiment", name, f"is reserved: runs/ also holds {', '.join(RESERVED_NAMES)}, "
@@ -100,8 +103,10 @@ class TrialDir:
 
     @property
     def error(self) -> str | None:
+        """The trial's last error; None without one, or when the trial ran every epoch after it (a retry that
+        succeeded: Ray leaves the error.txt of the attempt that failed)."""
         f = self.path / "error.txt"
-        if not f.is_file():
+        if not f.is_file() or 0 < int(self.config.get("epochs") or 0) <= int(self.result.get("epoch") or 0):
             return None
         lines = [ln.strip() for ln in f.read_text(errors="replace").splitlines() if ln.strip()]
         return lines[-1] if lines else "trial failed"
@@ -123,11 +128,21 @@ class TrialDir:
         write_json(row, self.path / name)
 
 
+def find_experiment(path: Path) -> "ExperimentDir | None":
+    """The sweep folder at `path` or one or two levels above it (best/, trial_<id>/, a checkpoint), or None."""
+    for p in (path, path.parent, path.parent.parent):
+        if (p / "sweep.json").is_file():
+            return ExperimentDir(p)
+    return None
+
+
 class ExperimentDir:
     """runs/<experiment>: sweep.json, the trials, best/."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.pending_file = self.path / "mlflow-pending.jsonl"  # MLflow calls the sweep could not make (replayed later)
+        self.work_dir = self.path / ".trial-work"  # the trials' scratch folders, removed when the sweep ends
 
     @classmethod
     def open(cls, path: str | Path, key: str = "experiment") -> "ExperimentDir":
@@ -135,7 +150,13 @@ class ExperimentDir:
         exp = cls(path)
         if not exp.sweep_file.is_file():
             raise SpecError(key, str(path), NOT_A_SWEEP)
+        if not exp._ours():
+            raise SpecError(key, str(path), "holds a sweep.json that is not rslad-tune's (not a JSON mapping)")
         return exp
+
+    def _ours(self) -> bool:
+        """sweep.json is this tool's: a JSON mapping (an unreadable one: SpecError naming it)."""
+        return isinstance(self.sweep, dict)
 
     @property
     def name(self) -> str:
@@ -179,6 +200,7 @@ class ExperimentDir:
     def best_dir(self) -> Path:
         return self.path / "best"
 
+
     def trials(self) -> list[TrialDir]:
         return [TrialDir(p) for p in sorted(self.path.glob("trial_*")) if p.is_dir()]
 
@@ -201,10 +223,12 @@ class ExperimentDir:
         return out
 
     def scratch(self, name: str) -> Path:
-        """An empty temporary folder inside the experiment folder (renamed into place when complete)."""
+        """An empty temporary folder inside the experiment folder (renamed into place when complete). Whatever ends
+        the command first (an error, Ctrl-C, SIGTERM), it is removed once this ExperimentDir is gone, or at exit."""
         tmp = self.path / f".{name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        weakref.finalize(self, shutil.rmtree, tmp, True)  # a no-op once publish_best renamed it
         return tmp
 
     @contextmanager
@@ -219,15 +243,24 @@ class ExperimentDir:
             raise SpecError("experiment", str(self.path), f"is in use by a running sweep ({e.holder or 'pid unknown'}); "
                             "wait for it to end or stop it, or choose another experiment name") from None
 
+    def check_owned(self, key: str = "--resume") -> None:
+        """Resuming unpickles Ray's saved state (tuner.pkl, searcher state), which can run code: only a folder whose
+        every file belongs to the user resuming it is trusted. SpecError naming the first file that does not."""
+        me = os.getuid()
+        for root, dirs, files in os.walk(self.path):
+            for name in [".", *dirs, *files]:
+                p = Path(root) / name
+                uid = p.lstat().st_uid
+                if uid != me:
+                    raise SpecError(key, str(self.path), f"holds {p} owned by uid {uid}, not by you (uid {me}): resuming "
+                                    "unpickles Ray's saved state, which can run code, so only a sweep folder you wrote "
+                                    "yourself is resumed")
+
     def check_replaceable(self) -> None:
         """A new sweep moves aside only an earlier sweep of this tool; anything else at the path is refused."""
         if not (self.path.exists() or self.path.is_symlink()):
             return
-        ours = self.path.is_dir() and self.sweep_file.is_file()
-        if ours:
-            info = read_json(self.sweep_file, "sweep.json")
-            ours = isinstance(info, dict) and "experiment" in info
-        if not ours:
+        if not (self.path.is_dir() and self.sweep_file.is_file() and self._ours()):
             raise SpecError("experiment", str(self.path), "exists and is not a sweep folder of rslad-tune (no sweep.json "
                             "of ours): nothing was moved; move it away yourself or choose another experiment name")
 

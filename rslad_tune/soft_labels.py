@@ -5,6 +5,9 @@ RSLAD's teacher sees only clean augmented images, in eval mode, so its output de
 (image, crop offset, flip): a table of num_train x num_views x num_classes logits (fp16) replaces
 the teacher's forward pass at every step. Methods that need the teacher on other inputs (IAD on x')
 keep the live teacher for those.
+
+The file carries the table's shape and sha256 digest in its safetensors metadata; a cache that is
+unreadable, of another shape, or whose digest does not match is reported in one line and rebuilt.
 """
 from __future__ import annotations
 
@@ -15,13 +18,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
 from .progress import bar
-from .config import TrialConfig
-from .files import save_atomic
+from .config import SpecError, TrialConfig
+from .files import DIGEST_KEY, read_tensors, save_tensors
 
 
 def data_key(cfg: TrialConfig, splits: Splits) -> str:
@@ -54,17 +56,39 @@ def compute_soft_labels(teacher: nn.Module, splits: Splits, batch_size: int = 10
     return out
 
 
+def expected_shape(splits: Splits) -> tuple[int, int, int]:
+    return len(splits.train_x), num_views(splits.augment, splits.pad), splits.num_classes
+
+
+def read_cache(path: Path, splits: Splits) -> Tensor:
+    """The table in `path`, checked: readable, its digest present and matching, the shape these splits need.
+    Anything else is a SpecError whose `allowed` says what is wrong."""
+    tensors, meta = read_tensors(path, "soft-label cache", str(splits.train_x.device))
+    logits = tensors.get("logits")
+    if DIGEST_KEY not in meta or logits is None:
+        raise SpecError("soft-label cache", str(path), "carries no digest (written by an older version)")
+    if tuple(logits.shape) != expected_shape(splits) or logits.dtype != torch.float16:
+        raise SpecError("soft-label cache", str(path), f"holds a {tuple(logits.shape)} {logits.dtype} table where "
+                        f"{expected_shape(splits)} float16 is needed")
+    return logits
+
+
 def load_or_build(teacher_dir: str | Path, teacher: nn.Module | None, cfg: TrialConfig, splits: Splits,
                   log: Callable[[str], None] | None = None) -> Tensor:
-    """The cached table for this teacher and data; built (and written: temp file + rename) if missing."""
+    """The cached table for this teacher and data; built (and written: temp file + rename) if missing or bad
+    (a bad one is reported in one line, then replaced)."""
     path = cache_path(teacher_dir, cfg, splits)
     if path.is_file():
-        return load_file(str(path), device=str(splits.train_x.device))["logits"]
+        try:
+            return read_cache(path, splits)
+        except SpecError as e:
+            (log or print)(f"soft-label cache {path} {e.allowed}: rebuilding it")
     if teacher is None:
-        raise FileNotFoundError(f"no soft-label cache at {path} and no teacher to build it")
+        raise FileNotFoundError(f"no usable soft-label cache at {path} and no teacher to build it")
     t0 = time.perf_counter()
     logits = compute_soft_labels(teacher.eval(), splits)
-    save_atomic(lambda p: save_file({"logits": logits.cpu().contiguous()}, p), path)
+    shape = "x".join(map(str, logits.shape))
+    save_tensors({"logits": logits}, path, {"shape": shape, "data_key": data_key(cfg, splits)})  # replaces a bad one
     if log:
         log(f"soft-label cache: {len(splits.train_x)} images x {num_views(splits.augment, splits.pad)} views "
             f"in {time.perf_counter() - t0:.1f}s -> {path}")

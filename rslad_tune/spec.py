@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -225,18 +226,18 @@ def _metric(name: str, v: Any, **ctx) -> str:
 class TuneSpec:
     """The `tune:` section. A field's `yaml` metadata says where the section holds it (default: its name)."""
 
-    num_samples: int = field(default=8, metadata=num(integer=True, lo=1))
-    max_concurrent: int = field(default=2, metadata=num(integer=True, lo=1))
+    num_samples: int = field(default=8, metadata=num(integer=True, lo=1, hi=100_000))
+    max_concurrent: int = field(default=2, metadata=num(integer=True, lo=1, hi=100_000))
     metric: str = field(default="pgd_acc", metadata=custom(_metric))
     mode: str = field(default="max", metadata=choice(("max",)))
     scheduler: str = field(default="asha", metadata=choice(("asha", "fifo"), yaml=("scheduler.type",)))
     grace_period: int = field(default=1, metadata=num(integer=True, lo=1, yaml=("scheduler.grace_period",)))
     reduction_factor: float = field(default=2.0, metadata=num(lo=1, lo_open=True, yaml=("scheduler.reduction_factor",)))
     searcher: str = field(default="optuna", metadata=choice(("optuna", "random"), yaml=("searcher.type",)))  # optuna (TPE)
-    seed: int = field(default=0, metadata=num(integer=True, lo=0, yaml=("seed", "searcher.seed")))  # searcher.seed wins
+    seed: int = field(default=0, metadata=num(integer=True, lo=0, hi=2**32 - 1, yaml=("seed", "searcher.seed")))  # searcher.seed wins
     cpus_per_trial: float = field(default=1.0, metadata=num(lo=0, lo_open=True, yaml=("resources.cpu",)))
     gpus_per_trial: float = field(default=0.0, metadata=num(lo=0, yaml=("resources.gpu",)))
-    max_failures: int = field(default=0, metadata=num(integer=True, lo=0))
+    max_failures: int = field(default=0, metadata=num(integer=True, lo=0, hi=1000))
 
 
 @dataclass
@@ -264,9 +265,11 @@ class SweepSpec:
     source: str = ""  # the YAML text, logged as an artifact
     path: str = ""
     report: ReportSpec = field(default_factory=ReportSpec)
+    registered_model: str | None = None  # the MLflow registered model of the export (None: <experiment>-student)
 
 
-TOP_KEYS = ("experiment", "data", "teachers", "trial", "search", "tune", "report", "runs_dir", "tracking_uri")
+TOP_KEYS = ("experiment", "data", "teachers", "trial", "search", "tune", "report", "runs_dir", "tracking_uri",
+            "registered_model")
 
 
 def _experiment_name(v: Any) -> str:
@@ -274,6 +277,13 @@ def _experiment_name(v: Any) -> str:
         raise SpecError("experiment", v, f"must be a name (a string), not a YAML {type(v).__name__}; quote it, "
                         "e.g. experiment: \"2024-01-01\"")
     return check_experiment_name(v)
+
+
+def _registered_model(v: Any) -> str | None:
+    if v is not None and (not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v)):
+        raise SpecError("registered_model", v, "must be an MLflow model name of letters, digits, '_', '-' or '.' "
+                        "(default: <experiment>-student)")
+    return v
 
 
 def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[str, Any] | None = None,
@@ -299,8 +309,8 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         teachers_raw = as_mapping(raw.get("teachers"), "teachers")
         teachers = {}
         for name, t in teachers_raw.items():
-            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-                raise SpecError("teachers", name, "teacher names are letters, digits, '_' or '-'")
+            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or not name.isascii():
+                raise SpecError("teachers", name, "teacher names are ASCII letters, digits, '_' or '-'")
             teachers[name] = parse_teacher(name, t, data_values, base_dir)
         names = tuple(teachers)
 
@@ -340,7 +350,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         if tracking_uri is not None:
             tracking_uri = check_tracking_uri(tracking_uri, "tracking_uri")
         return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path,
-                         parse_section(ReportSpec, raw.get("report"), "report"))
+                         parse_section(ReportSpec, raw.get("report"), "report"), _registered_model(raw.get("registered_model")))
     except SpecError as e:
         raise e.located(where) if where and not e.where else e
 

@@ -6,7 +6,10 @@ a RobustBench teacher's folder holds no weights, its config names the file Robus
 teacher's folder holds a copy of the shipped weights and its shipped card (zoo.py). Trained
 teachers live in `<runs_dir>/teachers/<key>/`, the key a digest of the whole recipe and the
 data it trains on; the folder is built under a temporary name and renamed, so a concurrent
-or interrupted build never leaves a half teacher behind.
+or interrupted build never leaves a half teacher behind. Weights carry their sha256 digest in the
+safetensors metadata (files.save_tensors) and are checked when read, finite included: a damaged trained
+teacher is rebuilt (one log line), a damaged folder of a given teacher (checkpoint, zoo, RobustBench)
+is refused in one line, and a teacher file with NaN/inf is refused before anything runs.
 """
 from __future__ import annotations
 
@@ -26,18 +29,18 @@ from torch import Tensor, nn
 from . import robustbench_zoo as rbz
 from . import soft_labels, zoo
 from .data import load_data, resolve_device
-from .files import load_torch_weights, load_weights, read_json, save_weights, write_json
+from .files import check_finite, load_torch_weights, load_weights, read_json, save_weights, write_json
 from .models import build_from_config, count_macs, count_params, model_config
 from .progress import bar
 from .robustness import autoattack_accuracy
-from .spec import TeacherSpec, TrialConfig, check_trial_value, parse_teacher
+from .spec import SpecError, TeacherSpec, TrialConfig, check_trial_value, parse_teacher
 from .trainer import score_test_split, student_config, train_model
 
 
 def _load_robustbench(rb: dict, key: str) -> nn.Module:
     path = rbz.checkpoint_path(rb["model_dir"], rb["dataset"], rb["threat_model"], rb["robustbench"])
-    if path.is_file():  # RobustBench's loader unpickles it: make sure it holds plain weights first
-        load_torch_weights(path, key)
+    if path.is_file():  # RobustBench's loader unpickles it: make sure it holds plain, finite weights first
+        check_finite(rbz_state(path, key), key, path)
     return rbz.load(rb["robustbench"], rb["model_dir"], rb["dataset"], rb["threat_model"], key)
 
 
@@ -47,8 +50,51 @@ def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.M
     if "robustbench" in saved:
         model = _load_robustbench(saved, f"teacher {folder.name}")
     else:
-        model = load_weights(build_from_config(saved), folder / "model.safetensors", f"teacher {folder.name}")
+        model = load_weights(build_from_config(saved), folder / "model.safetensors", f"teacher {folder.name}", finite=True)
     return model.to(device).eval().requires_grad_(False)
+
+
+def rbz_state(path: Path, key: str) -> dict:
+    """A RobustBench file's tensors, loaded as plain weights (weights_only)."""
+    from .models import robustbench_state_dict
+
+    try:
+        return robustbench_state_dict(load_torch_weights(path, key))
+    except TypeError as e:
+        raise SpecError(key, str(path), f"does not hold a state dict ({e})") from None
+
+
+def check_folder(folder: Path) -> None:
+    """A resolved teacher folder is usable: config.json and card.json readable, its weights (unless RobustBench's
+    loader owns them) load into the architecture, their digest matching and every value finite. SpecError if not."""
+    read_card(folder)
+    if "robustbench" not in read_json(folder / "config.json", f"teacher {folder.name}"):
+        load_teacher(folder)
+
+
+def _why(e: SpecError) -> str:
+    """`<file name> <what is wrong>` of a SpecError about one file of a teacher folder."""
+    return f"{Path(str(e.value)).name} {e.allowed}"
+
+
+def _discard(folder: Path) -> None:
+    """Remove a damaged folder: renamed away first, so no reader ever sees it half deleted."""
+    gone = folder.with_name(f".{folder.name}.{os.getpid()}.bad")
+    try:
+        os.rename(folder, gone)
+    except FileNotFoundError:  # another command discarded it first
+        return
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def _refuse_damaged(spec: TeacherSpec, folder: Path, source: str) -> None:
+    """A given teacher's resolved folder must be sound: it is refused in one line otherwise (never rebuilt behind
+    the user's back from a source that may have changed)."""
+    try:
+        check_folder(folder)
+    except SpecError as e:
+        raise SpecError(f"teachers.{spec.name}", str(folder), f"this resolved teacher folder is damaged ({_why(e)}); "
+                        f"delete it and run again to rebuild it from {source}") from None
 
 
 def _card(model: nn.Module, cfg: TrialConfig, splits, source: str, spec: TeacherSpec, extra: dict,
@@ -100,13 +146,28 @@ def train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None])
     key = spec.cache_key()
     final = runs_dir / "teachers" / key
     cfg = spec.train
-    if (final / "card.json").is_file():
-        log(f"teacher {spec.name}: cached at {final}")
-        _complete_card(final, spec, cfg, log)
-        return final
+    if final.exists():
+        try:
+            check_folder(final)
+        except SpecError as e:
+            log(f"teacher {spec.name}: cached folder {final} is damaged ({_why(e)}): rebuilding it")
+            _discard(final)
+        else:
+            log(f"teacher {spec.name}: cached at {final}")
+            _complete_card(final, spec, cfg, log)
+            return final
     tmp = runs_dir / "teachers" / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _train_into(tmp, final, spec, key, log)
+    finally:  # published (renamed) or not, no half-built folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _train_into(tmp: Path, final: Path, spec: TeacherSpec, key: str, log: Callable[[str], None]) -> None:
+    cfg = spec.train
     device = resolve_device(cfg.device)
     splits = load_data(cfg, device)
     log(f"teacher {spec.name}: training {cfg.method} {cfg.arch} width={cfg.width} for {cfg.epochs} epochs -> {final}")
@@ -126,21 +187,30 @@ def train_teacher(spec: TeacherSpec, runs_dir: Path, log: Callable[[str], None])
     _publish(tmp, final)
     log(f"teacher {spec.name}: clean {card['clean_acc']:.4f} PGD-{cfg.eval_steps} {card['pgd20_acc']:.4f} "
         f"on {card['eval_n']} test images ({train_s:.0f}s)")
-    return final
 
 
 def _checkpoint_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Callable[[str], None]) -> Path:
     """A weights file given by the user (safetensors, or a PyTorch state dict loaded with weights_only=True):
     checked against its architecture, re-saved as safetensors and carded once."""
     src = Path(spec.checkpoint)
-    stat = src.stat()
+    digest = _file_digest(src)
 
     def build(splits, device):
         saved = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
-        model = load_weights(build_from_config(saved), src, f"teachers.{spec.name}.checkpoint").to(device)
-        return saved, model, f"checkpoint:{src}", {}
+        model = load_weights(build_from_config(saved), src, f"teachers.{spec.name}.checkpoint", finite=True).to(device)
+        return saved, model, f"checkpoint:{src}", {"checkpoint_sha256": digest}
 
-    return _carded_teacher(spec, trial, runs_dir, f"file-{spec.name}-{int(stat.st_mtime)}-{stat.st_size}", build, log)
+    # keyed by the file's content: the same weights under another name or mtime are the same teacher
+    key = f"file-{spec.arch}-w{spec.width}-{digest[:16]}"
+    return _carded_teacher(spec, trial, runs_dir, key, build, log, f"teachers.{spec.name}.checkpoint ({src})")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _zoo_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Callable[[str], None]) -> Path:
@@ -148,17 +218,25 @@ def _zoo_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Cal
     `<runs_dir>/teachers/zoo-...-<digest of the weights>/`, where its soft-label caches go; nothing is
     trained or recomputed."""
     src = Path(spec.zoo)
-    digest = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()[:12]
+    digest = _file_digest(src / "model.safetensors")[:12]
     final = runs_dir / "teachers" / f"zoo-{src.parent.name}-{src.name}-{digest}"
-    if (final / "card.json").is_file():
+    if final.exists():
+        copy = final / "model.safetensors"
+        if not copy.is_file() or _file_digest(copy)[:12] != digest:
+            raise SpecError(f"teachers.{spec.name}", str(final), f"this resolved teacher folder is damaged (its "
+                            f"model.safetensors is not the zoo's, sha256 {digest}...); delete it and run again")
+        _refuse_damaged(spec, final, f"the zoo's {src}")
         return final
     saved = read_json(src / "config.json", f"teachers.{spec.name}.zoo")
-    load_weights(build_from_config(saved), src / "model.safetensors", f"teachers.{spec.name}.zoo")
+    load_weights(build_from_config(saved), src / "model.safetensors", f"teachers.{spec.name}.zoo", finite=True)
     tmp = runs_dir / "teachers" / f".{final.name}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    for f in ("model.safetensors", "config.json", "card.json"):
-        shutil.copyfile(src / f, tmp / f)
-    _publish(tmp, final)
+    try:
+        for f in ("model.safetensors", "config.json", "card.json"):
+            shutil.copyfile(src / f, tmp / f)
+        _publish(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log(f"teacher {spec.name}: zoo teacher {src.parent.name}/{src.name} ({digest})")
     return final
 
@@ -180,15 +258,16 @@ def _robustbench_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, 
         return rb, model, f"robustbench:{spec.robustbench}", {"checkpoint": str(path)}
 
     key = f"rb-{spec.rb_dataset}-{spec.threat_model}-{spec.robustbench}-{int(stat.st_mtime)}-{stat.st_size}"
-    return _carded_teacher(spec, trial, runs_dir, key, build, log)
+    return _carded_teacher(spec, trial, runs_dir, key, build, log, f"RobustBench's {path}")
 
 
 def _carded_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, key: str, build,
-                    log: Callable[[str], None]) -> Path:
+                    log: Callable[[str], None], source_file: str) -> Path:
     """`<runs_dir>/teachers/<key>` for a teacher given as weights: config (+ a safetensors copy unless
     RobustBench's loader owns the file) and card, built once under a temporary name."""
     final = runs_dir / "teachers" / key
-    if (final / "card.json").is_file():
+    if final.exists():
+        _refuse_damaged(spec, final, source_file)
         _complete_card(final, spec, trial, log)
         return final
     device = resolve_device(trial.device)
@@ -196,11 +275,14 @@ def _carded_teacher(spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, key: 
     saved, model, source, extra = build(splits, device)
     tmp = runs_dir / "teachers" / f".{key}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    if "robustbench" not in saved:
-        save_weights(model, tmp / "model.safetensors")
-    write_json(saved, tmp / "config.json")
-    write_json(_card(model.eval().requires_grad_(False), trial, splits, source, spec, extra, log), tmp / "card.json")
-    _publish(tmp, final)
+    try:
+        if "robustbench" not in saved:
+            save_weights(model, tmp / "model.safetensors")
+        write_json(saved, tmp / "config.json")
+        write_json(_card(model.eval().requires_grad_(False), trial, splits, source, spec, extra, log), tmp / "card.json")
+        _publish(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -219,14 +301,15 @@ def check_teacher_files(teachers: dict[str, TeacherSpec], splits) -> None:
         if spec.zoo:
             src = Path(spec.zoo)
             load_weights(build_from_config(read_json(src / "config.json", f"teachers.{spec.name}.zoo")),
-                         src / "model.safetensors", f"teachers.{spec.name}.zoo")
+                         src / "model.safetensors", f"teachers.{spec.name}.zoo", finite=True)
         elif spec.checkpoint:
             saved = model_config(spec.arch, spec.width, splits.in_channels, splits.num_classes, splits.image_size)
-            load_weights(build_from_config(saved), Path(spec.checkpoint), f"teachers.{spec.name}.checkpoint")
+            load_weights(build_from_config(saved), Path(spec.checkpoint), f"teachers.{spec.name}.checkpoint", finite=True)
         elif spec.robustbench:
             path = rbz.checkpoint_path(spec.model_dir, spec.rb_dataset, spec.threat_model, spec.robustbench)
             if path.is_file():
-                load_torch_weights(path, f"teachers.{spec.name}.robustbench")
+                key = f"teachers.{spec.name}.robustbench"
+                check_finite(rbz_state(path, key), key, path)
 
 
 def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_dir: Path,

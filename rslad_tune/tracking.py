@@ -7,13 +7,19 @@ the final checkpoint as artifacts, FINISHED/FAILED status and an `early_stopped`
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+
+from .files import file_lock
+from .pending import Flaky, append_record, keep_records, read_records
+from .provenance import source_tags, trial_error_text, trial_run_name
 
 EPOCH_METRICS = ("train_loss", "clean_acc", "pgd_acc", "lr", "epoch_time_s", "train_images_per_s", "best_pgd_acc")
 PARENT_TAG = "mlflow.parentRunId"
@@ -70,83 +76,155 @@ def log_to_run(uri: str | None, run_id: str | None, *, metrics: dict[str, float]
     return True
 
 
-def source_tags() -> dict[str, str]:
-    """Where a run came from, in MLflow's own tags: the command line, the git commit of this checkout, the version."""
-    import subprocess
-    import sys
-    from importlib.metadata import PackageNotFoundError, version
-
-    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "rslad-tune",
-            "rslad_tune.command": " ".join(["rslad-tune", *sys.argv[1:]])[:5000]}
-    try:
-        tags["rslad_tune.version"] = version("rslad-tune")
-    except PackageNotFoundError:
-        pass
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0 and commit.stdout.strip():
-            tags["mlflow.source.git.commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
-            tags["rslad_tune.git_dirty"] = str(bool(dirty)).lower()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return tags
-
-
-def trial_run_name(trial_id: str, config: dict) -> str:
-    """A readable child-run name: <short id>-<teacher or method>[-a<alpha>]-e<epsilon>[-s<seed>]."""
-    from .methods import METHODS
-
-    method = config.get("method")
-    distils = method in METHODS and METHODS[method].needs_teacher
-    parts = [trial_id[-5:], str(config.get("teacher") if distils else method)]
-    if distils and config.get("alpha") is not None:
-        parts.append(f"a{config['alpha']:.2f}")
-    if METHODS.get(method) and METHODS[method].adversarial and config.get("epsilon") is not None:
-        parts.append(f"e{config['epsilon']:.3f}")
-    if config.get("seed"):
-        parts.append(f"s{config['seed']}")
-    return "-".join(parts)
-
-
 def _params(d: dict[str, Any]) -> list[Param]:
     return [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(d.items())]
 
 
-class SweepTracker:
-    """The parent run of a sweep and the lookup of its child runs."""
+def _store_lock(uri: str):
+    """Two commands that open a new SQLite store at once race on creating its tables (`duplicate column`):
+    a flock on a file beside the database serialises that; other stores need none."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if db.parent.is_dir():
+            return file_lock(db.with_name(f".{db.name}.lock"))
+    return nullcontext()
 
-    def __init__(self, tracking_uri: str, experiment: str, runs_dir: Path, parent_id: str | None = None):
-        self.uri, self.experiment, self.runs_dir = tracking_uri, experiment, runs_dir
-        self.client = MlflowClient(tracking_uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            artifact_location = None
-            if tracking_uri.startswith("sqlite:"):  # keep artifacts beside the database, not in the cwd
-                artifact_location = (runs_dir / "mlartifacts" / experiment).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
-        else:
-            self.experiment_id = exp.experiment_id
-        if exp is None or KIND_TAG not in exp.tags:  # the UI opens on the training runs table, not the GenAI overview
-            self.client.set_experiment_tag(self.experiment_id, KIND_TAG, "custom_model_development")
+
+def _op_log_batch(client: MlflowClient, run: str, f: dict) -> None:
+    client.log_batch(run, metrics=[Metric(k, v, ts, step) for k, v, ts, step in f.get("metrics", [])],
+                     params=[Param(k, v) for k, v in f.get("params", [])], tags=[RunTag(k, v) for k, v in f.get("tags", [])])
+
+
+def _op_artifact(client: MlflowClient, run: str, f: dict) -> None:
+    if Path(f["path"]).exists():  # a replay long after: a checkpoint Ray has since replaced is skipped
+        client.log_artifact(run, f["path"], f.get("folder"))
+
+
+# what a store call does, from a JSON record (the same code runs it live and replays it from mlflow-pending.jsonl)
+OPS: dict[str, Callable[[MlflowClient, str, dict], Any]] = {
+    "log_batch": _op_log_batch, "artifact": _op_artifact,
+    "terminate": lambda client, run, f: client.set_terminated(run, f["status"]),
+    "status": lambda client, run, f: client.update_run(run, f["status"]),
+    "dict": lambda client, run, f: client.log_dict(run, f["obj"], f["file"]),
+}
+
+
+class SweepTracker:
+    """The parent run of a sweep and the lookup of its child runs. Calls made while the sweep runs go through
+    `do` (pending.Flaky): retried briefly, then one warning line and a record in `pending` for a later replay."""
+
+    def __init__(self, tracking_uri: str, experiment: str, runs_dir: Path, parent_id: str | None = None,
+                 pending: Path | None = None, log: Callable[[str], None] | None = None):
+        self.uri, self.experiment, self.runs_dir, self.pending = tracking_uri, experiment, runs_dir, pending
+        self.store = Flaky(f"MLflow ({tracking_uri})", pending, log or _say)
+        for k, v in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+            os.environ.setdefault(k, v)  # a server that is away: our retries, not minutes inside MLflow's
+        with _store_lock(tracking_uri):  # a fresh SQLite store: its tables are created by one command at a time
+            self.client = MlflowClient(tracking_uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                artifact_location = None
+                if tracking_uri.startswith("sqlite:"):  # keep artifacts beside the database, not in the cwd
+                    artifact_location = (runs_dir / "mlartifacts" / experiment).resolve().as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            else:
+                self.experiment_id = exp.experiment_id
+            if exp is None or KIND_TAG not in exp.tags:  # the UI opens on the training runs table, not the GenAI overview
+                self.client.set_experiment_tag(self.experiment_id, KIND_TAG, "custom_model_development")
         self.parent_id = parent_id
 
+    @classmethod
+    def open(cls, uri: str, *args, **kwargs) -> "SweepTracker":
+        """A tracker, the store retried briefly first; a store that still does not answer is one SpecError line."""
+        return _answered(uri, *Flaky("MLflow", None, lambda s: None).attempt("open", lambda: cls(uri, *args, **kwargs)))
+
     def start_parent(self, run_name: str, params: dict[str, Any], spec_text: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                     tags={"rslad_tune.kind": "sweep", **source_tags(), **tags})
-        self.parent_id = run.info.run_id
-        self.client.log_batch(self.parent_id, params=_params(params))
-        self.client.log_text(self.parent_id, spec_text, "space.yaml")
+        def start() -> str:
+            run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                         tags={"rslad_tune.kind": "sweep", **source_tags(), **tags})
+            self.client.log_batch(run.info.run_id, params=_params(params))
+            self.client.log_text(run.info.run_id, spec_text, "space.yaml")
+            return run.info.run_id
+
+        self.parent_id = _answered(self.uri, *Flaky("MLflow", None, lambda s: None).attempt("start", start))
         return self.parent_id
 
     def child_run(self, trial_id: str) -> str | None:
         return find_child_run(self.client, self.experiment_id, self.parent_id, trial_id)
 
+    def do(self, what: str, op: str, run_id: str | None, trial_id: str | None = None, **fields) -> bool:
+        """One store call (OPS[op]) to `run_id` (a trial's run, or the parent's when trial_id is None). A run not
+        known yet (the store was away when it was looked up) is recorded for replay, which finds it by trial id."""
+        record = {"op": op, "run": run_id, "trial": trial_id, **fields}
+        if run_id is None:
+            if self.pending:
+                append_record(self.pending, record)
+            return False
+        return self.store.attempt(what, lambda: OPS[op](self.client, run_id, fields), record)[0]
+
     def finish_parent(self, status: str = "FINISHED") -> None:
         if self.parent_id:
-            self.client.set_terminated(self.parent_id, status)
+            self.do("end the sweep's run", "terminate", self.parent_id, status=status)
+
+    def end_interrupted(self) -> set[str] | None:
+        """An interrupted sweep: the trial runs still RUNNING end KILLED (the parent with finish_parent). Returns the
+        trial ids whose runs are KILLED now (earlier interruptions included), the trials that did not finish;
+        None when the store could not say."""
+        ok, runs = self.store.attempt("find the sweep's unfinished trial runs", lambda: self.client.search_runs(
+            [self.experiment_id], f"tags.`{PARENT_TAG}` = '{self.parent_id}' and attributes.status != 'FINISHED' "
+            "and attributes.status != 'FAILED'"))
+        if not ok:
+            return None
+        for r in runs:
+            if r.info.status == "RUNNING":
+                self.do("end an unfinished trial's run", "terminate", r.info.run_id, r.data.tags.get(TRIAL_TAG),
+                        status="KILLED")
+        return {r.data.tags.get(TRIAL_TAG) for r in runs}
+
+
+def _answered(uri: str, ok: bool, value: Any) -> Any:
+    """What the store gave, or the one-line error for a store that does not answer before a sweep starts."""
+    if not ok:
+        from .config import SpecError
+
+        raise SpecError("tracking URI", uri, "the MLflow store does not answer (after retries): start it "
+                        "(e.g. `mlflow server`), or give another --tracking-uri")
+    return value
+
+
+def _say(line: str) -> None:
+    print(f"[rslad-tune] {line}", flush=True)
+
+
+def replay_pending(path: Path, uri: str | None, experiment: str, parent_id: str | None,
+                   log: Callable[[str], None] = _say) -> int:
+    """Apply the calls a sweep could not make (mlflow-pending.jsonl), oldest first; what fails again stays in the
+    file for the next command. Returns how many were applied. One log line, never a traceback."""
+    records = read_records(path)
+    if not records or not uri:
+        return 0
+    done = 0
+    try:
+        tracker = SweepTracker(uri, experiment, path.parent.parent, parent_id)
+        for rec in records:
+            trial, run = rec.get("trial"), rec.get("run")
+            if rec["op"] == "create_run":
+                run = tracker.child_run(trial) or tracker.client.create_run(
+                    tracker.experiment_id, run_name=rec["name"], tags=rec["tags"]).info.run_id
+                _op_log_batch(tracker.client, run, {"params": rec["params"]})
+            else:
+                run = run or (tracker.child_run(trial) if trial else parent_id)
+                if run is None:
+                    raise LookupError(f"no MLflow run of trial {trial}")
+                OPS[rec["op"]](tracker.client, run, rec)
+            done += 1
+    except Exception as e:
+        log(f"warning: {len(records) - done} MLflow call(s) still pending in {path} "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); the next command on this experiment tries again")
+    else:
+        log(f"MLflow: replayed {done} call(s) a sweep could not make then ({path})")
+    keep_records(path, records[done:])
+    return done
 
 
 class TrainRun:
@@ -173,44 +251,55 @@ class TrainRun:
 
 
 class MLflowTrialCallback(Callback):
-    """Tune callback: mirrors every trial into an MLflow child run of the sweep's parent run."""
+    """Tune callback: mirrors every trial into an MLflow child run of the sweep's parent run. A store that is away
+    costs one warning line; the calls it missed wait in the tracker's pending file (SweepTracker.do)."""
 
     def __init__(self, tracker: SweepTracker, max_epochs: int, teacher_cards: dict[str, dict] | None = None):
         self.tracker, self.max_epochs = tracker, max_epochs
         self.cards = teacher_cards or {}
         self.run_ids: dict[str, str] = {}
         self.logged_epoch: dict[str, int] = {}  # a resumed trial re-reports nothing MLflow already has
+        self.recorded: set[str] = set()  # trials whose run creation waits in the pending file
 
     # Tune pickles its run config (and this callback) into the experiment folder for Tuner.restore:
     # keep the plain values and reconnect to the store when unpickled.
     def __getstate__(self):
         t = self.tracker
-        return {"where": (t.uri, t.experiment, t.runs_dir, t.parent_id), "max_epochs": self.max_epochs, "cards": self.cards}
+        return {"where": (t.uri, t.experiment, t.runs_dir, t.parent_id, t.pending), "max_epochs": self.max_epochs,
+                "cards": self.cards}
 
     def __setstate__(self, state):
-        self.__init__(SweepTracker(*state["where"]), state["max_epochs"], state["cards"])
+        self.__init__(SweepTracker.open(*state["where"]), state["max_epochs"], state["cards"])
 
-    @property
-    def client(self) -> MlflowClient:
-        return self.tracker.client
-
-    def _run_id(self, trial) -> str:
-        if trial.trial_id in self.run_ids:
-            return self.run_ids[trial.trial_id]
-        run_id = self.tracker.child_run(trial.trial_id)  # a resumed sweep reuses the trial's run
+    def _run_id(self, trial) -> str | None:
+        """The trial's run: found (a resumed sweep reuses it, RUNNING again) or created; None while the store is away."""
+        tid, t = trial.trial_id, self.tracker
+        if tid in self.run_ids:
+            return self.run_ids[tid]
+        ok, run_id = t.store.attempt("find a trial's run", lambda: t.child_run(tid))
+        if ok and run_id is not None:
+            ok_hist, hist = t.store.attempt("read a trial's logged epochs", lambda: t.client.get_metric_history(run_id, "pgd_acc"))
+            self.logged_epoch[tid] = max((m.step for m in hist or []), default=0)
+            t.do("reopen a resumed trial's run", "status", run_id, tid, status="RUNNING")
+        else:  # not found (created now), or the store is away (replay finds or creates it)
+            name = trial_run_name(tid, trial.config)
+            tags = {PARENT_TAG: t.parent_id, TRIAL_TAG: tid, "rslad_tune.kind": "trial", "teacher": str(trial.config.get("teacher"))}
+            if ok:
+                ok, run_id = t.store.attempt("create a trial's run", lambda: t.child_run(tid) or t.client.create_run(
+                    t.experiment_id, run_name=name, tags=tags).info.run_id)
+            params = [[p.key, p.value] for p in _params({**trial.config, **self._teacher(trial)})]
+            if ok:
+                t.do("log a trial's params", "log_batch", run_id, tid, params=params)
+            elif tid not in self.recorded and t.pending:
+                append_record(t.pending, {"op": "create_run", "trial": tid, "name": name, "tags": tags, "params": params})
+                self.recorded.add(tid)
         if run_id is not None:
-            hist = self.client.get_metric_history(run_id, "pgd_acc")
-            self.logged_epoch[trial.trial_id] = max((m.step for m in hist), default=0)
-        else:
-            tags = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id, "rslad_tune.kind": "trial",
-                    "teacher": str(trial.config.get("teacher"))}
-            run_id = self.client.create_run(self.tracker.experiment_id, run_name=trial_run_name(trial.trial_id, trial.config),
-                                            tags=tags).info.run_id
-            card = self.cards.get(trial.config.get("teacher")) or {}
-            teacher = {f"teacher_{k}": card[k] for k in ("params", "macs", "clean_acc", "pgd20_acc", "aa_acc", "source") if k in card}
-            self.client.log_batch(run_id, params=_params({**trial.config, **teacher}))
-        self.run_ids[trial.trial_id] = run_id
+            self.run_ids[tid] = run_id
         return run_id
+
+    def _teacher(self, trial) -> dict:
+        card = self.cards.get(trial.config.get("teacher")) or {}
+        return {f"teacher_{k}": card[k] for k in ("params", "macs", "clean_acc", "pgd20_acc", "aa_acc", "source") if k in card}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run_id(trial)
@@ -221,36 +310,76 @@ class MLflowTrialCallback(Callback):
         if step <= self.logged_epoch.get(trial.trial_id, 0):
             return
         ts = int(time.time() * 1000)
-        metrics = [Metric(k, float(result[k]), ts, step) for k in EPOCH_METRICS if k in result]
-        self.client.log_batch(run_id, metrics=metrics)
+        metrics = [[k, float(result[k]), ts, step] for k in EPOCH_METRICS if k in result]
+        self.tracker.do("log a trial's epoch", "log_batch", run_id, trial.trial_id, metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
+        run_id, tid = self._run_id(trial), trial.trial_id
         epochs = int((trial.last_result or {}).get("epoch", 0))
-        stopped = epochs < self.max_epochs
-        tags = [RunTag("epochs_run", str(epochs)), RunTag("early_stopped", str(stopped).lower())]
-        self.client.log_batch(run_id, tags=tags)
+        tags = [["epochs_run", str(epochs)], ["early_stopped", str(epochs < self.max_epochs).lower()]]
+        self.tracker.do("tag a finished trial", "log_batch", run_id, tid, tags=tags)
         ckpt = trial.checkpoint
         if ckpt is not None and Path(ckpt.path).is_dir():
             for name in ("model.safetensors", "best.safetensors", "trial.json"):
-                f = Path(ckpt.path) / name
-                if f.is_file():
-                    self.client.log_artifact(run_id, str(f), "checkpoint")
-        self.client.set_terminated(run_id, "FINISHED")
+                if (Path(ckpt.path) / name).is_file():
+                    self.tracker.do("log a trial's checkpoint", "artifact", run_id, tid, path=str(Path(ckpt.path) / name),
+                                    folder="checkpoint")
+        self.tracker.do("end a trial's run", "terminate", run_id, tid, status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
-        reason = trial_error_text(trial)
-        self.client.log_batch(run_id, tags=[RunTag("error", reason[:5000]),
-                                            RunTag("epochs_run", str(int((trial.last_result or {}).get("epoch", 0))))])
-        self.client.set_terminated(run_id, "FAILED")
+        run_id, tid = self._run_id(trial), trial.trial_id
+        tags = [["error", trial_error_text(trial)[:5000]], ["epochs_run", str(int((trial.last_result or {}).get("epoch", 0)))]]
+        self.tracker.do("tag a failed trial", "log_batch", run_id, tid, tags=tags)
+        self.tracker.do("end a trial's run", "terminate", run_id, tid, status="FAILED")
 
 
-def trial_error_text(trial) -> str:
-    """The last line of the trial's error (Ray keeps the traceback in error.txt / error.pkl)."""
-    path = getattr(trial, "error_file", None)
-    if path and Path(path).is_file():
-        lines = [ln for ln in Path(path).read_text(errors="replace").strip().splitlines() if ln.strip()]
-        if lines:
-            return lines[-1].strip()
-    return "trial failed (no error file)"
+CHAMPION = "champion"  # the alias of the registered model's latest exported version
+
+
+def _with_tracking_uri(uri: str, call: Callable[[], Any]) -> Any:
+    """call() with MLflow's global tracking URI set to `uri` (mlflow.<flavor>.log_model logs through it), then put back."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        return call()
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def register_student(uri: str | None, run_id: str | None, model, example, name: str, tags: dict[str, str],
+                     log: Callable[[str], None] | None = print) -> str | None:
+    """Log the eval-mode CPU student to its trial's run as an MLflow PyTorch model (torch.export's pt2 format: it
+    loads without this package and without unpickling, batch axis dynamic; `example` is a batch of 2 or more),
+    register it as a new version of `name`, tag that version and move the alias `champion` to it. Returns the
+    version; a store that is gone or refuses is one line, never raised: the exported files already stand."""
+    if not uri or not run_id:
+        if log:
+            log(f"the student was not registered in MLflow: no run of its trial was found{f' in {uri}' if uri else ''}")
+        return None
+    try:
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        x = example.detach().cpu().float()
+        with torch.no_grad():
+            signature = infer_signature(x.numpy(), model(x).numpy())
+        client = MlflowClient(uri)
+        # created here, in the run's experiment (log_model alone would put it in the Default one, under ./mlruns)
+        logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, "student", run_id)
+        info = _with_tracking_uri(uri, lambda: mlflow.pytorch.log_model(
+            model, name="student", run_id=run_id, model_id=logged.model_id, input_example=x.numpy(),
+            signature=signature, serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=name))
+        version = str(info.registered_model_version)
+        for k, v in tags.items():
+            client.set_model_version_tag(name, version, k, str(v))
+        client.set_registered_model_alias(name, CHAMPION, version)
+    except Exception as e:  # the store, the registry or torch.export: the files in best/ stand either way
+        if log:
+            first = (str(e).strip().splitlines() or [""])[0][:150]
+            log(f"could not register the student as MLflow model {name!r} at {uri}: {type(e).__name__}: {first}")
+        return None
+    return version

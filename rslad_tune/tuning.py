@@ -39,8 +39,9 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
-def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
-    """One Ray Tune trial: rebuild the TrialConfig, load its teacher, train, report every epoch."""
+def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None = None) -> None:
+    """One Ray Tune trial: rebuild the TrialConfig, load its teacher, train, report every epoch. Its scratch
+    folder lies in `work_root` (the sweep's, removed by the driver however the sweep ends)."""
     from ray import tune
 
     from .teachers import teacher_for_trial
@@ -55,7 +56,7 @@ def run_trial(config: dict, teacher_dirs: dict[str, str]) -> None:
         teacher, soft = teacher_for_trial(cfg, teacher_dirs[cfg.teacher], splits, device)
     restored = tune.get_checkpoint()
     resume_dir = restored.to_directory() if restored else None
-    workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-"))
+    workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-", dir=work_root))
 
     import ray
 
@@ -96,20 +97,13 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     resume=True continues an interrupted sweep of the same YAML in runs/<experiment>: Tune restores
     finished trials (not re-run) and unfinished ones from their last checkpoint, the Optuna study
     continues from `optuna.db` beside them, and MLflow keeps the same parent and child runs."""
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
-    import optuna
-
-    from .layout import ExperimentDir
+    from .interrupts import Interrupted, received, tune_stops_on_signal
     from .teachers import prepare_teachers, read_card
-    from .tracking import MLflowTrialCallback, SweepTracker, resolve_tracking_uri
+    from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
 
-    runs_dir = Path(spec.runs_dir).resolve()
+    exp = experiment_dir(spec)
+    runs_dir, exp_dir = exp.path.parent, exp.path
     runs_dir.mkdir(parents=True, exist_ok=True)
-    exp = ExperimentDir(runs_dir / spec.experiment)
-    exp_dir = exp.path
     uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri, runs_dir)
 
     needed = set(spec.search["teacher"].args) if "teacher" in spec.search else (
@@ -122,20 +116,59 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
     if resume:
-        tracker = SweepTracker(exp.tracking_uri, spec.experiment, runs_dir, exp.parent_run_id)  # checked by check_resumable
-        tracker.client.update_run(tracker.parent_id, "RUNNING")
+        tracker = _tracker(exp, exp.tracking_uri, spec.experiment, log, exp.parent_run_id)  # checked by check_resumable
+        replay_pending(exp.pending_file, exp.tracking_uri, spec.experiment, exp.parent_run_id, log)
+        tracker.do("reopen the sweep's run", "status", tracker.parent_id, status="RUNNING")
         log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
     else:
         exp.archive_previous(log)
-        tracker = SweepTracker(uri, spec.experiment, runs_dir)  # the driver creates DB and experiment first
+        tracker = _tracker(exp, uri, spec.experiment, log)  # the driver creates DB and experiment first
         parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
-        for name, card in cards.items():
-            tracker.client.log_dict(parent, card, f"teachers/{name}.json")
         exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
                          "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
-                         "metric": spec.tune.metric}, spec.source)
+                         "metric": spec.tune.metric, "registered_model": spec.registered_model}, spec.source)
+        for name, card in cards.items():
+            tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
 
+    status = "FAILED"
+    try:
+        tuner = _tuner(spec, exp, teacher_dirs, MLflowTrialCallback(tracker, spec.trial.epochs, cards), address, resume)
+        with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
+            grid = tuner.fit()
+        if received():  # unfinished trials are neither finished nor "stopped by ASHA"; their runs end KILLED
+            status = "KILLED"
+            rows = result_rows(grid, spec.trial.epochs, unfinished=tracker.end_interrupted())
+            return rows, exp_dir
+        rows = result_rows(grid, spec.trial.epochs)
+        status = "FINISHED" if any(r.status == "TERMINATED" for r in rows) else "FAILED"
+        png = _plot_curves(grid, rows, spec, exp_dir)
+        if png:
+            tracker.do("log the curves", "artifact", tracker.parent_id, path=str(png))
+            log(f"PGD accuracy per epoch of every trial: {png}")
+    except KeyboardInterrupt as e:  # a signal outside fit(), or a second one
+        status = "KILLED"
+        tracker.end_interrupted()
+        if isinstance(e, Interrupted) and _restorable(exp_dir):
+            e.resume = str(exp_dir)
+        raise
+    finally:
+        tracker.finish_parent(status)
+        shutil.rmtree(exp.work_dir, ignore_errors=True)  # the trials' scratch folders, however the sweep ended
+    if status != "KILLED":
+        replay_pending(exp.pending_file, tracker.uri, spec.experiment, tracker.parent_id, log)  # the store may be back
+    return rows, exp_dir
+
+
+def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address: str | None, resume: bool):
+    """Ray (started here unless it runs already) and the Tuner: new, or restored from the experiment folder."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    runs_dir, exp_dir = exp.path.parent, exp.path
     t = spec.tune
     if t.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.trial.epochs,
@@ -147,36 +180,37 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         storage = optuna.storages.RDBStorage(f"sqlite:///{exp.optuna_db.resolve()}")
         searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
                                 storage=storage, points_to_evaluate=teacher_points(spec))
-    trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs),
+    exp.work_dir.mkdir(exist_ok=True)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs, work_root=str(exp.work_dir)),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # 1 checkpoint/epoch is by design
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}})
     # restored: Tune's pickled param space, run config and searcher state (the Optuna study itself is in optuna.db)
-    tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True) if resume else tune.Tuner(
+    return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True) if resume else tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=spec.experiment, storage_path=str(runs_dir),
-                                  callbacks=[MLflowTrialCallback(tracker, spec.trial.epochs, cards)],
+                                  callbacks=[callback],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures), verbose=1),
     )
-    status = "FAILED"
-    try:
-        grid = tuner.fit()
-        rows = result_rows(grid, spec.trial.epochs)
-        status = "FINISHED" if any(r.status == "TERMINATED" for r in rows) else "FAILED"
-        png = _plot_curves(grid, rows, spec, exp_dir)
-        if png:
-            tracker.client.log_artifact(tracker.parent_id, str(png))
-            log(f"PGD accuracy per epoch of every trial: {png}")
-    finally:
-        tracker.finish_parent(status)
-    return rows, exp_dir
+
+
+def _restorable(exp_dir: Path) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(exp_dir))
+
+
+def _tracker(exp, uri: str, experiment: str, log: Callable[[str], None], parent_id: str | None = None):
+    from .tracking import SweepTracker
+
+    return SweepTracker.open(uri, experiment, exp.path.parent, parent_id, exp.pending_file, log)
 
 
 def teacher_points(spec: SweepSpec) -> list[dict] | None:
@@ -190,14 +224,22 @@ def teacher_points(spec: SweepSpec) -> list[dict] | None:
     return [{**center, "teacher": name} for name in d.args]
 
 
+def experiment_dir(spec: SweepSpec):
+    """runs/<experiment> of this sweep (layout.ExperimentDir)."""
+    from .layout import ExperimentDir
+
+    return ExperimentDir(Path(spec.runs_dir).resolve() / spec.experiment)
+
+
 def check_resumable(spec: SweepSpec) -> None:
     """--resume: an interrupted sweep of the same YAML must be in runs/<experiment> (checked before anything runs)."""
     from ray import tune
 
-    from .layout import ExperimentDir
     from .spec import SpecError
 
-    exp = ExperimentDir(Path(spec.runs_dir).resolve() / spec.experiment)
+    exp = experiment_dir(spec)
+    if exp.sweep_file.is_file():
+        exp.check_owned()  # before anything of Ray's is unpickled
     if not exp.sweep_file.is_file() or not tune.Tuner.can_restore(str(exp.path)):
         raise SpecError("--resume", str(exp.path), "holds no sweep to resume; run without --resume to start one")
     if exp.space_file.read_text() != spec.source:
@@ -208,15 +250,20 @@ def check_resumable(spec: SweepSpec) -> None:
 def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
     """Once per sweep, in the driver: every teacher's logits on every clean training view."""
     from . import soft_labels
+    from .spec import SpecError
     from .teachers import teacher_for_trial
     from .data import load_data, resolve_device
 
     device = resolve_device(trial.device)
     splits = load_data(trial, device)
     for name, folder in teacher_dirs.items():
-        if soft_labels.cache_path(folder, trial, splits).is_file():
+        path = soft_labels.cache_path(folder, trial, splits)
+        try:
+            soft_labels.read_cache(path, splits)  # present, of the right shape, its digest matching
             log(f"teacher {name}: soft-label cache found")
             continue
+        except SpecError:
+            pass  # missing or bad: teacher_for_trial says which and (re)builds it
         teacher_for_trial(trial, folder, splits, device, log=lambda s, name=name: log(f"teacher {name}: {s}"))
 
 
@@ -248,18 +295,24 @@ def _parent_params(spec: SweepSpec) -> dict[str, Any]:
     return params
 
 
-def result_rows(grid, max_epochs: int) -> list[TrialRow]:
+def result_rows(grid, max_epochs: int, unfinished: set[str] | None | bool = False) -> list[TrialRow]:
+    """One row per trial. After an interruption (`unfinished`: the trial ids whose MLflow runs did not end, or None
+    when MLflow could not say), a trial that did not end is INTERRUPTED, not finished or stopped by ASHA: Ray
+    reports it TERMINATED without an error."""
     rows = []
     for r in grid:
         m = r.metrics or {}
         epochs = int(m.get("epoch", 0))
+        tid = m.get("trial_id", Path(r.path).name)
         err = None
         if r.error is not None:
             err = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
-        rows.append(TrialRow(trial_id=m.get("trial_id", Path(r.path).name), config=r.config or {}, metrics=m,
-                             status="ERROR" if r.error else "TERMINATED", error=err,
+        cut = unfinished is not False and r.error is None and (
+            not m or (tid in unfinished if unfinished is not None else epochs < max_epochs))
+        status = "ERROR" if r.error else ("INTERRUPTED" if cut else "TERMINATED")
+        rows.append(TrialRow(trial_id=tid, config=r.config or {}, metrics=m, status=status, error=err,
                              checkpoint=r.checkpoint.path if r.checkpoint else None, epochs=epochs,
-                             early_stopped=(r.error is None and epochs < max_epochs)))
+                             early_stopped=(status == "TERMINATED" and epochs < max_epochs)))
     return rows
 
 
@@ -268,11 +321,12 @@ def format_summary(rows: list[TrialRow]) -> str:
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: -r.metrics.get("best_pgd_acc", -1)):
         c = r.config
-        stopped = "ERROR" if r.status == "ERROR" else ("ASHA" if r.early_stopped else "no")
+        stopped = {"ERROR": "ERROR", "INTERRUPTED": "killed"}.get(r.status, "ASHA" if r.early_stopped else "no")
         lines.append(f"{r.trial_id[-10:]:<10} {str(c.get('method'))[:7]:<7} {str(c.get('teacher'))[:12]:<12} {c.get('alpha', 0):>6.3f} "
                      f"{c.get('epsilon', 0):>6.3f} {c.get('attack_steps', 0):>5} {r.epochs:>6} {stopped:>8} "
                      f"{r.metrics.get('clean_acc', float('nan')):>6.3f} {r.metrics.get('pgd_acc', float('nan')):>6.3f}")
         if r.error:
             lines.append(f"{'':<10} failed: {r.error[:150]}")
-    lines.append("clean / PGD-20: validation split, last epoch run; ASHA = stopped early by the scheduler")
+    lines.append("clean / PGD-20: validation split, last epoch run; ASHA = stopped early by the scheduler, "
+                 "killed = interrupted (resume continues it)")
     return "\n".join(lines)

@@ -3,6 +3,7 @@ allowed, no traceback, and nothing written to runs/ or MLflow. Runs in-process (
 small synthetic sweep so that the good version of every row gets past all checks."""
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 from rslad_tune.cli import main
+from rslad_tune.config import TrialConfig
 from rslad_tune.models import build_model
 from rslad_tune.files import save_weights
 
@@ -87,6 +89,59 @@ def _empty_sweep(d: Path) -> list[str]:
     return ["export", str(exp)]
 
 
+def _yaml_text(old: str, new: str):
+    """GOOD as PyYAML writes it, one line replaced: for what only YAML text can say (yes, on, duplicate keys)."""
+    def make(d: Path) -> list[str]:
+        text = yaml.safe_dump(GOOD)
+        assert old in text, old
+        (d / "space.yaml").write_text(text.replace(old, new, 1))
+        return ["--space", "space.yaml"]
+    return make
+
+
+def _nonfinite(value, suffix=".safetensors"):
+    def write(path):
+        model = build_model("small_cnn", 1, 10, 6)
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = value
+        torch.save(model.state_dict(), path) if suffix == ".pt" else save_weights(model, path)
+    return _teacher_file(write, f"t{suffix}")
+
+
+def _flipped(path):
+    save_weights(build_model("small_cnn", 1, 10, 6), path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # readable, but not the tensors its digest was written for
+    path.write_bytes(bytes(data))
+
+
+def _sweep_dir(sweep_json: str | None, verb: str, *extra: str, trial: bool = False):
+    """runs/old: a folder given to export/compare/report (its sweep.json as text, or none), optionally with one
+    finished trial whose best checkpoint is truncated."""
+    def make(d: Path) -> list[str]:
+        exp = d / "runs" / "old"
+        exp.mkdir(parents=True)
+        if sweep_json is not None:
+            (exp / "sweep.json").write_text(sweep_json)
+        if trial:
+            ckpt = exp / "trial_1" / "checkpoint_000001"
+            ckpt.mkdir(parents=True)
+            cfg = TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict()
+            (ckpt / "trial.json").write_text(json.dumps({"trial": cfg, "history": []}))
+            _truncated(ckpt / "best.safetensors")
+            _truncated(ckpt / "model.safetensors")
+            (exp / "trial_1" / "result.json").write_text(json.dumps({"trial_id": "1", "best_pgd_acc": 0.5, "epoch": 2,
+                                                                      "best_epoch": 2}) + "\n")
+        return [verb, str(exp), *extra]
+    return make
+
+
+def _foreign_student(d: Path) -> list[str]:
+    (d / "model").mkdir()
+    (d / "model" / "config.json").write_text(json.dumps({"arch": "small_cnn", "layers": 3}))
+    return ["evaluate", str(d / "model")]
+
+
 # (id, argv builder, fragments the one-line message must hold)
 ROWS = [
     ("unknown top key", _yaml(experimnt="x"), ["experimnt", "did you mean 'experiment'"]),
@@ -97,10 +152,10 @@ ROWS = [
     ("epsilon out of range", _yaml(trial__epsilon=2.0), ["trial.epsilon", "2.0"]),
     ("alpha out of range", _yaml(search__alpha={"uniform": [0.5, 1.5]}), ["search.alpha.uniform", "[0, 1]"]),
     ("fixed alpha out of range", _yaml(search={"epsilon": {"uniform": [0.05, 0.1]}}, trial__alpha=-0.2), ["trial.alpha", "-0.2"]),
-    ("zero attack steps", _yaml(trial__attack_steps=0), ["trial.attack_steps", ">= 1"]),
+    ("zero attack steps", _yaml(trial__attack_steps=0), ["trial.attack_steps", "[1, 10000]"]),
     ("negative attack steps", _yaml(trial__attack_steps=-3), ["trial.attack_steps", "-3"]),
-    ("zero eval steps", _yaml(trial__eval_steps=0), ["trial.eval_steps", ">= 1"]),
-    ("zero batch size", _yaml(trial__batch_size=0), ["trial.batch_size", ">= 1"]),
+    ("zero eval steps", _yaml(trial__eval_steps=0), ["trial.eval_steps", "[1, 10000]"]),
+    ("zero batch size", _yaml(trial__batch_size=0), ["trial.batch_size", "[1, 1000000]"]),
     ("unknown method", _yaml(trial__method="rslda"), ["trial.method", "did you mean 'rslad'"]),
     ("unknown model", _yaml(trial__arch="resnet19"), ["trial.arch", "resnet18"]),
     ("unknown dataset", _yaml(data__dataset="mnist"), ["data.dataset", "fashion_mnist"]),
@@ -108,7 +163,7 @@ ROWS = [
     ("unknown teacher in a choice", _yaml(search__teacher={"choice": ["t", "u"]}, trial__teacher=...), ["search.teacher.choice", "u"]),
     ("searched key also fixed", _yaml(trial__alpha=0.7), ["search.alpha", "also fixed"]),
     ("empty search space", _yaml(search={}), ["search", "searches nothing"]),
-    ("zero samples", _yaml(tune__num_samples=0), ["tune.num_samples", ">= 1"]),
+    ("zero samples", _yaml(tune__num_samples=0), ["tune.num_samples", "[1, 100000]"]),
     ("unknown scheduler", _yaml(tune__scheduler={"type": "hyperband"}), ["tune.scheduler.type", "asha"]),
     ("grid with optuna", _yaml(search__alpha={"grid": [0.5, 1.0]}), ["search.alpha.grid", "random"]),
     ("val split too large", _yaml(data__val_size=500), ["val_size", "500"]),
@@ -140,6 +195,88 @@ ROWS = [
     ("report with negative --n-aa", lambda d: ["report", str(d), "--n-aa", "-1"], ["--n-aa", "-1"]),
     ("evaluate with a zero --n-examples", _args("evaluate", "x", "--n-examples", "0"), ["--n-examples", "'0'", "positive"]),
     ("unknown CLI flag", _with_yaml("--bogus"), ["unrecognized arguments: --bogus"]),
+    # --- numeric edge cases: NaN/inf, huge counts and widths, seeds, what a scheduler or the machine cannot do
+    ("NaN learning rate", _yaml(trial__lr=float("nan")), ["trial.lr", "nan", "finite number"]),
+    ("infinite epsilon", _yaml(trial__epsilon=float("inf")), ["trial.epsilon", "inf", "finite number"]),
+    ("NaN bound of a uniform", _yaml(search__alpha={"uniform": [0.5, float("nan")]}), ["search.alpha.uniform", "nan"]),
+    ("infinite loguniform bound", _yaml(search={"lr": {"loguniform": [1e-3, float("inf")]}}), ["search.lr.loguniform", "inf"]),
+    ("NaN cpus per trial", _yaml(tune__resources={"cpu": float("nan")}), ["tune.resources.cpu", "nan"]),
+    ("infinite reduction factor", _yaml(tune__scheduler={"reduction_factor": float("inf")}),
+     ["tune.scheduler.reduction_factor", "inf"]),
+    ("reduction factor of 1", _yaml(tune__scheduler={"reduction_factor": 1}), ["tune.scheduler.reduction_factor", "> 1"]),
+    ("zero grace period", _yaml(tune__scheduler={"grace_period": 0}), ["tune.scheduler.grace_period", ">= 1"]),
+    ("grace period past the epochs", _yaml(tune__scheduler={"grace_period": 5}), ["tune.scheduler.grace_period", "5", "<= trial.epochs"]),
+    ("huge epochs", _yaml(trial__epochs=10**9), ["trial.epochs", "1000000000", "[1, 10000]"]),
+    ("fractional epochs", _yaml(trial__epochs=2.5), ["trial.epochs", "2.5", "integer"]),
+    ("huge width", _yaml(trial__width=10**6), ["trial.width", "1000000", "[1, 4096]"]),
+    ("huge attack steps", _yaml(trial__attack_steps=10**7), ["trial.attack_steps", "10000000", "[1, 10000]"]),
+    ("huge sample count", _yaml(tune__num_samples=10**7), ["tune.num_samples", "10000000", "[1, 100000]"]),
+    ("huge max_concurrent", _yaml(tune__max_concurrent=10**9), ["tune.max_concurrent", "1000000000", "[1, 100000]"]),
+    ("huge max_failures", _yaml(tune__max_failures=10**6), ["tune.max_failures", "1000000", "[0, 1000]"]),
+    ("seed above 2**32-1", _yaml(trial__seed=2**32), ["trial.seed", "4294967296", "[0, 4294967295]"]),
+    ("negative seed", _yaml(trial__seed=-1), ["trial.seed", "-1", "[0, 4294967295]"]),
+    ("searcher seed above 2**32-1", _yaml(tune__searcher={"seed": 2**40}), ["tune.searcher.seed", "1099511627776"]),
+    ("searched seed above 2**32-1", _yaml(search={"seed": {"randint": [0, 2**33]}}), ["search.seed.randint", "8589934592"]),
+    ("cpus per trial beyond this machine", _yaml(tune__resources={"cpu": (os.cpu_count() or 1) + 1}),
+     ["tune.resources.cpu", "cores", "--address"]),
+    ("gpus per trial beyond this machine", _yaml(tune__resources={"gpu": 64}), ["tune.resources.gpu", "64", "GPUs"]),
+    ("val_size 0", _yaml(data__val_size=0), ["data.val_size", "0", ">= 1", "validation accuracy is 0"]),
+    ("batch larger than the training split", _yaml(trial__batch_size=500), ["trial.batch_size", "500", "150 training images"]),
+    ("searched batch larger than the split", _yaml(search={"batch_size": {"choice": [32, 4096]}}),
+     ["search.batch_size.choice", "4096", "150 training images"]),
+    ("teacher batch larger than the split", _yaml(teachers={"t": {"train": {**GOOD["teachers"]["t"]["train"], "batch_size": 999}}}),
+     ["teachers.t.train.batch_size", "999", "150 training images"]),
+    ("width for an architecture without one", _yaml(trial__arch="resnet18"), ["trial.width", "4", "resnet18 has no width"]),
+    ("teacher width for an architecture without one", _yaml(teachers={"t": {"train": {"arch": "mobilenet_v2", "width": 8}}}),
+     ["teachers.t.train.width", "8", "mobilenet_v2 has no width"]),
+    ("kl_reduction mean", _yaml(trial__kl_reduction="mean"), ["trial.kl_reduction", "'mean'", "batchmean, paper"]),
+    ("tune.metric clean_acc", _yaml(tune__metric="clean_acc"), ["tune.metric", "'clean_acc'", "must be pgd_acc"]),
+    ("tune.mode min", _yaml(tune__mode="min"), ["tune.mode", "'min'", "max"]),
+    ("equal uniform bounds", _yaml(search__alpha={"uniform": [0.7, 0.7]}), ["search.alpha.uniform", "low < high"]),
+    ("empty choice", _yaml(search__alpha={"choice": []}), ["search.alpha.choice", "non-empty"]),
+    # --- structure: what YAML makes of text on its own, duplicate keys, odd names
+    ("duplicate top-level key", _yaml_text("tune:\n", "tune:\n  seed: 1\ntune:\n"), ["tune", "given twice", "YAML would silently keep"]),
+    ("duplicate key in a section", _yaml_text("  epochs: 2\n", "  epochs: 2\n  epochs: 3\n"), ["epochs", "given twice", "remove one"]),
+    ("undefined YAML alias", _yaml_text("  epochs: 2\n", "  epochs: *two\n"), ["--space", "not valid YAML at line"]),
+    ("experiment is a YAML date", _yaml_text("experiment: bad\n", "experiment: 2024-01-01\n"), ["experiment", "2024", "YAML date"]),
+    ("experiment is a YAML bool", _yaml_text("experiment: bad\n", "experiment: yes\n"), ["experiment", "True", "YAML bool"]),
+    ("lr: yes", _yaml_text("  epochs: 2\n", "  epochs: 2\n  lr: yes\n"), ["trial.lr", "True", "finite number", "booleans"]),
+    ("seed: on", _yaml_text("  epochs: 2\n", "  epochs: 2\n  seed: on\n"), ["trial.seed", "True", "integer", "booleans"]),
+    ("method: no", _yaml_text("  method: rslad\n", "  method: no\n"), ["trial.method", "False", "rslad"]),
+    ("soft_label_cache as a string", _yaml(trial__soft_label_cache="true"), ["trial.soft_label_cache", "'true'", "true or false"]),
+    ("experiment named teachers", _yaml(experiment="teachers"), ["experiment", "'teachers'", "reserved"]),
+    ("experiment named like train's folder", _yaml(experiment="bad-train"), ["experiment", "'bad-train'", "reserved", "-train"]),
+    ("experiment named like a moved-aside sweep", _yaml(experiment="bad.20240101-120000"), ["experiment", "reserved"]),
+    ("experiment that climbs out of runs/", _yaml(experiment="../bad"), ["experiment", "'../bad'", "letters, digits"]),
+    ("non-ASCII teacher name", _yaml(teachers={"tè": GOOD["teachers"]["t"]}, trial__teacher="tè"), ["teachers", "'tè'", "ASCII"]),
+    ("top level is a list", _space_file(b"- experiment: bad\n"), ["(top level)", "list", "mapping"]),
+    ("trial section is a list", _yaml(trial=[1, 2]), ["trial", "[1, 2]", "mapping"]),
+    ("domain with two kinds", _yaml(search__alpha={"uniform": [0.5, 1.0], "choice": [0.5]}), ["search.alpha", "one of"]),
+    ("searching epochs", _yaml(search={"epochs": {"choice": [1, 2]}}), ["search.epochs", "ASHA's time budget"]),
+    # --- files: NaN weights, damaged files, folders that are not ours
+    ("NaN in teacher weights", _nonfinite(float("nan")), ["teachers.t.checkpoint", "t.safetensors", "NaN or infinite"]),
+    ("inf in a PyTorch teacher file", _nonfinite(float("inf"), ".pt"), ["teachers.t.checkpoint", "t.pt", "NaN or infinite"]),
+    ("teacher file whose bytes changed", _teacher_file(_flipped), ["teachers.t.checkpoint", "damaged", "sha256"]),
+    ("export of a folder with a broken sweep.json", _sweep_dir("{half", "export"), ["sweep.json", "not a readable JSON file"]),
+    ("report of a folder whose sweep.json is not ours", _sweep_dir("[1, 2]", "report"), ["experiment", "not rslad-tune's"]),
+    ("compare a sweep whose checkpoint is truncated", _sweep_dir(json.dumps({"experiment": "old"}), "compare", trial=True),
+     ["checkpoint", "best.safetensors", "not a readable safetensors file"]),
+    ("evaluate a folder with a foreign config.json", _foreign_student, ["path", "model", "not an exported student"]),
+    ("evaluate a file", lambda d: [(d / "f.txt").write_text("x"), "evaluate", str(d / "f.txt")][1:], ["path", "f.txt", "not a folder"]),
+    ("resume a folder that is no sweep", _args("resume", "nowhere"), ["experiment", "nowhere", "sweep.json"]),
+    ("runs_dir that is a file", _with_yaml("--runs-dir", "space.yaml"), ["runs_dir", "space.yaml", "is a file"]),
+    # --- CLI counts
+    ("compare with a negative --n-aa", lambda d: ["compare", str(d), "--n-aa", "-5"], ["--n-aa", "'-5'", "non-negative"]),
+    ("compare with a negative --aa-seed", lambda d: ["compare", str(d), "--aa-seed", "-1"], ["--aa-seed", "'-1'", "seed"]),
+    ("compare on an unknown device", lambda d: ["compare", str(d), "--device", "tpu"], ["--device", "'tpu'", "choose from"]),
+    ("evaluate with a seed above 2**32-1", _args("evaluate", "x", "--seed", str(2**32)), ["--seed", "4294967296", "4294967295"]),
+    ("evaluate with a zero --batch-size", _args("evaluate", "x", "--batch-size", "0"), ["--batch-size", "'0'", "positive"]),
+    ("evaluate with --n-aa 1e3", _args("evaluate", "x", "--n-aa", "1e3"), ["--n-aa", "'1e3'", "non-negative integer or 'all'"]),
+    ("evaluate an unknown attack", _args("evaluate", "x", "--attacks", "clean,bogus"), ["--attacks", "bogus"]),
+    ("zoo build with zero threads", _args("zoo", "build", "x", "--threads", "0"), ["--threads", "'0'", "positive"]),
+    ("--set of a seed out of range", _with_yaml("--set", f"seed={2**32}"), ["trial.seed", "4294967296", "4294967295"]),
+    ("--set of a huge width", _with_yaml("--set", "width=100000"), ["trial.width", "100000", "[1, 4096]"]),
+    ("--set with a key given twice", _with_yaml("--set", "milestones={a: 1, a: 2}"), ["a", "given twice"]),
 ]
 
 
@@ -165,10 +302,50 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(make, fragments, tmp
 
 
 def test_the_table_is_large_enough_and_the_good_yaml_passes_the_checks(tmp_path, monkeypatch):
-    assert len(ROWS) >= 30
+    assert len(ROWS) >= 87
     monkeypatch.chdir(tmp_path)
     from rslad_tune.cli import _load, _parser
 
     _yaml()(tmp_path)
     spec = _load(_parser().parse_args(["tune", "--space", "space.yaml"]))
     assert spec.experiment == "bad" and not (tmp_path / "runs").exists()
+
+
+# legal input that is likely a mistake: the command goes on, after one warning line on stderr
+WARN_ROWS = [
+    ("max_concurrent beyond this machine", _yaml(tune__max_concurrent=1000),
+     ["tune.max_concurrent", "1000", "fit on this machine", "the others wait"]),
+    ("grace period equal to the epochs", _yaml(tune__scheduler={"grace_period": 2}),
+     ["tune.scheduler.grace_period", "2", "ASHA stops no trial early"]),
+    ("fewer samples than teachers searched", _yaml(teachers={"t": GOOD["teachers"]["t"], "u": GOOD["teachers"]["t"]},
+                                                   search__teacher={"choice": ["t", "u"]}, trial__teacher=..., tune__num_samples=1),
+     ["tune.num_samples", "1", "fewer than the 2 teachers"]),
+]
+
+
+@pytest.mark.parametrize("make,fragments", [r[1:] for r in WARN_ROWS], ids=[r[0] for r in WARN_ROWS])
+def test_likely_mistakes_give_one_warning_line_and_write_nothing(make, fragments, tmp_path, monkeypatch, capsys):
+    from rslad_tune.cli import _load, _parser
+
+    monkeypatch.chdir(tmp_path)
+    argv = make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    _load(_parser().parse_args(["tune", *argv]))  # every check a sweep makes before it starts
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("rslad-tune: warning: "), err
+    for f in fragments:
+        assert f in err, f"{f!r} not in {err!r}"
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_yaml_anchors_and_merge_keys_are_accepted(tmp_path):
+    """Aliases repeat a section (one teacher recipe for two teachers); a key beside a merge overrides it."""
+    from rslad_tune.spec import load_sweep
+
+    text = yaml.safe_dump({k: v for k, v in GOOD.items() if k != "teachers"}) + (
+        "teachers:\n  t: {train: &recipe {method: sat, arch: small_cnn, width: 4, epochs: 1}}\n"
+        "  u: {train: {<<: *recipe, width: 6}}\n")
+    (tmp_path / "space.yaml").write_text(text)
+    spec = load_sweep(tmp_path / "space.yaml")
+    assert spec.teachers["t"].train.width == 4 and spec.teachers["u"].train.width == 6
+    assert spec.teachers["u"].train.epochs == 1

@@ -73,3 +73,18 @@ def test_killed_trial_is_retried_and_a_diverged_one_fails_with_its_reason(tmp_pa
     assert sorted(m.step for m in client.get_metric_history(ok.info.run_id, "pgd_acc")) == [1, 2, 3, 4]
     assert bad.info.status == "FAILED" and "TrialDiverged" in bad.data.tags["error"] and "loss became" in bad.data.tags["error"]
     assert "failed: " in out and "loss became" in out  # the summary says which trial failed and why
+
+
+def test_a_trial_retried_to_its_last_epoch_is_finished_despite_the_error_ray_left(tmp_path):
+    from rslad_tune.layout import TrialDir
+
+    ckpt = tmp_path / "trial_1" / "checkpoint_000003"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trial.json").write_text(json.dumps({"trial": {"epochs": 4}, "history": []}))
+    (tmp_path / "trial_1" / "error.txt").write_text("Traceback ...\nRayActorError: the actor died\n")
+    result = tmp_path / "trial_1" / "result.json"
+    result.write_text(json.dumps({"trial_id": "1", "epoch": 3, "best_pgd_acc": 0.5}) + "\n")
+    assert TrialDir(tmp_path / "trial_1").error == "RayActorError: the actor died"  # it stopped there
+    result.write_text(result.read_text() + json.dumps({"trial_id": "1", "epoch": 4, "best_pgd_acc": 0.6}) + "\n")
+    trial = TrialDir(tmp_path / "trial_1")  # the retry ran every epoch: the error is history
+    assert trial.error is None and trial.finished

@@ -80,3 +80,31 @@ def test_sigkilled_sweep_resumes_without_losing_or_duplicating_a_trial(tmp_path)
     assert _progress(exp)[1] == 4  # finished trials == num_samples
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len({t.params["alpha"] for t in study.trials}) == 4
+
+
+def test_resume_refuses_a_folder_written_by_someone_else(tmp_path, monkeypatch, capsys):
+    """Resuming unpickles Ray's state (tuner.pkl): a folder with a file another user owns is refused in one line."""
+    from rslad_tune.cli import main
+    from test_bad_input import GOOD
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(GOOD))
+    exp = tmp_path / "runs" / "bad"
+    exp.mkdir(parents=True)
+    (exp / "sweep.json").write_text(json.dumps({"experiment": "bad", "space": str(tmp_path / "space.yaml")}))
+    (exp / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
+    (exp / "tuner.pkl").write_bytes(b"\x80\x04N.")
+    if os.getuid() == 0:  # root can give the file away, as another user would have written it
+        os.chown(exp / "tuner.pkl", 4242, -1)
+        foreign = "tuner.pkl"
+    else:  # otherwise the folder is "someone else's" from the point of view of a different uid
+        real = os.getuid()
+        monkeypatch.setattr(os, "getuid", lambda: real + 1)
+        foreign = "bad"
+    before = sorted(tmp_path.rglob("*"))
+    for argv in (["resume", "runs/bad"], ["--space", "space.yaml", "--resume"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--resume" in err and "owned by uid" in err and foreign in err, err
+        assert "unpickles" in err
+    assert sorted(tmp_path.rglob("*")) == before

@@ -49,3 +49,57 @@ def test_training_with_the_cache_matches_the_live_teacher(tmp_path):
     live = train_model(cfg, teacher, splits=splits)["history"][0]["train_loss"]
     cached = train_model(cfg, None, splits=splits, soft_labels=table)["history"][0]["train_loss"]
     assert cached == pytest.approx(live, rel=2e-3)  # same batches and views; fp16 teacher logits only
+
+
+def _damage_table(path, kind, cfg, splits):
+    from safetensors.torch import save_file
+
+    if kind == "bytes changed":
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "other shape":  # a table of other data under this name, digest and all
+        from rslad_tune.files import save_tensors
+
+        save_tensors({"logits": torch.zeros(3, 1, 10, dtype=torch.float16)}, path)
+    elif kind == "no digest":  # written by an older version
+        save_file({"logits": soft_labels.read_cache(path, splits).cpu()}, str(path))
+
+
+@pytest.mark.parametrize("kind,says", [("bytes changed", "sha256"), ("truncated", "not a readable"),
+                                       ("empty", "not a readable"), ("other shape", "(3, 1, 10)"),
+                                       ("no digest", "no digest")])
+def test_a_bad_cache_is_reported_in_one_line_and_rebuilt(tmp_path, kind, says):
+    cfg = TrialConfig(dataset="synthetic", train_subset=80, test_subset=10, val_size=16)
+    splits = load_splits("synthetic", train_subset=80, test_subset=10, val_size=16)
+    teacher = build_model("small_cnn", 1, 10, 4).eval()
+    table = soft_labels.load_or_build(tmp_path, teacher, cfg, splits)
+    path = soft_labels.cache_path(tmp_path, cfg, splits)
+    _damage_table(path, kind, cfg, splits)
+    logs = []
+    again = soft_labels.load_or_build(tmp_path, teacher, cfg, splits, log=logs.append)
+    assert torch.equal(again, table)
+    bad = [line for line in logs if "rebuilding" in line]
+    assert len(bad) == 1 and str(path) in bad[0] and says in bad[0], logs
+    assert torch.equal(soft_labels.read_cache(path, splits), table)  # the file on disk is sound again
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    _damage_table(path, kind, cfg, splits)
+    with pytest.raises(FileNotFoundError, match="no usable soft-label cache"):  # a trial without a teacher to rebuild it
+        soft_labels.load_or_build(tmp_path, None, cfg, splits, log=lambda s: None)
+
+
+def test_the_cache_carries_its_shape_and_digest(tmp_path):
+    from safetensors import safe_open
+
+    from rslad_tune.files import DIGEST_KEY, tensor_digest
+
+    cfg = TrialConfig(dataset="synthetic", train_subset=80, test_subset=10, val_size=16)
+    splits = load_splits("synthetic", train_subset=80, test_subset=10, val_size=16)
+    table = soft_labels.load_or_build(tmp_path, build_model("small_cnn", 1, 10, 4), cfg, splits)
+    with safe_open(str(soft_labels.cache_path(tmp_path, cfg, splits)), "pt") as f:
+        meta = f.metadata()
+    assert meta["shape"] == "64x1x10" and meta[DIGEST_KEY] == tensor_digest({"logits": table})

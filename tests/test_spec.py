@@ -9,19 +9,22 @@ from rslad_tune.spec import SpecError, load_sweep, parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "search_spaces" / "quickstart.yaml"
+TRAINED = ROOT / "tests" / "data" / "trained_teachers.yaml"  # the quickstart of before the zoo: two `train:` teachers
 
 
 def base() -> dict:
-    return yaml.safe_load(QUICKSTART.read_text())
+    return yaml.safe_load(TRAINED.read_text())
 
 
 def test_quickstart_parses():
     spec = load_sweep(QUICKSTART)
     assert spec.experiment == "quickstart" and spec.tune.num_samples >= 8 and spec.tune.max_concurrent == 2
-    assert set(spec.teachers) == {"sat_w16", "sat_w24"} and spec.search["teacher"].args == ["sat_w16", "sat_w24"]
+    assert set(spec.teachers) == {"sat_w16", "sat_w32"} and spec.search["teacher"].args == ["sat_w16", "sat_w32"]
     assert spec.trial.dataset == "fashion_mnist" and spec.trial.eval_epsilon == 0.1
-    assert spec.teachers["sat_w16"].train.method == "sat"
-    assert spec.teachers["sat_w16"].cache_key() != spec.teachers["sat_w24"].cache_key()
+    assert all(t.zoo and t.train is None for t in spec.teachers.values())  # shipped teachers: nothing to train
+    trained = load_sweep(TRAINED)
+    assert trained.teachers["sat_w16"].train.method == "sat"
+    assert trained.teachers["sat_w16"].cache_key() != trained.teachers["sat_w24"].cache_key()
 
 
 def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
@@ -41,7 +44,9 @@ def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
     assert len(fm.search["method"].args) == 7 and fm.search["seed"].args == [0, 1, 2] and fm.tune.scheduler == "fifo"
     teacher = load_sweep(ROOT / "search_spaces" / "teacher.yaml")
     assert len(teacher.teachers) >= 4 and teacher.search["teacher"].args == list(teacher.teachers)
-    assert {"natural", "sat", "trades"} <= {s.train.method for s in teacher.teachers.values()}
+    methods = {yaml.safe_load((Path(s.zoo) / "recipe.yaml").read_text())["teacher"]["train"]["method"]
+               for s in teacher.teachers.values()}
+    assert {"natural", "sat", "trades"} <= methods and len(teacher.teachers) >= 6
     assert teacher.tune.scheduler == "asha" and teacher.tune.searcher == "optuna" and teacher.report.n_aa > 0
     from rslad_tune.tuning import teacher_points
 
@@ -79,7 +84,7 @@ BAD = [
     (_set("trial.lr", "fast"), "trial.lr", "finite number"),
     (_set("search.alpha", {"uniform": [0.5, 1.5]}), "search.alpha.uniform", "[0, 1]"),
     (_set("search.epsilon", {"uniform": [0.0, 0.1]}), "search.epsilon.uniform", "(0, 1]"),
-    (_set("search.attack_steps", {"choice": [0, 5]}), "search.attack_steps.choice", ">= 1"),
+    (_set("search.attack_steps", {"choice": [0, 5]}), "search.attack_steps.choice", "[1, 10000]"),
     (_set("search.attack_steps", {"uniform": [1, 5]}), "search.attack_steps.uniform", "integer"),
     (_set("search.alpha", {"uniform": [0.9, 0.5]}), "search.alpha.uniform", "low < high"),
     (_set("search.alpha", {"gaussian": [0.5, 1]}), "search.alpha.gaussian", "unknown key"),
@@ -91,7 +96,7 @@ BAD = [
     (_set("trial.method", "rsald"), "trial.method", "did you mean 'rslad'"),
     (_set("trial.arch", "resnet19"), "trial.arch", "did you mean 'resnet18'"),
     (_set("data.dataset", "mnist"), "data.dataset", "fashion_mnist"),
-    (_set("trial.epochs", 0), "trial.epochs", ">= 1"),
+    (_set("trial.epochs", 0), "trial.epochs", "[1, 10000]"),
     (_set("trial.batch_size", 12.5), "trial.batch_size", "integer"),
     (_set("trial.schedule", "step"), "trial.schedule", "cosine"),
     (_set("tune.scheduler.reduction_factor", 1), "tune.scheduler.reduction_factor", "> 1"),
@@ -104,7 +109,7 @@ BAD = [
     (_delete("experiment"), "experiment", "required"),
     (_set("experiment", "a/b"), "experiment", "folder name"),
     (_set("tracking_uri", "mysqlx:/x"), "tracking_uri", "MLflow tracking URI"),
-    (_set("data.val_size", -1), "data.val_size", ">= 0"),
+    (_set("data.val_size", -1), "data.val_size", ">= 1"),
     (_set("trial.eval_step_size", 0.5), "trial.eval_step_size", "<= eval_epsilon"),
     (_set("search", {}), "search", "searches nothing"),
     (_set("teachers", {}), "search.teacher.choice", "the teachers section is empty"),
@@ -202,7 +207,7 @@ def test_allowed_names_come_from_the_registries_that_run_them():
 
 def test_trial_config_hashes_as_before():
     # TeacherSpec.cache_key digests TrialConfig.to_dict(): field order, names and defaults are part of it
-    spec = load_sweep(QUICKSTART)
+    spec = load_sweep(TRAINED)
     assert {k: t.cache_key() for k, t in spec.teachers.items()} == {"sat_w16": "d41145e35c93", "sat_w24": "515f9127d986"}
 
 

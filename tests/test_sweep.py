@@ -89,6 +89,9 @@ print(json.dumps(clean_and_pgd(m, s.test_x, s.test_y, 0.1, 0.025, 3)))
     assert res["clean_acc"] == pytest.approx(metrics["test_clean_acc"], abs=1e-9)
     assert res["pgd_acc"] == pytest.approx(metrics["test_pgd_acc"], abs=0.02)  # same seed; float noise only
     assert "stopped" in out and "exported the best student" in out
+    assert {"model.pt", "model.onnx"} <= {p.name for p in best.iterdir()}  # tests/test_export_formats.py checks them
+    mv = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}").get_model_version_by_alias("tiny-student", "champion")
+    assert mv.run_id == metrics["mlflow_run_id"] and float(mv.tags["test_pgd_acc"]) == metrics["test_pgd_acc"]
 
 
 def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
@@ -121,10 +124,13 @@ def test_export_verb_redoes_the_export(sweep, capsys):
     d, _ = sweep
     best = d / "runs" / "tiny" / "best"
     before = json.loads((best / "metrics.json").read_text())
+    client = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}")
+    version = int(client.get_model_version_by_alias("tiny-student", "champion").version)
     (best / "model.safetensors").unlink()  # damage the old export: the verb must rebuild it whole
     assert main(["export", str(d / "runs" / "tiny")]) == 0
     after = json.loads((best / "metrics.json").read_text())
     assert after == before and (best / "model.safetensors").is_file()
+    assert int(client.get_model_version_by_alias("tiny-student", "champion").version) > version  # the alias moved
     assert main(["export", str(d / "runs")]) == 2  # not a sweep folder
     assert "sweep.json" in capsys.readouterr().err
 

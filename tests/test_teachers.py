@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -185,3 +187,92 @@ def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path):
     logs = []
     assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
     assert read_card(folder)["eval_n"] == DATA["test_subset"] and any("rescoring" in line for line in logs)
+
+
+# --------------------------------------------------------------------------- verified teacher folders
+
+RECIPE = {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1, "eval_steps": 2,
+                    "num_threads": 1}}
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # inside the last tensor's bytes: readable, but not what was written
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "weights bytes changed": lambda d: _flip_last_byte(d / "model.safetensors"),
+    "weights truncated": lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:300]),
+    "weights missing": lambda d: (d / "model.safetensors").unlink(),
+    "card.json not JSON": lambda d: (d / "card.json").write_text("{half"),
+    "config.json not JSON": lambda d: (d / "config.json").write_text(""),
+}
+
+
+def test_a_damaged_trained_teacher_is_rebuilt_with_one_log_line(tmp_path):
+    spec = _spec(tmp_path, {"a": RECIPE})
+    runs = tmp_path / "runs"
+    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["a"])
+    good = load_teacher(folder).state_dict()
+    for kind, damage in DAMAGE.items():
+        damage(folder)
+        logs = []
+        assert prepare_teachers(spec.teachers, spec.trial, runs, log=logs.append)["a"] == str(folder)
+        damaged = [line for line in logs if " is damaged" in line]
+        assert len(damaged) == 1 and "rebuilding" in damaged[0] and str(folder) in damaged[0], (kind, logs)
+        rebuilt = load_teacher(folder).state_dict()  # sound again, and the same recipe gives the same weights
+        assert all(torch.equal(rebuilt[k], good[k]) for k in good), kind
+        assert not [p for p in (runs / "teachers").iterdir() if p.name.startswith(".")]  # no .tmp or .bad left
+
+
+def test_checkpoint_teachers_are_keyed_by_content_and_a_damaged_folder_is_refused(tmp_path):
+    save_weights(build_model("small_cnn", 1, 10, 6), tmp_path / "t.safetensors")
+    spec = _spec(tmp_path, {"file": {"checkpoint": "t.safetensors", "arch": "small_cnn", "width": 6}})
+    runs = tmp_path / "runs"
+    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["file"])
+    # the same bytes under another name (and a later mtime) are the same teacher
+    (tmp_path / "copy.safetensors").write_bytes((tmp_path / "t.safetensors").read_bytes())
+    same = _spec(tmp_path, {"other": {"checkpoint": "copy.safetensors", "arch": "small_cnn", "width": 6}})
+    assert prepare_teachers(same.teachers, same.trial, runs, log=lambda s: None)["other"] == str(folder)
+    # other weights in the same file name are another teacher
+    save_weights(build_model("small_cnn", 1, 10, 6), tmp_path / "t.safetensors")
+    assert prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["file"] != str(folder)
+    _flip_last_byte(folder / "model.safetensors")
+    with pytest.raises(SpecError) as e:
+        prepare_teachers(same.teachers, same.trial, runs, log=lambda s: None)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "teachers.other" in msg and str(folder) in msg
+    assert "damaged" in msg and "sha256" in msg and "delete it" in msg
+
+
+@pytest.mark.parametrize("suffix,bad", [(".safetensors", float("nan")), (".pt", float("inf")), (".safetensors", -float("inf"))])
+def test_a_teacher_with_nan_or_inf_weights_is_refused_before_anything_runs(tmp_path, suffix, bad):
+    from rslad_tune.data import load_data
+    from rslad_tune.teachers import check_teacher_files
+
+    model = build_model("small_cnn", 1, 10, 6)
+    with torch.no_grad():
+        next(model.parameters())[0].view(-1)[0] = bad
+    if suffix == ".pt":
+        torch.save(model.state_dict(), tmp_path / f"t{suffix}")
+    else:
+        save_weights(model, tmp_path / f"t{suffix}")
+    spec = _spec(tmp_path, {"nan": {"checkpoint": f"t{suffix}", "arch": "small_cnn", "width": 6}})
+    with pytest.raises(SpecError) as e:
+        check_teacher_files(spec.teachers, load_data(spec.trial, "cpu"))
+    msg = str(e.value)
+    assert msg.startswith("teachers.nan.checkpoint: ") and f"t{suffix}" in msg and "NaN or infinite" in msg
+    assert len(msg.splitlines()) == 1
+    with pytest.raises(SpecError, match="NaN or infinite"):  # and prepare_teachers never cards it
+        prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
+
+
+def test_a_safetensors_file_whose_bytes_changed_is_refused_by_its_digest(tmp_path):
+    from rslad_tune.files import read_state_dict
+
+    save_weights(build_model("small_cnn", 1, 10, 4), tmp_path / "w.safetensors")
+    assert read_state_dict(tmp_path / "w.safetensors", "w")
+    _flip_last_byte(tmp_path / "w.safetensors")
+    with pytest.raises(SpecError, match=r"w: .*w\.safetensors.*damaged.*sha256"):
+        read_state_dict(tmp_path / "w.safetensors", "w")

@@ -1,5 +1,6 @@
 """Zoo teachers: named from a YAML, used without training, checked before anything runs."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -80,3 +81,32 @@ def test_the_shipped_zoo_is_complete_and_small():
     assert total < 25 * 2**20
     params = [json.loads((zoo.ZOO_ROOT / n / "card.json").read_text())["params"] for n in names]
     assert max(params) >= 8 * min(params)
+
+
+def test_a_damaged_resolved_zoo_teacher_folder_is_refused_in_one_line(fake_zoo, tmp_path):
+    from rslad_tune.spec import SpecError, load_sweep
+    from rslad_tune.teachers import prepare_teachers
+
+    spec = load_sweep(_space(tmp_path, {"zoo": "synthetic/w4"}), sweep=False)
+    runs = tmp_path / "runs"
+    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["t"])
+    (folder / "card.json").write_text("[")
+    with pytest.raises(SpecError, match=r"teachers\.t: .*damaged.*card\.json.*delete it") as e:
+        prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)
+    assert len(str(e.value).splitlines()) == 1
+    (folder / "card.json").write_text("{}")
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(SpecError, match=r"teachers\.t: .*damaged.*not the zoo's"):
+        prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)
+
+
+def test_a_zoo_teacher_whose_shipped_weights_changed_is_refused_before_anything_runs(fake_zoo, tmp_path, capsys):
+    data = bytearray((fake_zoo / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # readable, but not the bytes its digest was written for
+    (fake_zoo / "model.safetensors").write_bytes(bytes(data))
+    assert main(["train", "--space", _space(tmp_path, {"zoo": "synthetic/w4"})]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "teachers.t.zoo" in err and "damaged" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
