@@ -92,10 +92,19 @@ def test_mlflow_ui_shows_parent_children_and_pgd_acc(tracking, tmp_path):
         wait.until(lambda d: "pgd_acc" in body(d))
         time.sleep(1)
         driver.save_screenshot(str(shots / "mlflow-trial.png"))
+
+        models = client.search_registered_models()  # an exported sweep (the quickstart's) registers its student
+        if models:
+            name = models[0].name
+            driver.get(f"{base}/#/models/{name}")
+            wait.until(lambda d: name in body(d) and "champion" in body(d))
+            time.sleep(1)
+            driver.save_screenshot(str(shots / "mlflow-model.png"))
     finally:
         if driver:
             driver.quit()
         server.terminate()
         server.wait(timeout=30)
     assert (shots / "mlflow-experiment.png").read_bytes()[:4] == b"\x89PNG"
+    assert not models or (shots / "mlflow-model.png").read_bytes()[:4] == b"\x89PNG"
     print(f"MLflow UI browser test: {time.time() - t0:.0f}s, screenshots in {shots}")
