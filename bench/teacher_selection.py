@@ -21,30 +21,7 @@ from pathlib import Path
 
 from rslad_tune.files import read_json, write_json, write_text
 from rslad_tune.layout import ExperimentDir
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties averaged."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 3:
-        return None
-    ra, rb = ranks(a), ranks(b)
-    if len(set(ra)) == 1 or len(set(rb)) == 1:
-        return None
-    return statistics.correlation(ra, rb)
+from rslad_tune.report import spearman
 
 
 def ground_truth(exp: ExperimentDir) -> dict:
@@ -67,8 +44,11 @@ def ground_truth(exp: ExperimentDir) -> dict:
         row.update({"teacher_params": c.get("params"), "teacher_clean": 100 * c["clean_acc"] if c else None,
                     "teacher_pgd20": 100 * c["pgd20_acc"] if c else None, "teacher_aa": 100 * c["aa_acc"] if "aa_acc" in c else None})
     order = sorted(table, key=lambda t: -table[t]["pgd20_mean"])
+    histories = [{"trial_id": t.trial_id, "teacher": t.config.get("teacher"), "seed": t.config.get("seed"),
+                  "val_pgd": [h["pgd_acc"] for h in t.history], "val_clean": [h.get("clean_acc") for h in t.history]}
+                 for t in exp.finished_trials()]
     return {"table": table, "ranking": order, "epochs": exp.sweep.get("epochs"),
-            "trial_epochs": sum(t.result.get("epoch", 0) for t in exp.trials())}
+            "trial_epochs": sum(t.result.get("epoch", 0) for t in exp.trials()), "histories": histories}
 
 
 def rung_correlations(exp: ExperimentDir) -> list[dict]:

@@ -34,22 +34,26 @@ def _best_row_name(cfg: TrialConfig) -> str:
     return "best" if METHODS[cfg.method].adversarial else "last"
 
 
-def _scored(row: dict | None, want_aa: int, n_examples: int | None, last: bool) -> bool:
-    """A cached suite.json row that already holds what is asked for now."""
+def _scored(row: dict | None, trial: TrialDir, want_aa: int, n_examples: int | None, last: bool) -> bool:
+    """A cached suite.json row that already holds what is asked for now, of the checkpoint the trial has now
+    (a trial scored while it was still training is scored again once it has trained on)."""
     return bool(row) and row.get("n_requested", -1) == n_examples and row.get("n_aa", 0) >= want_aa \
-        and (not row.get("n_aa") or "PGD_SAT_aa" in row) and (not last or "last" in row)
+        and (not row.get("n_aa") or "PGD_SAT_aa" in row) and (not last or "last" in row) \
+        and row.get("last_epoch") == trial.result.get("epoch") and row.get("best_epoch") == trial.result.get("best_epoch")
 
 
 def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examples: int | None = None,
-                    device: str = "auto", last: bool = False, log: Callable[[str], None] = print) -> list[dict]:
-    trials = ExperimentDir.open(exp_dir).finished_trials("to compare")
+                    device: str = "auto", last: bool = False, log: Callable[[str], None] = print,
+                    only: Callable[[TrialDir], bool] | None = None) -> list[dict]:
+    """The suite on every finished trial (or those `only` accepts), each cached in its suite.json."""
+    trials = [t for t in ExperimentDir.open(exp_dir).finished_trials("to compare") if only is None or only(t)]
     dev = resolve_device(device)
     rows = []
     for i, t in enumerate(sorted(trials, key=lambda t: (t.config["method"], str(t.config.get("teacher")), t.config["seed"])), 1):
         cfg = t.trial_config
         want_aa = n_aa if cfg.seed == aa_seed else 0
         row = t.cached("suite.json")
-        if _scored(row, want_aa, n_examples, last):
+        if _scored(row, t, want_aa, n_examples, last):
             log(f"[{i}/{len(trials)}] {t.trial_id} ({cfg.method}, seed {cfg.seed}): done before")
             rows.append(row | {"config": t.config})
             continue

@@ -1,5 +1,5 @@
 """Sweep plots: validation PGD accuracy per epoch of every trial (a trial ASHA stopped ends early, marked x),
-and the teacher selection plot (each teacher's best student against teacher size and robustness)."""
+and the teacher selection plot (each teacher's students, mean ± std, against teacher size and robustness)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,26 +42,30 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_selection(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Two panels: each teacher's best student (PGD-20, AA) against teacher parameters and teacher PGD-20."""
+    """Two panels: each decided teacher's students (mean ± std of test PGD-20 and AutoAttack over its full-length
+    students) against teacher parameters (log axis) and teacher PGD-20; undecided teachers are named, not drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    done = [r for r in rows if "best_trial" in r]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
-    for ax, key, label, log_x in ((axes[0], "params", "teacher parameters", True),
+    done = [r for r in rows if r.get("decided")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120, sharey=True)
+    for ax, key, label, log_x in ((axes[0], "params", "teacher parameters (size)", True),
                                   (axes[1], "teacher_pgd20", "teacher PGD-20 accuracy (%)", False)):
         xs = [r[key] * (100 if key != "params" else 1) for r in done]
-        ax.scatter(xs, [100 * r["student_pgd20"] for r in done], marker="o", s=40, label="student PGD-20")
-        aa = [(x, r["student_aa"]) for x, r in zip(xs, done) if r.get("student_aa") is not None]
-        if aa:
-            ax.scatter([a[0] for a in aa], [100 * a[1] for a in aa], marker="s", s=40, label="student AutoAttack")
+        for metric, marker, name, shift in (("pgd20", "o", "student PGD-20", 0.97), ("aa", "s", "student AutoAttack", 1.03)):
+            pts = [(x, r) for x, r in zip(xs, done) if r.get(f"student_{metric}_mean") is not None]
+            if not pts:
+                continue
+            # a small horizontal offset keeps the two error bars of one teacher apart
+            px = [x * shift if log_x else x + (shift - 1) * 10 for x, _ in pts]
+            ax.errorbar(px, [r[f"student_{metric}_mean"] for _, r in pts], yerr=[r[f"student_{metric}_std"] or 0 for _, r in pts],
+                        fmt=marker, ms=6, capsize=4, label=name + " (mean ± std over full-length students)")
         for x, r in zip(xs, done):
-            short = r.get("epochs") is not None and r.get("max_epochs") and r["epochs"] < r["max_epochs"]
-            text = r["teacher"] + (f" ({r['epochs']}/{r['max_epochs']} ep.)" if short else "")
-            ax.annotate(text, (x, 100 * r["student_pgd20"]), textcoords="offset points", xytext=(4, 5), fontsize=7)
+            ax.annotate(f"{r['teacher']} (n={r['student_pgd20_count']})", (x, r["student_pgd20_mean"]),
+                        textcoords="offset points", xytext=(6, 6), fontsize=7)
         if log_x:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -69,7 +73,10 @@ def plot_selection(rows: list[dict], path: Path, title: str = "") -> Path:
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best student's test accuracy (%)")
-    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2, frameon=False)
-    fig.suptitle(title or "teacher selection: each teacher's best student", fontsize=10)
+    axes[0].set_ylabel("student test accuracy (%)")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.13), ncol=2, frameon=False)
+    undecided = [r["teacher"] for r in rows if not r.get("decided")]
+    if undecided:
+        fig.text(0.99, 0.01, "undecided (all students stopped early): " + ", ".join(undecided), ha="right", fontsize=7)
+    fig.suptitle(title or "teacher selection", fontsize=10)
     return _save(fig, path)

@@ -1,18 +1,22 @@
-"""Teacher selection report: each teacher's best student against the teacher's size and robustness.
+"""Teacher selection report: which teacher makes the most robust student, and is the difference real?
 
     rslad-tune report runs/teacher
 
-The question it answers is the one a plain sweep does not: does a larger or more robust teacher
-make a more robust student? For every teacher the sweep could use, its best finished student (by
-validation PGD accuracy, the number ASHA and the searcher ranked trials by) is evaluated on the
-test split with the suite's PGD-20 (SAT protocol) on `n_examples` images and AutoAttack standard
-on the first `n_aa`. Numbers are cached beside the checkpoint (`selection.json`), so a second
-call only computes what is missing. Writes `selection.md`, `selection.json` and `selection.png`
-under the experiment folder and logs them, with one metric per teacher, to the sweep's MLflow
-parent run.
+For every teacher the sweep could use, each of its students that trained every epoch (a *full-length*
+trial; ASHA stopped the others, whose numbers would compare fewer epochs) is evaluated on the test split:
+clean and PGD-20 (SAT protocol) on `n_examples` images, AutoAttack standard on the first `n_aa`. A teacher's
+row gives the mean and sample std over its full-length students and how many there are; a teacher with
+none is *undecided* and never ranked. The verdict compares teachers against the noise -- the spread of
+students of one teacher (pooled over teachers with two or more), scaled to the two means compared -- and
+answers whether a larger teacher made a better student. Numbers are cached beside each checkpoint
+(`selection.json`), so a second call only computes what is missing. Writes `selection.md`,
+`selection.json` and `selection.png` under the experiment folder and logs them, with per-teacher metrics,
+to the sweep's MLflow parent run.
 """
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,6 +32,7 @@ from .tracking import log_to_run
 from .trainer import make_student
 
 ATTACKS = ("Clean", "PGD_SAT", "AA")
+Z = 2.0  # a difference is "larger than the noise" beyond 2 standard errors (about 95 % two-sided)
 
 
 def _evaluate_student(trial: TrialDir, n_examples: int | None, n_aa: int, device, log: Callable[[str], None]) -> dict:
@@ -39,7 +44,7 @@ def _evaluate_student(trial: TrialDir, n_examples: int | None, n_aa: int, device
     if row and row["n"] == n and row["n_aa"] == want_aa:
         return row
     model = load_weights(make_student(cfg, splits), trial.weights("best"), "best checkpoint").to(device)
-    log(f"teacher {cfg.teacher}: best student {trial.trial_id} on {n} test images, AutoAttack on {want_aa}")
+    log(f"teacher {cfg.teacher}: student {trial.trial_id} on {n} test images, AutoAttack on {want_aa}")
     t0 = time.perf_counter()
     res = evaluate_suite(model, splits.test_x[:n], splits.test_y[:n], cfg.eval_epsilon, n_aa=want_aa,
                          attacks=ATTACKS if want_aa else ATTACKS[:-1], seed=cfg.seed, progress=log)
@@ -47,6 +52,12 @@ def _evaluate_student(trial: TrialDir, n_examples: int | None, n_aa: int, device
            "seconds": round(time.perf_counter() - t0, 1), **res}
     trial.store("selection.json", row)
     return row
+
+
+def _spread(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 200, device: str = "auto",
@@ -60,19 +71,140 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
     for name, folder in exp.teacher_dirs.items():
         card = read_card(folder)
         mine = [t for t in trials if t.config.get("teacher") == name]
-        row = {"teacher": name, "params": card["params"], "macs": card["macs"], "teacher_clean": card["clean_acc"],
-               "teacher_pgd20": card["pgd20_acc"], "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"),
-               "source": card["source"], "trials": len(mine)}
-        if mine:
-            best = max(mine, key=lambda t: t.result["best_pgd_acc"])
-            ev = _evaluate_student(best, n_examples, n_aa, dev, log)
-            c = best.config
-            row.update({"best_trial": best.trial_id, "alpha": c.get("alpha"), "epsilon": c.get("epsilon"),
-                        "epochs": best.result.get("epoch"), "max_epochs": c.get("epochs"),
-                        "student_val_pgd": best.result["best_pgd_acc"], "student_clean": ev["Clean"],
-                        "student_pgd20": ev["PGD_SAT"], "student_aa": ev.get("AA"), "n": ev["n"], "n_aa": ev["n_aa"]})
+        full = sorted((t for t in mine if t.result.get("epoch") == t.config.get("epochs")), key=lambda t: t.trial_id)
+        row = {"teacher": name, "params": card["params"], "macs": card["macs"], "teacher_method": card.get("recipe", {}).get("method"),
+               "teacher_clean": card["clean_acc"], "teacher_pgd20": card["pgd20_acc"], "teacher_n": card.get("eval_n"),
+               "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"), "source": card["source"],
+               "trials": len(mine), "full_length": len(full), "decided": bool(full), "students": []}
+        for t in full:
+            ev = _evaluate_student(t, n_examples, n_aa, dev, log)
+            row["students"].append({"trial_id": t.trial_id, "alpha": t.config.get("alpha"), "epsilon": t.config.get("epsilon"),
+                                    "seed": t.config.get("seed"), "val_pgd": t.result["best_pgd_acc"], "clean": ev["Clean"],
+                                    "pgd20": ev["PGD_SAT"], "aa": ev.get("AA"), "n": ev["n"], "n_aa": ev["n_aa"]})
+        for key in ("clean", "pgd20", "aa"):
+            vals = [100 * s[key] for s in row["students"] if s.get(key) is not None]
+            row[f"student_{key}_mean"], row[f"student_{key}_std"] = _spread(vals)
+            row[f"student_{key}_count"] = len(vals)
         rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------------------------------ the verdict
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties averaged (for Spearman's correlation)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3:
+        return None
+    ra, rb = ranks(a), ranks(b)
+    if len(set(ra)) == 1 or len(set(rb)) == 1:
+        return None
+    return statistics.correlation(ra, rb)
+
+
+def pooled_std(rows: list[dict], key: str = "pgd20") -> tuple[float | None, int]:
+    """Sample std of one teacher's students, pooled over teachers with >= 2 (and its degrees of freedom)."""
+    ss, dof = 0.0, 0
+    for r in rows:
+        vals = [100 * s[key] for s in r["students"] if s.get(key) is not None]
+        if len(vals) > 1:
+            m = statistics.fmean(vals)
+            ss += sum((v - m) ** 2 for v in vals)
+            dof += len(vals) - 1
+    return (math.sqrt(ss / dof), dof) if dof else (None, 0)
+
+
+def compare_two(a: dict, b: dict, sd: float | None) -> dict:
+    """a's mean student PGD-20 minus b's, its noise (Z standard errors) and whether it is larger."""
+    d = a["student_pgd20_mean"] - b["student_pgd20_mean"]
+    noise = Z * sd * math.sqrt(1 / a["student_pgd20_count"] + 1 / b["student_pgd20_count"]) if sd is not None else None
+    return {"a": a["teacher"], "b": b["teacher"], "diff": d, "noise": noise, "real": noise is not None and abs(d) > noise}
+
+
+def verdict(rows: list[dict]) -> dict:
+    decided = sorted((r for r in rows if r["decided"]), key=lambda r: -r["student_pgd20_mean"])
+    undecided = [r["teacher"] for r in rows if not r["decided"]]
+    sd, dof = pooled_std(decided)
+    out = {"ranking": [r["teacher"] for r in decided], "undecided": undecided, "noise_std": sd, "noise_dof": dof,
+           "vs_best": [compare_two(decided[0], r, sd) for r in decided[1:]] if decided else [],
+           "size_spearman": spearman([r["params"] for r in decided], [r["student_pgd20_mean"] for r in decided]),
+           "largest_vs_smallest": None, "families": []}
+    if len({r["params"] for r in decided}) > 1:
+        big = max(decided, key=lambda r: (r["params"], r["student_pgd20_mean"]))
+        small = min(decided, key=lambda r: (r["params"], -r["student_pgd20_mean"]))
+        out["largest_vs_smallest"] = compare_two(big, small, sd)
+    by_method: dict[str, list[dict]] = {}
+    for r in decided:
+        if r.get("teacher_method"):
+            by_method.setdefault(r["teacher_method"], []).append(r)
+    for method, rs in sorted(by_method.items()):  # the same recipe at different sizes: size alone changes
+        if len({r["params"] for r in rs}) > 1:
+            rs = sorted(rs, key=lambda r: r["params"])
+            out["families"].append(compare_two(rs[-1], rs[0], sd) | {"method": method})
+    return out
+
+
+def _d(c: dict) -> str:
+    noise = "noise unknown" if c["noise"] is None else f"noise ± {c['noise']:.2f}"
+    return f"{c['a']} − {c['b']} = {c['diff']:+.2f} points ({noise}: {'larger' if c['real'] else 'within the noise'})"
+
+
+def verdict_words(v: dict, rows: list[dict]) -> list[str]:
+    by = {r["teacher"]: r for r in rows}
+    if not v["ranking"]:
+        return ["**Verdict: undecided.** No teacher has a student that trained every epoch: nothing can be ranked."]
+    best = by[v["ranking"][0]]
+    words = [f"**Best teacher: {best['teacher']}** — its {best['student_pgd20_count']} full-length student(s) score "
+             f"{best['student_pgd20_mean']:.2f} % test PGD-20 on average."]
+    if v["noise_std"] is None:
+        words.append("**Noise unknown**: no teacher has two full-length students, so no difference below can be called "
+                     "real; run more samples (or seeds) before trusting the ranking.")
+    else:
+        tied = [c["b"] for c in v["vs_best"] if not c["real"]]
+        beaten = [c["b"] for c in v["vs_best"] if c["real"]]
+        words.append(f"Noise: students of one teacher spread by {v['noise_std']:.2f} points (std pooled over "
+                     f"{v['noise_dof']} degrees of freedom); a difference counts when it exceeds {Z:g} standard errors. "
+                     + (f"Within the noise of the best: {', '.join(tied)}. " if tied else "")
+                     + (f"Worse than the best beyond the noise: {', '.join(beaten)}." if beaten else
+                        "No teacher is worse than the best beyond the noise." if not tied else ""))
+    if v["undecided"]:
+        words.append(f"Undecided (every student stopped early by ASHA; not ranked): {', '.join(v['undecided'])}.")
+    lvs = v["largest_vs_smallest"]
+    if lvs is None:
+        words.append("**Is a larger teacher better?** Cannot tell: the decided teachers all have the same size.")
+    else:
+        answer = ("Yes" if lvs["real"] and lvs["diff"] > 0 else "No — the smaller one is better" if lvs["real"]
+                  else "Not measurably")
+        rho = "–" if v["size_spearman"] is None else f"{v['size_spearman']:+.2f}"
+        words.append(f"**Is a larger teacher better? {answer}.** Largest against smallest: {_d(lvs)}; Spearman "
+                     f"correlation of teacher parameters with student PGD-20 over {len(v['ranking'])} teachers: {rho}."
+                     + "".join(f" Same recipe ({c['method']}), larger against smaller: {_d(c)}." for c in v["families"]))
+    return words
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _pm(m, s) -> str:
+    return "–" if m is None else f"{m:.2f}" + (f" ± {s:.2f}" if s is not None else "")
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
 
 
 def _pct(v) -> str:
@@ -80,26 +212,33 @@ def _pct(v) -> str:
 
 
 def format_markdown(rows: list[dict]) -> str:
-    head = ["teacher", "params", "MACs", "T clean", "T PGD-20", "T AA", "trials", "best student", "epochs", "α", "ε",
-            "S val PGD-20", "S clean", "S PGD-20", "S AA"]
+    v = verdict(rows)
+    head = ["rank", "teacher", "params", "T clean", "T PGD-20", "T AA", "trials (full-length)", "S clean", "S PGD-20",
+            "S AA"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(rows, key=lambda r: r["params"]):
-        has = "best_trial" in r
+    order = v["ranking"] + v["undecided"]
+    for r in sorted(rows, key=lambda r: order.index(r["teacher"])):
+        rank = str(v["ranking"].index(r["teacher"]) + 1) if r["decided"] else "undecided"
         md.append("| " + " | ".join([
-            r["teacher"], f"{r['params'] / 1e3:.0f}k", f"{r['macs'] / 1e6:.1f}M", _pct(r["teacher_clean"]),
-            _pct(r["teacher_pgd20"]), _pct(r["teacher_aa"]), str(r["trials"]),
-            r.get("best_trial", "–"), f"{r.get('epochs')}/{r.get('max_epochs')}" if has else "–", f"{r['alpha']:.3f}" if has and r.get("alpha") is not None else "–",
-            f"{r['epsilon']:.3f}" if has and r.get("epsilon") is not None else "–",
-            _pct(r.get("student_val_pgd")), _pct(r.get("student_clean")), _pct(r.get("student_pgd20")),
-            _pct(r.get("student_aa"))]) + " |")
-    done = [r for r in rows if "best_trial" in r]
-    if done:
-        n, n_aa = done[0]["n"], done[0]["n_aa"]
-        t_n = next((r["teacher_aa_n"] for r in rows if r.get("teacher_aa_n")), None)
-        md.append(f"\nT = teacher (card: clean / PGD-20 on its card's test images, AutoAttack on {t_n or '–'}); "
-                  f"S = that teacher's best student by validation PGD-20: clean and PGD-20 on {n} test images, "
-                  f"AutoAttack standard on the first {n_aa}; epochs: trained / allowed (fewer: stopped by ASHA). "
-                  "Accuracy in %.")
+            rank, r["teacher"], f"{r['params'] / 1e3:.0f}k", _pct(r["teacher_clean"]), _pct(r["teacher_pgd20"]),
+            _pct(r["teacher_aa"]), f"{r['trials']} ({r['full_length']})",
+            _pm(r["student_clean_mean"], r["student_clean_std"]), _pm(r["student_pgd20_mean"], r["student_pgd20_std"]),
+            _pm(r["student_aa_mean"], r["student_aa_std"])]) + " |")
+    students = [s for r in rows for s in r["students"]]
+    if students:
+        n, n_aa = students[0]["n"], students[0]["n_aa"]
+        t_n = next((r["teacher_n"] for r in rows if r.get("teacher_n")), None)
+        t_aa = next((r["teacher_aa_n"] for r in rows if r.get("teacher_aa_n")), None)
+        md.append(f"\nT = teacher, from its card: clean / PGD-20 on the first {t_n or 'all'} test images (the students' "
+                  f"{n} are {'the same' if t_n == n else 'the first ' + str(n)}), AutoAttack on the first {t_aa or '–'}. "
+                  f"S = the teacher's full-length students (trained every epoch): mean ± sample std over them of clean and "
+                  f"PGD-20 on {n} test images and AutoAttack standard on the first {n_aa} (± only with two or more "
+                  "students). Trials ASHA stopped early count in `trials` but not in the numbers. Accuracy in %.")
+    md += [""] + verdict_words(v, rows)
+    if students:
+        md += ["", "| teacher | student trial | α | ε | val PGD-20 (best epoch) | clean | PGD-20 | AA |", "|---|---|---|---|---|---|---|---|"]
+        md += [f"| {r['teacher']} | {s['trial_id']} | {_num(s['alpha'])} | {_num(s['epsilon'])} | {_pct(s['val_pgd'])} | "
+               f"{_pct(s['clean'])} | {_pct(s['pgd20'])} | {_pct(s['aa'])} |" for r in rows for s in r["students"]]
     return "\n".join(md)
 
 
@@ -108,11 +247,11 @@ def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     log = kw.get("log", print)
     rows = selection_rows(exp, **kw)
     md = format_markdown(rows)
-    write_json({"rows": rows}, exp / "selection.json")
+    write_json({"rows": rows, "verdict": verdict(rows)}, exp / "selection.json")
     write_text(md + "\n", exp / "selection.md")
-    png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's best student")
+    png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's full-length students (mean ± std)")
     metrics = {f"selection.{r['teacher']}.{k}": r[k] for r in rows
-               for k in ("student_pgd20", "student_aa", "student_clean") if r.get(k) is not None}
+               for k in ("student_pgd20_mean", "student_aa_mean", "student_clean_mean", "full_length") if r.get(k) is not None}
     files = [(f, "selection") for f in (exp / "selection.md", exp / "selection.json", png)]
     sweep = ExperimentDir.open(exp)
     if log_to_run(sweep.tracking_uri, sweep.parent_run_id, metrics=metrics, artifacts=files, log=log):

@@ -116,6 +116,14 @@ def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
     logs.clear()
     compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", last=True, log=logs.append)
     assert sum("done before" in ln for ln in logs) == 2  # resumable: nothing evaluated twice
+    # a row scored while its trial was still training (an earlier last epoch) is stale: scored again
+    suite = exp / f"trial_{rows[0]['trial_id']}" / "suite.json"
+    stale = json.loads(suite.read_text())
+    suite.write_text(json.dumps(stale | {"last_epoch": stale["last_epoch"] - 1}))
+    logs.clear()
+    compare_experiment(exp, n_aa=8, aa_seed=0, n_examples=64, device="cpu", last=True, log=logs.append)
+    assert sum("done before" in ln for ln in logs) == 1
+    assert json.loads(suite.read_text())["last_epoch"] == stale["last_epoch"]
 
 
 def test_export_verb_redoes_the_export(sweep, capsys):
@@ -144,21 +152,27 @@ def test_selection_report_shows_every_teacher_and_is_logged(sweep, capsys):
     rows = json.loads((exp / "selection.json").read_text())["rows"]
     assert {r["teacher"] for r in rows} == {"t1", "t2"} and all(f"| {t} |" in md for t in ("t1", "t2"))
     assert sum(r["trials"] for r in rows) == 2
-    for r in rows:
-        if r["trials"]:
-            assert r["n"] == 50 and r["n_aa"] == 6 and r["student_aa"] <= r["student_pgd20"] + 1 / 6 <= r["student_clean"] + 1 / 6 + 0.02
+    for r in rows:  # only students that trained every epoch are evaluated; a teacher without one is undecided
+        assert r["decided"] == (r["full_length"] > 0) and len(r["students"]) == r["full_length"] <= r["trials"]
+        for s in r["students"]:
+            assert s["n"] == 50 and s["n_aa"] == 6 and s["aa"] <= s["pgd20"] + 1 / 6 <= s["clean"] + 1 / 6 + 0.02
+        assert (f"| undecided | {r['teacher']} |" in md) != r["decided"]
     assert (exp / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Is a larger teacher better?" in md or "Verdict: undecided" in md
     client = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}")
     parent = json.loads((exp / "sweep.json").read_text())["parent_run_id"]
     arts = {a.path for a in client.list_artifacts(parent, "selection")}
     assert {"selection/selection.md", "selection/selection.png", "selection/selection.json"} <= arts
-    best = next(r for r in rows if r["trials"])
-    assert client.get_run(parent).data.metrics[f"selection.{best['teacher']}.student_pgd20"] == pytest.approx(best["student_pgd20"])
+    metrics = client.get_run(parent).data.metrics
+    for r in rows:
+        assert metrics[f"selection.{r['teacher']}.full_length"] == r["full_length"]
+        if r["decided"]:
+            assert metrics[f"selection.{r['teacher']}.student_pgd20_mean"] == pytest.approx(r["student_pgd20_mean"])
     assert "teacher selection report" in out
     # the verb re-writes the report from the cached student numbers (nothing re-evaluated)
     capsys.readouterr()
     assert main(["report", str(exp), "--n-examples", "50", "--n-aa", "6", "--device", "cpu"]) == 0
-    assert ": best student " not in capsys.readouterr().out  # the evaluation log line of report.py
+    assert ": student " not in capsys.readouterr().out  # the evaluation log line of report.py
     assert json.loads((exp / "selection.json").read_text())["rows"] == rows
 
 

@@ -1,0 +1,85 @@
+"""The teacher selection report's verdict: ranks only decided teachers, weighs differences against the noise,
+answers "is a larger teacher better?" from the numbers, and plots error bars."""
+import pytest
+
+from rslad_tune.plots import plot_selection
+from rslad_tune.report import format_markdown, pooled_std, spearman, verdict
+
+
+def _row(name: str, params: int, pgd20: list[float], *, method: str = "sat", trials: int | None = None) -> dict:
+    students = [{"trial_id": f"{name}-{i}", "alpha": 0.75, "epsilon": 0.1, "seed": i, "val_pgd": p, "clean": p + 0.2,
+                 "pgd20": p, "aa": p - 0.01, "n": 1000, "n_aa": 100} for i, p in enumerate(pgd20)]
+    row = {"teacher": name, "params": params, "macs": 10 * params, "teacher_method": method, "teacher_clean": 0.85,
+           "teacher_pgd20": 0.76, "teacher_n": 1000, "teacher_aa": 0.75, "teacher_aa_n": 500, "source": "zoo",
+           "trials": trials if trials is not None else len(pgd20), "full_length": len(pgd20), "decided": bool(pgd20),
+           "students": students}
+    for key in ("clean", "pgd20", "aa"):
+        vals = [100 * s[key] for s in students]
+        row[f"student_{key}_mean"] = sum(vals) / len(vals) if vals else None
+        row[f"student_{key}_std"] = (sum((v - row[f"student_{key}_mean"]) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 \
+            if len(vals) > 1 else None
+        row[f"student_{key}_count"] = len(vals)
+    return row
+
+
+def test_a_teacher_whose_students_all_stopped_early_is_undecided_and_never_ranked():
+    rows = [_row("small", 10_000, [0.60, 0.61]), _row("big", 200_000, [], trials=3)]
+    v = verdict(rows)
+    assert v["ranking"] == ["small"] and v["undecided"] == ["big"]
+    md = format_markdown(rows)
+    assert "| undecided | big |" in md and "| 1 | small |" in md and "3 (0)" in md
+    assert "Undecided (every student stopped early by ASHA; not ranked): big" in md
+    assert "Cannot tell" in md  # one decided size: the size question has no answer
+
+
+def test_differences_are_weighed_against_the_pooled_spread_of_one_teachers_students():
+    # spreads of 0.5 points within each teacher: 3 points apart is real, 0.3 is not
+    rows = [_row("a", 10_000, [0.620, 0.625, 0.615]), _row("b", 50_000, [0.590, 0.595, 0.585]),
+            _row("c", 200_000, [0.617, 0.622, 0.612])]
+    sd, dof = pooled_std(rows)
+    assert sd == pytest.approx(0.5) and dof == 6
+    v = verdict(rows)
+    assert v["ranking"] == ["a", "c", "b"]
+    real = {c["b"]: c["real"] for c in v["vs_best"]}
+    assert real == {"c": False, "b": True}
+    assert v["vs_best"][1]["noise"] == pytest.approx(2 * 0.5 * (2 / 3) ** 0.5)
+    md = format_markdown(rows)
+    assert "Within the noise of the best: c" in md and "Worse than the best beyond the noise: b" in md
+    assert "Is a larger teacher better? Not measurably." in md  # c (largest) - a (smallest) = -0.3: noise
+
+
+def test_the_size_question_is_answered_whichever_way_the_numbers_fall():
+    bigger_better = [_row("s", 10_000, [0.60, 0.601]), _row("m", 50_000, [0.62, 0.621]), _row("l", 200_000, [0.64, 0.641])]
+    v = verdict(bigger_better)
+    assert v["largest_vs_smallest"]["real"] and v["size_spearman"] == pytest.approx(1.0)
+    assert "Is a larger teacher better? Yes." in format_markdown(bigger_better)
+    smaller_better = [_row("s", 10_000, [0.64, 0.641]), _row("l", 200_000, [0.60, 0.601], method="trades")]
+    assert "No — the smaller one is better" in format_markdown(smaller_better)
+
+
+def test_one_student_per_teacher_gives_no_noise_estimate_and_says_so():
+    rows = [_row("a", 10_000, [0.62]), _row("b", 50_000, [0.55])]
+    v = verdict(rows)
+    assert v["noise_std"] is None and not any(c["real"] for c in v["vs_best"])
+    assert "Noise unknown" in format_markdown(rows)
+
+
+def test_spearman_handles_ties_and_too_few_points():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_the_selection_plot_draws_error_bars_against_teacher_size(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    calls = []
+    real = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", lambda self, x, y, yerr=None, **kw: calls.append(
+        (self.get_xscale(), list(x), list(yerr))) or real(self, x, y, yerr=yerr, **kw))
+    rows = [_row("a", 10_000, [0.62, 0.63]), _row("b", 50_000, [0.60, 0.62]), _row("c", 200_000, [], trials=2)]
+    path = plot_selection(rows, tmp_path / "s.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(calls) == 4  # PGD-20 and AA, on the size panel and on the teacher-robustness panel
+    xs, yerr = calls[0][1], calls[0][2]
+    assert len(xs) == 2 and xs[0] < xs[1] and yerr[0] == pytest.approx(100 * 0.01 / 2 ** 0.5)  # c not drawn
