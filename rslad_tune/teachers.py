@@ -116,6 +116,7 @@ def _score_card(card: dict, model: nn.Module, cfg: TrialConfig, splits, spec: Te
                 log: Callable[[str], None]) -> dict:
     """(Re)compute the card's numbers whose settings differ from the ones asked for now."""
     pgd, n_aa = _card_settings(cfg, spec, len(splits.test_x))
+    card = card | {"requested": _card_request(cfg, spec)}
     stale = any(card.get(k) != v for k, v in pgd.items())
     if stale:
         m = score_test_split(model, cfg, splits, pgd["eval_n"])
@@ -129,14 +130,24 @@ def _score_card(card: dict, model: nn.Module, cfg: TrialConfig, splits, spec: Te
     return card | {"aa_acc": acc, "aa_n": n_aa, "aa_time_s": time.perf_counter() - t0}
 
 
+def _card_request(cfg: TrialConfig, spec: TeacherSpec) -> dict:
+    """The card settings as asked for (before the test split's size resolves them): equal -> nothing to redo."""
+    return {"card_examples": spec.card_examples, "card_aa_examples": spec.card_aa_examples,
+            "test_subset": cfg.test_subset, "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps}
+
+
 def _complete_card(folder: Path, spec: TeacherSpec, cfg: TrialConfig, log: Callable[[str], None]) -> None:
     """A cached teacher whose card was measured with other settings than asked for now (test images, PGD,
-    AutoAttack count) gets those numbers recomputed (card rewritten atomically)."""
+    AutoAttack count) gets those numbers recomputed (card rewritten atomically). A card that records the
+    same request is complete without loading the data."""
     card = read_card(folder)
+    if card.get("requested") == _card_request(cfg, spec):
+        return
     device = resolve_device(cfg.device)
     splits = load_data(cfg, device)
     pgd, n_aa = _card_settings(cfg, spec, len(splits.test_x))
     if all(card.get(k) == v for k, v in pgd.items()) and (n_aa == 0 or card.get("aa_n") == n_aa):
+        write_json(card | {"requested": _card_request(cfg, spec)}, folder / "card.json")  # checked once
         return
     log(f"teacher {spec.name}: card settings changed, rescoring")
     write_json(_score_card(card, load_teacher(folder, device), cfg, splits, spec, log), folder / "card.json")

@@ -177,7 +177,7 @@ def test_natural_teacher_keeps_its_last_epoch_and_its_card_uses_the_full_test_sp
     assert card["eval_n"] == DATA["test_subset"]  # no card_examples: every test image
 
 
-def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path):
+def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path, monkeypatch):
     recipe = {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1, "eval_steps": 2,
                         "num_threads": 1}}
     spec = _spec(tmp_path, {"a": {**recipe, "card_examples": 32}})
@@ -187,6 +187,11 @@ def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path):
     logs = []
     assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
     assert read_card(folder)["eval_n"] == DATA["test_subset"] and any("rescoring" in line for line in logs)
+    # asked the same again: the card records the request, so the data is not even loaded to check it
+    import rslad_tune.teachers as teachers_mod
+
+    monkeypatch.setattr(teachers_mod, "load_data", lambda *a, **k: pytest.fail("data loaded for a complete card"))
+    assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
 
 
 # --------------------------------------------------------------------------- verified teacher folders
