@@ -2,7 +2,8 @@
 
     python -m bench.asha_simulation docs/teacher-ground-truth.json [--draws 4000] [--out docs/teacher-asha-simulation]
 
-The ground truth (search_spaces/teacher_groundtruth.yaml) trained every zoo teacher's student 3 times at
+The ground truth (search_spaces/teacher_groundtruth.yaml) trained every zoo teacher's student 3 times (and
+`--extra` adds an earlier run's curves: the same seeds do not give the same curves on this CPU) at
 alpha 0.75, epsilon 0.1 -- the point teacher.yaml's first six trials use (tuning.teacher_points: every teacher
 once, the other searched keys at their centres). A simulated sweep draws, for each of its trials, one of that
 teacher's three recorded validation curves: trials 1-6 take the six teachers in order, later trials a teacher
@@ -11,7 +12,7 @@ rule (`_Bracket`: a trial stops at a rung when its value is below the (1 - 1/rf)
 recorded there before it). The sweep's pick is the teacher of its best trial by best validation PGD-20 (what
 export ships). Scored against the test-split ground truth: the share of draws that pick its best teacher,
 that pick one within its noise (best mean - picked mean <= best std), and the mean trained epochs as a
-fraction of its 108.
+fraction of the ground truth's trained epochs (108).
 
 What it leaves out, said plainly: later trials of the real sweep use other alpha/epsilon values (here they
 repeat the centre's curves), and two concurrent trials can reach a rung in either order.
@@ -58,7 +59,7 @@ def replay(curves: list[tuple[str, list[float]]], grace: int, rf: int, max_t: in
 
 
 def simulate(histories: dict[str, list[list[float]]], table: dict, grace: int, rf: int, n: int, draws: int,
-             rng: random.Random, max_t: int) -> dict:
+             rng: random.Random, max_t: int, gt_epochs: int) -> dict:
     teachers = list(histories)
     best = max(table, key=lambda t: table[t]["pgd20_mean"])
     near = {t for t in table if table[best]["pgd20_mean"] - table[t]["pgd20_mean"] <= table[best]["pgd20_std"]}
@@ -71,7 +72,6 @@ def simulate(histories: dict[str, list[list[float]]], table: dict, grace: int, r
         within += picked in near
         epochs.append(used)
         decided.append(len(full))
-    gt_epochs = sum(len(c) for cs in histories.values() for c in cs)
     return {"grace_period": grace, "reduction_factor": rf, "num_samples": n, "rungs": rungs(grace, rf, max_t),
             "p_best": hits / draws, "p_within_noise": within / draws, "epochs": statistics.fmean(epochs),
             "compute_fraction": statistics.fmean(epochs) / gt_epochs, "decided_teachers": statistics.fmean(decided)}
@@ -92,6 +92,8 @@ def markdown(rows: list[dict], best: str, near: list[str], draws: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("ground_truth", help="the JSON that `python -m bench.teacher_selection` wrote")
+    ap.add_argument("--extra", action="append", default=[], metavar="JSON",
+                    help="more curves of the same trials (an earlier run of the ground truth: {'trials': [{teacher, val_pgd}]})")
     ap.add_argument("--draws", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/teacher-asha-simulation")
@@ -99,15 +101,17 @@ def main() -> None:
     gt = read_json(Path(args.ground_truth), "ground truth")
     table = gt["ground_truth"]["table"]
     histories: dict[str, list[list[float]]] = {}
-    for t in gt["ground_truth"]["histories"]:
+    for t in gt["ground_truth"]["histories"] + [t for f in args.extra for t in read_json(Path(f), "--extra")["trials"]]:
         histories.setdefault(t["teacher"], []).append(t["val_pgd"])
     max_t = min(len(c) for cs in histories.values() for c in cs)
     rng = random.Random(args.seed)
-    rows = [simulate(histories, table, g, rf, n, args.draws, rng, max_t) for g, rf, n in SETTINGS]
+    rows = [simulate(histories, table, g, rf, n, args.draws, rng, max_t, gt["ground_truth"]["trial_epochs"])
+            for g, rf, n in SETTINGS]
     best = max(table, key=lambda t: table[t]["pgd20_mean"])
     near = [t for t in table if table[best]["pgd20_mean"] - table[t]["pgd20_mean"] <= table[best]["pgd20_std"]]
     md = markdown(rows, best, near, args.draws)
-    write_json({"source": args.ground_truth, "draws": args.draws, "seed": args.seed, "rows": rows}, Path(args.out + ".json"))
+    write_json({"source": args.ground_truth, "extra": args.extra, "curves_per_teacher": {k: len(v) for k, v in histories.items()},
+                "draws": args.draws, "seed": args.seed, "rows": rows}, Path(args.out + ".json"))
     write_text(md + "\n", Path(args.out + ".md"))
     print(md)
 

@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--n-aa", type=_count, default=500, metavar="N", help="AutoAttack on the first N images (default 500; 0: none)")
     c.add_argument("--aa-seed", type=_seed, default=0, help="run AutoAttack for the trials of this seed only (default 0)")
     c.add_argument("--last", action="store_true", help="also score each trial's last checkpoint (best versus last)")
+    c.add_argument("--attacks", default="clean,fgsm,pgd_sat,pgd_trades,cw_inf,aa",
+                   help="comma-separated columns (default: all six; e.g. clean,pgd_sat,aa for a ranking by PGD-20)")
     c.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
 
     r = sub.add_parser("report", help="teacher selection report: each teacher's best student vs teacher size and robustness")
@@ -310,7 +312,15 @@ def cmd_compare(args) -> int:
 
     _replay_pending(args.experiment_dir)
     t0 = time.time()
-    md, path = compare_experiment(Path(args.experiment_dir), n_aa=args.n_aa, aa_seed=args.aa_seed,
+    from .robustness import ATTACK_NAMES, resolve_columns
+    from .spec import SpecError
+
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    try:
+        resolve_columns(attacks)
+    except ValueError:
+        raise SpecError("--attacks", args.attacks, f"must be a comma-separated subset of {','.join(ATTACK_NAMES)}") from None
+    md, path = compare_experiment(Path(args.experiment_dir), n_aa=args.n_aa, aa_seed=args.aa_seed, attacks=attacks,
                                   n_examples=args.n_examples, device=args.device, last=args.last, log=_log)
     print("\n" + md + "\n", flush=True)
     _log(f"wrote {path} ({time.time() - t0:.0f}s)")

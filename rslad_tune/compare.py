@@ -16,13 +16,13 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .data import load_data, resolve_device
 from .files import load_weights, write_json, write_text
 from .layout import ExperimentDir, TrialDir
 from .methods import METHODS
-from .robustness import COLUMNS, evaluate_suite
+from .robustness import COLUMNS, evaluate_suite, resolve_columns
 from .spec import TrialConfig
 from .trainer import make_student
 
@@ -34,26 +34,30 @@ def _best_row_name(cfg: TrialConfig) -> str:
     return "best" if METHODS[cfg.method].adversarial else "last"
 
 
-def _scored(row: dict | None, trial: TrialDir, want_aa: int, n_examples: int | None, last: bool) -> bool:
+def _scored(row: dict | None, trial: TrialDir, cols: list[str], want_aa: int, n_examples: int | None, last: bool) -> bool:
     """A cached suite.json row that already holds what is asked for now, of the checkpoint the trial has now
     (a trial scored while it was still training is scored again once it has trained on)."""
     return bool(row) and row.get("n_requested", -1) == n_examples and row.get("n_aa", 0) >= want_aa \
+        and all(c in row for c in cols) and (not last or all(c in row.get("last", {}) for c in cols)) \
         and (not row.get("n_aa") or "PGD_SAT_aa" in row) and (not last or "last" in row) \
         and row.get("last_epoch") == trial.result.get("epoch") and row.get("best_epoch") == trial.result.get("best_epoch")
 
 
 def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examples: int | None = None,
                     device: str = "auto", last: bool = False, log: Callable[[str], None] = print,
-                    only: Callable[[TrialDir], bool] | None = None) -> list[dict]:
-    """The suite on every finished trial (or those `only` accepts), each cached in its suite.json."""
+                    only: Callable[[TrialDir], bool] | None = None, attacks: Sequence[str] = COLUMNS) -> list[dict]:
+    """The suite's `attacks` (default: every column) on every finished trial (or those `only` accepts), each
+    cached in its suite.json."""
+    columns = resolve_columns(attacks)
+    cols = [c for c in SUITE if c in columns] or ["Clean"]  # every row has its clean accuracy
     trials = [t for t in ExperimentDir.open(exp_dir).finished_trials("to compare") if only is None or only(t)]
     dev = resolve_device(device)
     rows = []
     for i, t in enumerate(sorted(trials, key=lambda t: (t.config["method"], str(t.config.get("teacher")), t.config["seed"])), 1):
         cfg = t.trial_config
-        want_aa = n_aa if cfg.seed == aa_seed else 0
+        want_aa = n_aa if cfg.seed == aa_seed and "AA" in columns else 0
         row = t.cached("suite.json")
-        if _scored(row, t, want_aa, n_examples, last):
+        if _scored(row, t, cols, want_aa, n_examples, last):
             log(f"[{i}/{len(trials)}] {t.trial_id} ({cfg.method}, seed {cfg.seed}): done before")
             rows.append(row | {"config": t.config})
             continue
@@ -63,7 +67,7 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
             + (f", AutoAttack on {min(want_aa, len(x))}" if want_aa else "") + (", best and last checkpoints" if last else ""))
         t0 = time.perf_counter()
         model = _load(t, cfg, splits, dev, _best_row_name(cfg))
-        res = evaluate_suite(model, x, y, cfg.eval_epsilon, n_aa=want_aa, attacks=COLUMNS if want_aa else SUITE, progress=log)
+        res = evaluate_suite(model, x, y, cfg.eval_epsilon, n_aa=want_aa, attacks=cols + ["AA"] * bool(want_aa), progress=log)
         if want_aa:  # PGD-20 on AutoAttack's images, so that AA <= PGD-20 can be checked like for like
             res["PGD_SAT_aa"] = evaluate_suite(model, x[:want_aa], y[:want_aa], cfg.eval_epsilon, attacks=["PGD_SAT"],
                                                progress=None)["PGD_SAT"]
@@ -72,7 +76,7 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
                "checkpoint": _best_row_name(cfg), "best_epoch": t.result.get("best_epoch"),
                "last_epoch": t.result.get("epoch"), **res}
         if last:
-            row["last"] = evaluate_suite(_load(t, cfg, splits, dev, "last"), x, y, cfg.eval_epsilon, attacks=SUITE, progress=log)
+            row["last"] = evaluate_suite(_load(t, cfg, splits, dev, "last"), x, y, cfg.eval_epsilon, attacks=cols, progress=log)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         t.store("suite.json", row)
         rows.append(row | {"config": t.config})
@@ -124,8 +128,9 @@ def format_markdown(lines: list[dict], rows: list[dict]) -> str:
     n = rows[0]["n"] if rows else 0
     aa_n = next((r["n_aa"] for r in rows if r.get("n_aa")), 0)
     keys = [k for k in (lines[0]["group"] if lines else {}) if k not in ("method",)]
-    has_last = any(ln["last_Clean"] for ln in lines)
-    head = (["method"] + keys + ["student", "seeds", "checkpoint"] + list(SUITE)
+    shown = [c for c in SUITE if any(c in r for r in rows)]  # the columns that were asked for (compare --attacks)
+    has_last = any(ln[f"last_{c}"] for ln in lines for c in shown)
+    head = (["method"] + keys + ["student", "seeds", "checkpoint"] + shown
             + [f"AA ({aa_n} images, one seed)" if aa_n else "AA (not run)"])
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ln in lines:
@@ -133,9 +138,9 @@ def format_markdown(lines: list[dict], rows: list[dict]) -> str:
         aa = ln["AA"]
         aa_cell = (f"{aa[0]:.2f} (seed {aa[2]}; PGD-20 there {aa[3]:.2f})" if aa and aa[3] is not None
                    else f"{aa[0]:.2f} (seed {aa[2]})" if aa else "–")
-        md.append("| " + " | ".join(ident + ["best"] + [_cell(ln[c]) for c in SUITE] + [aa_cell]) + " |")
+        md.append("| " + " | ".join(ident + ["best"] + [_cell(ln[c]) for c in shown] + [aa_cell]) + " |")
         if has_last:
-            md.append("| " + " | ".join(ident + ["last"] + [_cell(ln[f"last_{c}"]) for c in SUITE] + ["–"]) + " |")
+            md.append("| " + " | ".join(ident + ["last"] + [_cell(ln[f"last_{c}"]) for c in shown] + ["–"]) + " |")
     md.append(f"\nAccuracy (%) on {n} test images, mean ± std over seeds; best: the epoch with the highest validation "
               "PGD-20 (a method without attacks: its last epoch); last: the final epoch.")
     return "\n".join(md)

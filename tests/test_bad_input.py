@@ -269,6 +269,7 @@ ROWS = [
     ("compare with a negative --n-aa", lambda d: ["compare", str(d), "--n-aa", "-5"], ["--n-aa", "'-5'", "non-negative"]),
     ("compare with a negative --aa-seed", lambda d: ["compare", str(d), "--aa-seed", "-1"], ["--aa-seed", "'-1'", "seed"]),
     ("compare on an unknown device", lambda d: ["compare", str(d), "--device", "tpu"], ["--device", "'tpu'", "choose from"]),
+    ("compare an unknown attack", lambda d: ["compare", str(d), "--attacks", "clean,bogus"], ["--attacks", "clean,bogus", "subset of"]),
     ("evaluate with a seed above 2**32-1", _args("evaluate", "x", "--seed", str(2**32)), ["--seed", "4294967296", "4294967295"]),
     ("evaluate with a zero --batch-size", _args("evaluate", "x", "--batch-size", "0"), ["--batch-size", "'0'", "positive"]),
     ("evaluate with --n-aa 1e3", _args("evaluate", "x", "--n-aa", "1e3"), ["--n-aa", "'1e3'", "non-negative integer or 'all'"]),
