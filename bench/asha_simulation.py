@@ -1,6 +1,6 @@
 """Which ASHA settings can pick the right teacher? Replays teacher.yaml's sweep on the ground truth's curves.
 
-    python -m bench.asha_simulation docs/teacher-ground-truth.json [--draws 4000] [--out docs/teacher-asha-simulation]
+    python -m bench.asha_simulation docs/teacher-selection/ground-truth.json --extra docs/teacher-selection/validation-histories-run1.json [--out docs/teacher-selection/asha-simulation]
 
 The ground truth (search_spaces/teacher_groundtruth.yaml) trained every zoo teacher's student 3 times (and
 `--extra` adds an earlier run's curves: the same seeds do not give the same curves on this CPU) at
@@ -96,7 +96,7 @@ def main() -> None:
                     help="more curves of the same trials (an earlier run of the ground truth: {'trials': [{teacher, val_pgd}]})")
     ap.add_argument("--draws", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="docs/teacher-asha-simulation")
+    ap.add_argument("--out", default="docs/teacher-selection/asha-simulation")
     args = ap.parse_args()
     gt = read_json(Path(args.ground_truth), "ground truth")
     table = gt["ground_truth"]["table"]

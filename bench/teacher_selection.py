@@ -1,16 +1,17 @@
 """Is the teacher search right? Ground truth, ASHA's rungs, and a sweep scored against them.
 
-    python -m bench.teacher_selection runs/teacher_groundtruth [runs/teacher ...] [--out docs/teacher-ground-truth]
+    python -m bench.teacher_selection runs/teacher_groundtruth [runs/teacher ...] [--out docs/teacher-selection/ground-truth]
 
 - Ground truth (search_spaces/teacher_groundtruth.yaml, then `rslad-tune compare ... --n-aa 500`): each
   teacher's students' test PGD-20 mean ± std over seeds and AutoAttack (seed 0), read from comparison.json.
 - Rungs: for every epoch r, the Spearman correlation between the trials' validation PGD-20 at epoch r and
   at the last epoch (over all ground-truth trials, and over the teachers' means), which is what ASHA bets on.
-- Each sweep given after it: the teacher it exports (its best trial), whether that is the ground truth's best
-  or within its noise (one std of the best teacher's seeds), the Spearman correlation of the sweep's teacher
-  ranking (each teacher's best validation PGD-20; teachers with no full-length trial left out as undecided)
-  with the ground truth's, and its compute as trained epochs over the ground truth's (every trial trains the
-  same student with a cached teacher, so an epoch costs the same whatever the teacher).
+- Each sweep given after it (after its selection report): the teacher its report ranks first (teachers
+  compared at equal hyper-parameters, undecided ones left out), whether that is the ground truth's best or
+  within its noise (one std of the best teacher's seeds), the Spearman correlation of the report's teacher
+  ranking with the ground truth's, the exported student's teacher, and its compute as trained epochs over
+  the ground truth's (every trial trains the same student with a cached teacher, so an epoch costs the same
+  whatever the teacher).
 Writes <out>.json and <out>.md.
 """
 from __future__ import annotations
@@ -47,7 +48,10 @@ def ground_truth(exp: ExperimentDir) -> dict:
     histories = [{"trial_id": t.trial_id, "teacher": t.config.get("teacher"), "seed": t.config.get("seed"),
                   "val_pgd": [h["pgd_acc"] for h in t.history], "val_clean": [h.get("clean_acc") for h in t.history]}
                  for t in exp.finished_trials()]
+    ss = sum(sum((v - row["pgd20_mean"]) ** 2 for v in row["pgd20"]) for row in table.values())
+    dof = sum(len(row["pgd20"]) - 1 for row in table.values())
     return {"table": table, "ranking": order, "epochs": exp.sweep.get("epochs"),
+            "pooled_seed_std": (ss / dof) ** 0.5 if dof else None, "pooled_seed_dof": dof,
             "trial_epochs": sum(t.result.get("epoch", 0) for t in exp.trials()), "histories": histories}
 
 
@@ -67,25 +71,24 @@ def rung_correlations(exp: ExperimentDir) -> list[dict]:
 
 
 def score_sweep(exp: ExperimentDir, gt: dict) -> dict:
+    """The sweep's teacher pick is its selection report's (selection.json: teachers ranked at equal
+    hyper-parameters, undecided ones left out); the exported student's teacher is recorded beside it."""
     trials = exp.finished_trials("to score")
-    epochs = exp.sweep.get("epochs")
-    best_val: dict[str, float] = {}
-    for t in trials:
-        if t.result.get("epoch") == epochs:  # only full-length trials rank a teacher; the rest leave it undecided
-            name = t.config.get("teacher")
-            best_val[name] = max(best_val.get(name, -1.0), t.result["best_pgd_acc"])
+    sel = read_json(exp.path / "selection.json", "selection.json (run `rslad-tune report` on the sweep first)")
+    verdict = sel["verdict"]
+    means = {r["teacher"]: r["student_pgd20_mean"] for r in sel["rows"] if r["decided"]}
     winner = max(trials, key=lambda t: (t.result["best_pgd_acc"], t.result.get("clean_acc", 0)))
-    picked = winner.config.get("teacher")
     table = gt["table"]
     best = gt["ranking"][0]
-    common = [name for name in gt["ranking"] if name in best_val]
+    picked = verdict["ranking"][0] if verdict["ranking"] else None
+    common = [name for name in gt["ranking"] if name in means]
     used = sum(t.result.get("epoch", 0) for t in exp.trials())
     return {"experiment": str(exp.path), "picked": picked, "gt_best": best, "picked_is_gt_best": picked == best,
             "picked_gt_pgd20": table[picked]["pgd20_mean"] if picked in table else None,
             "within_noise": picked in table and table[best]["pgd20_mean"] - table[picked]["pgd20_mean"] <= table[best]["pgd20_std"],
-            "ranked_teachers": sorted(best_val, key=lambda n: -best_val[n]),
-            "undecided": sorted(set(table) - set(best_val)),
-            "spearman_vs_gt": spearman([best_val[n] for n in common], [table[n]["pgd20_mean"] for n in common]),
+            "exported_teacher": winner.config.get("teacher"), "exported_trial": winner.trial_id,
+            "ranked_teachers": verdict["ranking"], "undecided": verdict["undecided"],
+            "spearman_vs_gt": spearman([means[n] for n in common], [table[n]["pgd20_mean"] for n in common]),
             "trials": len(exp.trials()), "epochs_trained": used, "compute_fraction": used / gt["trial_epochs"]}
 
 
@@ -101,6 +104,10 @@ def markdown(gt: dict, rungs: list[dict], sweeps: list[dict]) -> str:
                   f"{r['pgd20_on_aa_images']:.2f} |" if r["aa"] is not None else
                   f"| {i} | {name} | {r['teacher_params'] or 0:,} | {teacher} | {r['pgd20_mean']:.2f} ± {r['pgd20_std']:.2f} | "
                   f"{len(r['seeds'])} | {r['clean_mean']:.2f} | – | – |")
+    if gt.get("pooled_seed_std") is not None:
+        md += ["", f"One teacher's students spread over seeds by **{gt['pooled_seed_std']:.2f} points** of test PGD-20 "
+                   f"(std pooled over the teachers, {gt['pooled_seed_dof']} degrees of freedom): teacher.yaml's "
+                   "`report.noise_std`."]
     md += ["", "## ASHA's rungs: does validation PGD-20 at epoch r rank trials as the last epoch does?", "",
            "| epoch r | Spearman, all trials | Spearman, teachers' means | trials |", "|---|---|---|---|"]
     for r in rungs:
@@ -110,7 +117,9 @@ def markdown(gt: dict, rungs: list[dict], sweeps: list[dict]) -> str:
         md += ["", f"## Sweep {s['experiment']} scored against the ground truth", "",
                f"- picked **{s['picked']}** (ground truth's best: {s['gt_best']}; same: {s['picked_is_gt_best']}; "
                f"within one std of it: {s['within_noise']})",
-               f"- teacher ranking (full-length trials only): {', '.join(s['ranked_teachers'])}; undecided: "
+               f"- exported student: trial {s['exported_trial']} (teacher {s['exported_teacher']})",
+               f"- teacher ranking (selection report: equal hyper-parameters, full-length students): "
+               f"{', '.join(s['ranked_teachers'])}; undecided: "
                f"{', '.join(s['undecided']) or 'none'}; Spearman with the ground truth: "
                + ("–" if s["spearman_vs_gt"] is None else f"{s['spearman_vs_gt']:.2f}"),
                f"- compute: {s['epochs_trained']} trained epochs in {s['trials']} trials = "
@@ -122,7 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("ground_truth", help="runs/teacher_groundtruth, after `rslad-tune compare` on it")
     ap.add_argument("sweeps", nargs="*", help="sweep folders of teacher.yaml (or variants) to score")
-    ap.add_argument("--out", default="docs/teacher-ground-truth")
+    ap.add_argument("--out", default="docs/teacher-selection/ground-truth")
     args = ap.parse_args()
     gt_exp = ExperimentDir.open(args.ground_truth)
     gt = ground_truth(gt_exp)

@@ -29,11 +29,12 @@ def plot_pgd_curves(curves: dict[str, tuple[list[int], list[float], bool]], max_
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, layout: bool = True) -> Path:
     """Temporary file + rename: an interrupted write never leaves a half PNG under the final name."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
@@ -41,9 +42,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_selection(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Two panels: each decided teacher's students (mean ± std of test PGD-20 and AutoAttack over its full-length
-    students) against teacher parameters (log axis) and teacher PGD-20; undecided teachers are named, not drawn."""
+def plot_selection(rows: list[dict], path: Path, title: str = "", noise: float | None = None) -> Path:
+    """Two panels: each decided teacher's compared students (mean test PGD-20 and AutoAttack) against teacher
+    parameters (log axis) and teacher PGD-20; undecided teachers are named, not drawn. PGD-20 error bars are
+    the standard error of each mean, noise / sqrt(n) (`noise`: the verdict's std of one teacher's students; without
+    one, a teacher's own std); AutoAttack's are its std over two or more students."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,8 +64,10 @@ def plot_selection(rows: list[dict], path: Path, title: str = "") -> Path:
                 continue
             # a small horizontal offset keeps the two error bars of one teacher apart
             px = [x * shift if log_x else x + (shift - 1) * 10 for x, _ in pts]
-            ax.errorbar(px, [r[f"student_{metric}_mean"] for _, r in pts], yerr=[r[f"student_{metric}_std"] or 0 for _, r in pts],
-                        fmt=marker, ms=6, capsize=4, label=name + " (mean ± std over full-length students)")
+            err = [noise / r[f"student_{metric}_count"] ** 0.5 if metric == "pgd20" and noise is not None
+                   else r[f"student_{metric}_std"] or 0 for _, r in pts]
+            ax.errorbar(px, [r[f"student_{metric}_mean"] for _, r in pts], yerr=err, fmt=marker, ms=6, capsize=4,
+                        label=name + (" (mean ± noise/√n)" if metric == "pgd20" and noise is not None else " (mean ± std)"))
         for x, r in zip(xs, done):
             ax.annotate(f"{r['teacher']} (n={r['student_pgd20_count']})", (x, r["student_pgd20_mean"]),
                         textcoords="offset points", xytext=(6, 6), fontsize=7)
@@ -74,9 +79,11 @@ def plot_selection(rows: list[dict], path: Path, title: str = "") -> Path:
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("student test accuracy (%)")
-    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.13), ncol=2, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
     undecided = [r["teacher"] for r in rows if not r.get("decided")]
-    if undecided:
-        fig.text(0.99, 0.01, "undecided (all students stopped early): " + ", ".join(undecided), ha="right", fontsize=7)
+    foot = "undecided (not ranked): " + ", ".join(undecided) if undecided else ""
+    fig.legend(handles, labels, fontsize=8, loc="lower left", ncol=2, frameon=False)
+    fig.text(0.99, 0.02, foot, ha="right", fontsize=7)
     fig.suptitle(title or "teacher selection", fontsize=10)
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save(fig, path, layout=False)

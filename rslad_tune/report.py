@@ -2,13 +2,15 @@
 
     rslad-tune report runs/teacher
 
-For every teacher the sweep could use, each of its students that trained every epoch (a *full-length*
-trial; ASHA stopped the others, whose numbers would compare fewer epochs) is evaluated on the test split:
-clean and PGD-20 (SAT protocol) on `n_examples` images, AutoAttack standard on the first `n_aa`. A teacher's
-row gives the mean and sample std over its full-length students and how many there are; a teacher with
-none is *undecided* and never ranked. The verdict compares teachers against the noise -- the spread of
-students of one teacher (pooled over teachers with two or more), scaled to the two means compared -- and
-answers whether a larger teacher made a better student. Numbers are cached beside each checkpoint
+Every student that trained every epoch (a *full-length* trial; ASHA stopped the others, whose numbers would
+compare fewer epochs) is evaluated on the test split: clean and PGD-20 (SAT protocol) on `n_examples` images,
+AutoAttack standard on the first `n_aa`. Teachers are compared at equal hyper-parameters (`comparison_set`:
+students at other alpha/epsilon are listed, not ranked, or the ranking would compare hyper-parameters). A
+teacher's row gives the mean and sample std over its compared students and how many there are; a teacher
+with none is *undecided* and never ranked. The verdict weighs differences against the noise -- the spread
+of one teacher's students (pooled over teachers with two or more, else the YAML's `report.noise_std`
+measured by a ground-truth sweep), scaled to the two means compared -- and answers whether a larger teacher
+made a better student. Numbers are cached beside each checkpoint
 (`selection.json`), so a second call only computes what is missing. Writes `selection.md`,
 `selection.json` and `selection.png` under the experiment folder and logs them, with per-teacher metrics,
 to the sweep's MLflow parent run.
@@ -60,28 +62,47 @@ def _spread(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+NOT_HYPER = {"teacher", "seed", "num_threads", "device", "data_dir", "precision", "compile"}
+
+
+def comparison_set(trials: list[TrialDir]) -> set[str]:
+    """The full-length trials that compare teachers at equal hyper-parameters: grouped by every trial key that
+    differs between them (the teacher and the seed aside), the group with the most teachers (then the most
+    trials). A teacher search gives every teacher one trial at the same point first (tuning.teacher_points)."""
+    keys = sorted({k for t in trials for k in t.config} - NOT_HYPER)
+    varying = [k for k in keys if len({repr(t.config.get(k)) for t in trials}) > 1]
+    groups: dict[str, list[TrialDir]] = {}
+    for t in trials:
+        groups.setdefault(repr([t.config.get(k) for k in varying]), []).append(t)
+    best = max(groups.values(), key=lambda g: (len({t.config.get("teacher") for t in g}), len(g)), default=[])
+    return {t.trial_id for t in best}
+
+
 def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 200, device: str = "auto",
                    log: Callable[[str], None] = print) -> list[dict]:
     exp = ExperimentDir.open(exp_dir)
     if not exp.teacher_dirs:
         raise SpecError("experiment", str(exp_dir), "used no teacher: the selection report compares teachers")
     trials = exp.finished_trials("to report on")
+    full = sorted((t for t in trials if t.result.get("epoch") == t.config.get("epochs")), key=lambda t: t.trial_id)
+    compared = comparison_set(full)
     dev = resolve_device(device)
     rows = []
     for name, folder in exp.teacher_dirs.items():
         card = read_card(folder)
         mine = [t for t in trials if t.config.get("teacher") == name]
-        full = sorted((t for t in mine if t.result.get("epoch") == t.config.get("epochs")), key=lambda t: t.trial_id)
         row = {"teacher": name, "params": card["params"], "macs": card["macs"], "teacher_method": card.get("recipe", {}).get("method"),
                "teacher_clean": card["clean_acc"], "teacher_pgd20": card["pgd20_acc"], "teacher_n": card.get("eval_n"),
                "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"), "source": card["source"],
-               "trials": len(mine), "full_length": len(full), "decided": bool(full), "students": []}
-        for t in full:
+               "trials": len(mine), "full_length": sum(t in full for t in mine), "students": [], "other_students": []}
+        for t in (t for t in full if t.config.get("teacher") == name):
             ev = _evaluate_student(t, n_examples, n_aa, dev, log)
-            row["students"].append({"trial_id": t.trial_id, "alpha": t.config.get("alpha"), "epsilon": t.config.get("epsilon"),
-                                    "seed": t.config.get("seed"), "val_pgd": t.result["best_pgd_acc"], "clean": ev["Clean"],
-                                    "pgd20": ev["PGD_SAT"], "aa": ev.get("AA"), "n": ev["n"], "n_aa": ev["n_aa"]})
-        for key in ("clean", "pgd20", "aa"):
+            (row["students"] if t.trial_id in compared else row["other_students"]).append({
+                "trial_id": t.trial_id, "alpha": t.config.get("alpha"), "epsilon": t.config.get("epsilon"),
+                "seed": t.config.get("seed"), "val_pgd": t.result["best_pgd_acc"], "clean": ev["Clean"],
+                "pgd20": ev["PGD_SAT"], "aa": ev.get("AA"), "n": ev["n"], "n_aa": ev["n_aa"]})
+        row["decided"] = bool(row["students"])
+        for key in ("val_pgd", "clean", "pgd20", "aa"):
             vals = [100 * s[key] for s in row["students"] if s.get(key) is not None]
             row[f"student_{key}_mean"], row[f"student_{key}_std"] = _spread(vals)
             row[f"student_{key}_count"] = len(vals)
@@ -135,11 +156,16 @@ def compare_two(a: dict, b: dict, sd: float | None) -> dict:
     return {"a": a["teacher"], "b": b["teacher"], "diff": d, "noise": noise, "real": noise is not None and abs(d) > noise}
 
 
-def verdict(rows: list[dict]) -> dict:
+def verdict(rows: list[dict], noise_std: float | None = None) -> dict:
+    """Teachers ranked by their compared students' mean test PGD-20; the noise is the pooled spread of one
+    teacher's students when the sweep has replicates, else `noise_std` (measured by a ground-truth sweep)."""
     decided = sorted((r for r in rows if r["decided"]), key=lambda r: -r["student_pgd20_mean"])
     undecided = [r["teacher"] for r in rows if not r["decided"]]
     sd, dof = pooled_std(decided)
+    source = "this sweep" if sd is not None else "report.noise_std" if noise_std is not None else None
+    sd = sd if sd is not None else noise_std
     out = {"ranking": [r["teacher"] for r in decided], "undecided": undecided, "noise_std": sd, "noise_dof": dof,
+           "noise_source": source,
            "vs_best": [compare_two(decided[0], r, sd) for r in decided[1:]] if decided else [],
            "size_spearman": spearman([r["params"] for r in decided], [r["student_pgd20_mean"] for r in decided]),
            "largest_vs_smallest": None, "families": []}
@@ -168,27 +194,33 @@ def verdict_words(v: dict, rows: list[dict]) -> list[str]:
     if not v["ranking"]:
         return ["**Verdict: undecided.** No teacher has a student that trained every epoch: nothing can be ranked."]
     best = by[v["ranking"][0]]
-    words = [f"**Best teacher: {best['teacher']}** — its {best['student_pgd20_count']} full-length student(s) score "
-             f"{best['student_pgd20_mean']:.2f} % test PGD-20 on average."]
+    by_val = max((by[t] for t in v["ranking"]), key=lambda r: r["student_val_pgd_mean"])
+    words = [f"**Best teacher on the test split: {best['teacher']}** — its {best['student_pgd20_count']} compared "
+             f"student(s) score {best['student_pgd20_mean']:.2f} % test PGD-20 on average. The sweep's own pick, by "
+             f"validation PGD-20 (what ASHA and the export rank by): **{by_val['teacher']}** "
+             f"({by_val['student_val_pgd_mean']:.2f} %)."]
     if v["noise_std"] is None:
-        words.append("**Noise unknown**: no teacher has two full-length students, so no difference below can be called "
-                     "real; run more samples (or seeds) before trusting the ranking.")
+        words.append("**Noise unknown**: no teacher has two compared students and the YAML gives no `report.noise_std`, "
+                     "so no difference below can be called real; run more seeds before trusting the ranking.")
     else:
         tied = [c["b"] for c in v["vs_best"] if not c["real"]]
         beaten = [c["b"] for c in v["vs_best"] if c["real"]]
-        words.append(f"Noise: students of one teacher spread by {v['noise_std']:.2f} points (std pooled over "
-                     f"{v['noise_dof']} degrees of freedom); a difference counts when it exceeds {Z:g} standard errors. "
+        where = (f"std pooled over {v['noise_dof']} degrees of freedom of this sweep" if v["noise_source"] == "this sweep"
+                 else "`report.noise_std`: measured by a ground-truth sweep, this sweep has one student per teacher")
+        words.append(f"Noise: students of one teacher spread by {v['noise_std']:.2f} points ({where}); a difference "
+                     f"counts when it exceeds {Z:g} standard errors. "
                      + (f"Within the noise of the best: {', '.join(tied)}. " if tied else "")
                      + (f"Worse than the best beyond the noise: {', '.join(beaten)}." if beaten else
                         "No teacher is worse than the best beyond the noise." if not tied else ""))
     if v["undecided"]:
-        words.append(f"Undecided (every student stopped early by ASHA; not ranked): {', '.join(v['undecided'])}.")
+        words.append(f"Undecided (no student trained every epoch at the compared hyper-parameters; not ranked): "
+                     f"{', '.join(v['undecided'])}.")
     lvs = v["largest_vs_smallest"]
     if lvs is None:
         words.append("**Is a larger teacher better?** Cannot tell: the decided teachers all have the same size.")
     else:
-        answer = ("Yes" if lvs["real"] and lvs["diff"] > 0 else "No — the smaller one is better" if lvs["real"]
-                  else "Not measurably")
+        answer = ("Cannot tell without a noise estimate" if lvs["noise"] is None else "Yes" if lvs["real"] and lvs["diff"] > 0
+                  else "No — the smaller one is better" if lvs["real"] else "Not measurably")
         rho = "–" if v["size_spearman"] is None else f"{v['size_spearman']:+.2f}"
         words.append(f"**Is a larger teacher better? {answer}.** Largest against smallest: {_d(lvs)}; Spearman "
                      f"correlation of teacher parameters with student PGD-20 over {len(v['ranking'])} teachers: {rho}."
@@ -211,17 +243,17 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
-def format_markdown(rows: list[dict]) -> str:
-    v = verdict(rows)
-    head = ["rank", "teacher", "params", "T clean", "T PGD-20", "T AA", "trials (full-length)", "S clean", "S PGD-20",
-            "S AA"]
+def format_markdown(rows: list[dict], noise_std: float | None = None) -> str:
+    v = verdict(rows, noise_std)
+    head = ["rank", "teacher", "params", "T clean", "T PGD-20", "T AA", "trials (full-length)", "S val PGD-20", "S clean",
+            "S PGD-20", "S AA"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = v["ranking"] + v["undecided"]
     for r in sorted(rows, key=lambda r: order.index(r["teacher"])):
         rank = str(v["ranking"].index(r["teacher"]) + 1) if r["decided"] else "undecided"
         md.append("| " + " | ".join([
             rank, r["teacher"], f"{r['params'] / 1e3:.0f}k", _pct(r["teacher_clean"]), _pct(r["teacher_pgd20"]),
-            _pct(r["teacher_aa"]), f"{r['trials']} ({r['full_length']})",
+            _pct(r["teacher_aa"]), f"{r['trials']} ({r['full_length']})", _pm(r["student_val_pgd_mean"], r["student_val_pgd_std"]),
             _pm(r["student_clean_mean"], r["student_clean_std"]), _pm(r["student_pgd20_mean"], r["student_pgd20_std"]),
             _pm(r["student_aa_mean"], r["student_aa_std"])]) + " |")
     students = [s for r in rows for s in r["students"]]
@@ -231,14 +263,19 @@ def format_markdown(rows: list[dict]) -> str:
         t_aa = next((r["teacher_aa_n"] for r in rows if r.get("teacher_aa_n")), None)
         md.append(f"\nT = teacher, from its card: clean / PGD-20 on the first {t_n or 'all'} test images (the students' "
                   f"{n} are {'the same' if t_n == n else 'the first ' + str(n)}), AutoAttack on the first {t_aa or '–'}. "
-                  f"S = the teacher's full-length students (trained every epoch): mean ± sample std over them of clean and "
-                  f"PGD-20 on {n} test images and AutoAttack standard on the first {n_aa} (± only with two or more "
-                  "students). Trials ASHA stopped early count in `trials` but not in the numbers. Accuracy in %.")
+                  f"S = the teacher's compared students (trained every epoch, at the hyper-parameters that the most "
+                  f"teachers share): mean ± sample std over them of clean and PGD-20 on {n} test images and AutoAttack "
+                  f"standard on the first {n_aa} (± only with two or more students). Trials ASHA stopped early count in "
+                  "`trials` but not in the numbers; full-length students at other hyper-parameters are listed below, "
+                  "not ranked (they would compare hyper-parameters, not teachers). Accuracy in %.")
     md += [""] + verdict_words(v, rows)
-    if students:
-        md += ["", "| teacher | student trial | α | ε | val PGD-20 (best epoch) | clean | PGD-20 | AA |", "|---|---|---|---|---|---|---|---|"]
-        md += [f"| {r['teacher']} | {s['trial_id']} | {_num(s['alpha'])} | {_num(s['epsilon'])} | {_pct(s['val_pgd'])} | "
-               f"{_pct(s['clean'])} | {_pct(s['pgd20'])} | {_pct(s['aa'])} |" for r in rows for s in r["students"]]
+    every = [(r, s, "yes") for r in rows for s in r["students"]] + [(r, s, "no: other α/ε") for r in rows
+                                                                     for s in r.get("other_students", [])]
+    if every:
+        md += ["", "| teacher | student trial | compared | α | ε | val PGD-20 (best epoch) | clean | PGD-20 | AA |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        md += [f"| {r['teacher']} | {s['trial_id']} | {c} | {_num(s['alpha'])} | {_num(s['epsilon'])} | {_pct(s['val_pgd'])} | "
+               f"{_pct(s['clean'])} | {_pct(s['pgd20'])} | {_pct(s['aa'])} |" for r, s, c in every]
     return "\n".join(md)
 
 
@@ -246,10 +283,12 @@ def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     exp = Path(exp_dir)
     log = kw.get("log", print)
     rows = selection_rows(exp, **kw)
-    md = format_markdown(rows)
-    write_json({"rows": rows, "verdict": verdict(rows)}, exp / "selection.json")
+    noise_std = ExperimentDir.open(exp).sweep.get("report_noise_std")  # the YAML's report.noise_std
+    md = format_markdown(rows, noise_std)
+    write_json({"rows": rows, "verdict": verdict(rows, noise_std)}, exp / "selection.json")
     write_text(md + "\n", exp / "selection.md")
-    png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's full-length students (mean ± std)")
+    png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's students at equal hyper-parameters",
+                         noise=verdict(rows, noise_std)["noise_std"])
     metrics = {f"selection.{r['teacher']}.{k}": r[k] for r in rows
                for k in ("student_pgd20_mean", "student_aa_mean", "student_clean_mean", "full_length") if r.get(k) is not None}
     files = [(f, "selection") for f in (exp / "selection.md", exp / "selection.json", png)]

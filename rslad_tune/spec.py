@@ -245,9 +245,10 @@ class ReportSpec:
     """The teacher selection report written at the end of a sweep that searches `teacher` (report.py)."""
 
     enabled: bool = field(default=True, metadata=flag())
-    # test images for the best students' clean / PGD-20 (None: all)
-    n_examples: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True))
+    n_examples: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True))  # test images (None: all)
     n_aa: int = field(default=200, metadata=num(integer=True, lo=0))  # AutoAttack on the first n_aa of them (0: skip)
+    # points of test PGD-20: one teacher's students' std over seeds, measured by a ground-truth sweep (None: from this sweep)
+    noise_std: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))
 
 
 # --------------------------------------------------------------------------- the sweep

@@ -127,7 +127,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
                                       _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
         exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
                          "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
-                         "metric": spec.tune.metric, "registered_model": spec.registered_model}, spec.source)
+                         "metric": spec.tune.metric, "registered_model": spec.registered_model,
+                         "report_noise_std": spec.report.noise_std}, spec.source)
         for name, card in cards.items():
             tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
 

@@ -13,7 +13,7 @@ def _row(name: str, params: int, pgd20: list[float], *, method: str = "sat", tri
            "teacher_pgd20": 0.76, "teacher_n": 1000, "teacher_aa": 0.75, "teacher_aa_n": 500, "source": "zoo",
            "trials": trials if trials is not None else len(pgd20), "full_length": len(pgd20), "decided": bool(pgd20),
            "students": students}
-    for key in ("clean", "pgd20", "aa"):
+    for key in ("val_pgd", "clean", "pgd20", "aa"):
         vals = [100 * s[key] for s in students]
         row[f"student_{key}_mean"] = sum(vals) / len(vals) if vals else None
         row[f"student_{key}_std"] = (sum((v - row[f"student_{key}_mean"]) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 \
@@ -28,7 +28,7 @@ def test_a_teacher_whose_students_all_stopped_early_is_undecided_and_never_ranke
     assert v["ranking"] == ["small"] and v["undecided"] == ["big"]
     md = format_markdown(rows)
     assert "| undecided | big |" in md and "| 1 | small |" in md and "3 (0)" in md
-    assert "Undecided (every student stopped early by ASHA; not ranked): big" in md
+    assert "Undecided (no student trained every epoch at the compared hyper-parameters; not ranked): big" in md
     assert "Cannot tell" in md  # one decided size: the size question has no answer
 
 
@@ -61,7 +61,8 @@ def test_one_student_per_teacher_gives_no_noise_estimate_and_says_so():
     rows = [_row("a", 10_000, [0.62]), _row("b", 50_000, [0.55])]
     v = verdict(rows)
     assert v["noise_std"] is None and not any(c["real"] for c in v["vs_best"])
-    assert "Noise unknown" in format_markdown(rows)
+    md = format_markdown(rows)
+    assert "Noise unknown" in md and "Is a larger teacher better? Cannot tell without a noise estimate." in md
 
 
 def test_spearman_handles_ties_and_too_few_points():
@@ -83,3 +84,33 @@ def test_the_selection_plot_draws_error_bars_against_teacher_size(tmp_path, monk
     assert len(calls) == 4  # PGD-20 and AA, on the size panel and on the teacher-robustness panel
     xs, yerr = calls[0][1], calls[0][2]
     assert len(xs) == 2 and xs[0] < xs[1] and yerr[0] == pytest.approx(100 * 0.01 / 2 ** 0.5)  # c not drawn
+    calls.clear()  # with the verdict's noise: the standard error of each mean, noise / sqrt(n)
+    plot_selection(rows, tmp_path / "s.png", noise=0.5)
+    assert calls[0][2] == pytest.approx([0.5 / 2 ** 0.5] * 2)
+
+
+def test_teachers_are_compared_at_the_hyper_parameters_most_of_them_share():
+    from types import SimpleNamespace
+
+    from rslad_tune.report import comparison_set
+
+    def trial(i, teacher, alpha, eps, seed=0):
+        return SimpleNamespace(trial_id=f"t{i}", config={"teacher": teacher, "alpha": alpha, "epsilon": eps, "seed": seed,
+                                                         "epochs": 6, "num_threads": 1})
+    centre = [trial(i, t, 0.75, 0.1) for i, t in enumerate(["a", "b", "c"])]
+    tpe = [trial(3, "a", 0.72, 0.116), trial(4, "b", 0.9, 0.085)]  # TPE's proposals: other alpha / epsilon
+    assert comparison_set(centre + tpe) == {"t0", "t1", "t2"}
+    seeds = [trial(5 + i, t, 0.75, 0.1, seed=s) for i, (s, t) in enumerate([(1, "a"), (1, "b"), (2, "a"), (2, "b")])]
+    assert comparison_set(centre + seeds) == {"t0", "t1", "t2", "t5", "t6", "t7", "t8"}  # seeds replicate, not differ
+    assert comparison_set([]) == set()
+
+
+def test_one_student_per_teacher_uses_the_ground_truths_noise_when_the_yaml_gives_it():
+    rows = [_row("a", 10_000, [0.62]), _row("b", 50_000, [0.60]), _row("c", 200_000, [0.615])]
+    v = verdict(rows, noise_std=0.5)
+    assert v["noise_source"] == "report.noise_std" and v["noise_std"] == 0.5
+    assert {c["b"]: c["real"] for c in v["vs_best"]} == {"c": False, "b": True}  # 2 * 0.5 * sqrt(2) = 1.41
+    md = format_markdown(rows, noise_std=0.5)
+    assert "measured by a ground-truth sweep" in md and "Worse than the best beyond the noise: b" in md
+    rows = [_row("a", 10_000, [0.62, 0.63]), _row("b", 50_000, [0.60, 0.61])]  # replicates: the sweep's own spread wins
+    assert verdict(rows, noise_std=5.0)["noise_source"] == "this sweep"
