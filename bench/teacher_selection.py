@@ -1,17 +1,18 @@
 """Is the teacher search right? Ground truth, ASHA's rungs, and a sweep scored against them.
 
     python -m bench.teacher_selection runs/teacher_groundtruth [runs/teacher ...] [--out docs/teacher-selection/ground-truth]
+        [--extra docs/teacher-selection/validation-histories-run1.json]
 
 - Ground truth (search_spaces/teacher_groundtruth.yaml, then `rslad-tune compare ... --n-aa 500`): each
   teacher's students' test PGD-20 mean ± std over seeds and AutoAttack (seed 0), read from comparison.json.
 - Rungs: for every epoch r, the Spearman correlation between the trials' validation PGD-20 at epoch r and
   at the last epoch (over all ground-truth trials, and over the teachers' means), which is what ASHA bets on.
-- Each sweep given after it (after its selection report): the teacher its report ranks first (teachers
-  compared at equal hyper-parameters, undecided ones left out), whether that is the ground truth's best or
-  within its noise (one std of the best teacher's seeds), the Spearman correlation of the report's teacher
-  ranking with the ground truth's, the exported student's teacher, and its compute as trained epochs over
-  the ground truth's (every trial trains the same student with a cached teacher, so an epoch costs the same
-  whatever the teacher).
+- Each sweep given after it (after its selection report): its pick (the teacher of its best student by
+  validation PGD-20 among those compared at equal hyper-parameters), whether that is the ground truth's best
+  or within its noise (`gt_near`: at most 2 standard errors below it), the same for its report's first
+  teacher on the test split, the Spearman correlation of the report's teacher ranking with the ground
+  truth's, and its compute as trained epochs over the ground truth's (every trial trains the same student
+  with a cached teacher, so an epoch costs the same whatever the teacher).
 Writes <out>.json and <out>.md.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from rslad_tune.files import read_json, write_json, write_text
 from rslad_tune.layout import ExperimentDir
-from rslad_tune.report import spearman
+from rslad_tune.report import Z, spearman
 
 
 def ground_truth(exp: ExperimentDir) -> dict:
@@ -55,44 +56,52 @@ def ground_truth(exp: ExperimentDir) -> dict:
             "trial_epochs": sum(t.result.get("epoch", 0) for t in exp.trials()), "histories": histories}
 
 
-def rung_correlations(exp: ExperimentDir) -> list[dict]:
-    hist = {t.trial_id: (t.config.get("teacher"), [h["pgd_acc"] for h in t.history]) for t in exp.finished_trials()}
-    epochs = min(len(h) for _, h in hist.values())
+def rung_correlations(curves: list[tuple[str, list[float]]]) -> list[dict]:
+    """curves: (teacher, validation PGD-20 per epoch) of full-length trials."""
+    epochs = min(len(h) for _, h in curves)
+    teachers = sorted({t for t, _ in curves})
     out = []
     for r in range(1, epochs + 1):
-        at_r = [h[r - 1] for _, h in hist.values()]
-        final = [h[epochs - 1] for _, h in hist.values()]
-        teachers = sorted({t for t, _ in hist.values()})
-        mean_r = [statistics.fmean(h[r - 1] for t, h in hist.values() if t == name) for name in teachers]
-        mean_f = [statistics.fmean(h[epochs - 1] for t, h in hist.values() if t == name) for name in teachers]
+        at_r = [h[r - 1] for _, h in curves]
+        final = [h[epochs - 1] for _, h in curves]
+        mean_r = [statistics.fmean(h[r - 1] for t, h in curves if t == name) for name in teachers]
+        mean_f = [statistics.fmean(h[epochs - 1] for t, h in curves if t == name) for name in teachers]
         out.append({"epoch": r, "spearman_trials": spearman(at_r, final), "spearman_teacher_means": spearman(mean_r, mean_f),
                     "n_trials": len(at_r)})
     return out
 
 
+def gt_near(gt: dict) -> list[str]:
+    """The ground truth's teachers whose mean is within its noise of the best one's: a difference of at most
+    Z standard errors of two means (the pooled seed std, the seeds of each), as the selection report's verdict."""
+    table, best = gt["table"], gt["ranking"][0]
+    sd = gt["pooled_seed_std"]
+    return [t for t in gt["ranking"] if table[best]["pgd20_mean"] - table[t]["pgd20_mean"]
+            <= Z * sd * (1 / len(table[best]["pgd20"]) + 1 / len(table[t]["pgd20"])) ** 0.5]
+
+
 def score_sweep(exp: ExperimentDir, gt: dict) -> dict:
-    """The sweep's teacher pick is its selection report's (selection.json: teachers ranked at equal
-    hyper-parameters, undecided ones left out); the exported student's teacher is recorded beside it."""
-    trials = exp.finished_trials("to score")
+    """The sweep's teacher pick is the teacher of its best compared student by validation PGD-20 (the metric the
+    sweep ranks and exports by; compared: full-length, at equal hyper-parameters, from its selection.json);
+    the report's test-split ranking is scored beside it."""
     sel = read_json(exp.path / "selection.json", "selection.json (run `rslad-tune report` on the sweep first)")
     verdict = sel["verdict"]
-    means = {r["teacher"]: r["student_pgd20_mean"] for r in sel["rows"] if r["decided"]}
-    winner = max(trials, key=lambda t: (t.result["best_pgd_acc"], t.result.get("clean_acc", 0)))
-    table = gt["table"]
-    best = gt["ranking"][0]
-    picked = verdict["ranking"][0] if verdict["ranking"] else None
-    common = [name for name in gt["ranking"] if name in means]
+    decided = [r for r in sel["rows"] if r["decided"]]
+    val_pick = max(((s["val_pgd"], r["teacher"]) for r in decided for s in r["students"]), default=(None, None))[1]
+    test_means = {r["teacher"]: r["student_pgd20_mean"] for r in decided}
+    table, best, near = gt["table"], gt["ranking"][0], gt_near(gt)
+    common = [name for name in gt["ranking"] if name in test_means]
     used = sum(t.result.get("epoch", 0) for t in exp.trials())
-    return {"experiment": str(exp.path), "picked": picked, "gt_best": best, "picked_is_gt_best": picked == best,
-            "picked_gt_pgd20": table[picked]["pgd20_mean"] if picked in table else None,
-            "within_noise": picked in table and table[best]["pgd20_mean"] - table[picked]["pgd20_mean"] <= table[best]["pgd20_std"],
-            "exported_teacher": winner.config.get("teacher"), "exported_trial": winner.trial_id,
+    test_pick = verdict["ranking"][0] if verdict["ranking"] else None
+    return {"experiment": str(exp.path), "picked": val_pick, "gt_best": best, "gt_near": near,
+            "picked_is_gt_best": val_pick == best, "within_noise": val_pick in near,
+            "test_pick": test_pick, "test_pick_is_gt_best": test_pick == best, "test_pick_within_noise": test_pick in near,
             "ranked_teachers": verdict["ranking"], "undecided": verdict["undecided"],
-            "spearman_vs_gt": spearman([means[n] for n in common], [table[n]["pgd20_mean"] for n in common]),
+            "spearman_vs_gt": spearman([test_means[n] for n in common], [table[n]["pgd20_mean"] for n in common]),
             "trials": len(exp.trials()), "epochs_trained": used, "compute_fraction": used / gt["trial_epochs"]}
 
 
-def markdown(gt: dict, rungs: list[dict], sweeps: list[dict]) -> str:
+def markdown(gt: dict, rungs: list[dict], sweeps: list[dict], rungs_all: list[dict] | None = None) -> str:
     md = ["## Ground truth: every teacher x 3 seeds, full epochs, no early stopping", "",
           "| rank | teacher | params | teacher clean / PGD-20 / AA | student test PGD-20 (mean ± std) | seeds | student clean | student AA (seed 0) | PGD-20 on the AA images |",
           "|---|---|---|---|---|---|---|---|---|"]
@@ -108,20 +117,27 @@ def markdown(gt: dict, rungs: list[dict], sweeps: list[dict]) -> str:
         md += ["", f"One teacher's students spread over seeds by **{gt['pooled_seed_std']:.2f} points** of test PGD-20 "
                    f"(std pooled over the teachers, {gt['pooled_seed_dof']} degrees of freedom): teacher.yaml's "
                    "`report.noise_std`."]
+    f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     md += ["", "## ASHA's rungs: does validation PGD-20 at epoch r rank trials as the last epoch does?", "",
-           "| epoch r | Spearman, all trials | Spearman, teachers' means | trials |", "|---|---|---|---|"]
-    for r in rungs:
-        f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-        md.append(f"| {r['epoch']} | {f(r['spearman_trials'])} | {f(r['spearman_teacher_means'])} | {r['n_trials']} |")
+           "| epoch r | Spearman, all trials | Spearman, teachers' means | trials |"
+           + (" with the earlier run: all trials | teachers' means | curves |" if rungs_all else ""),
+           "|---|---|---|---|" + ("---|---|---|" if rungs_all else "")]
+    for i, r in enumerate(rungs):
+        more = ""
+        if rungs_all:
+            a = rungs_all[i]
+            more = f" {f(a['spearman_trials'])} | {f(a['spearman_teacher_means'])} | {a['n_trials']} |"
+        md.append(f"| {r['epoch']} | {f(r['spearman_trials'])} | {f(r['spearman_teacher_means'])} | {r['n_trials']} |" + more)
     for s in sweeps:
         md += ["", f"## Sweep {s['experiment']} scored against the ground truth", "",
-               f"- picked **{s['picked']}** (ground truth's best: {s['gt_best']}; same: {s['picked_is_gt_best']}; "
-               f"within one std of it: {s['within_noise']})",
-               f"- exported student: trial {s['exported_trial']} (teacher {s['exported_teacher']})",
+               f"- its pick (best compared student by validation PGD-20): **{s['picked']}**; the ground truth's best: "
+               f"{s['gt_best']} (same: {s['picked_is_gt_best']}); within the ground truth's noise of it: "
+               f"{', '.join(s['gt_near'])} (pick among them: {s['within_noise']})",
+               f"- its report's first teacher on the test split: {s['test_pick']} (the ground truth's best: "
+               f"{s['test_pick_is_gt_best']}; within its noise: {s['test_pick_within_noise']})",
                f"- teacher ranking (selection report: equal hyper-parameters, full-length students): "
-               f"{', '.join(s['ranked_teachers'])}; undecided: "
-               f"{', '.join(s['undecided']) or 'none'}; Spearman with the ground truth: "
-               + ("–" if s["spearman_vs_gt"] is None else f"{s['spearman_vs_gt']:.2f}"),
+               f"{', '.join(s['ranked_teachers'])}; undecided: {', '.join(s['undecided']) or 'none'}; Spearman with the "
+               "ground truth's: " + ("–" if s["spearman_vs_gt"] is None else f"{s['spearman_vs_gt']:.2f}"),
                f"- compute: {s['epochs_trained']} trained epochs in {s['trials']} trials = "
                f"{100 * s['compute_fraction']:.0f} % of the ground truth's {s['epochs_trained'] / s['compute_fraction']:.0f}"]
     return "\n".join(md)
@@ -132,14 +148,19 @@ def main() -> None:
     ap.add_argument("ground_truth", help="runs/teacher_groundtruth, after `rslad-tune compare` on it")
     ap.add_argument("sweeps", nargs="*", help="sweep folders of teacher.yaml (or variants) to score")
     ap.add_argument("--out", default="docs/teacher-selection/ground-truth")
+    ap.add_argument("--extra", action="append", default=[], metavar="JSON",
+                    help="an earlier run's validation curves of the same trials, for the rung correlations too")
     args = ap.parse_args()
     gt_exp = ExperimentDir.open(args.ground_truth)
     gt = ground_truth(gt_exp)
-    rungs = rung_correlations(gt_exp)
+    curves = [(h["teacher"], h["val_pgd"]) for h in gt["histories"]]
+    extra = [(t["teacher"], t["val_pgd"]) for f in args.extra for t in read_json(Path(f), "--extra")["trials"]]
+    rungs = rung_correlations(curves)
+    rungs_all = rung_correlations(curves + extra) if extra else None
     sweeps = [score_sweep(ExperimentDir.open(p), gt) for p in args.sweeps]
-    result = {"ground_truth": gt, "rungs": rungs, "sweeps": sweeps}
+    result = {"ground_truth": gt, "rungs": rungs, "rungs_with_extra": rungs_all, "extra": args.extra, "sweeps": sweeps}
     write_json(result, Path(args.out + ".json"))
-    md = markdown(gt, rungs, sweeps)
+    md = markdown(gt, rungs, sweeps, rungs_all)
     write_text(md + "\n", Path(args.out + ".md"))
     print(md)
 

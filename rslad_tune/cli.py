@@ -5,7 +5,7 @@
     rslad-tune export runs/<experiment>                       # best student out again
     rslad-tune evaluate runs/<experiment>/best                # the paper's table: Clean FGSM PGD CW AA
     rslad-tune compare runs/<experiment>                      # the suite on every trial, mean ± std over seeds
-    rslad-tune report runs/<experiment>                       # teacher selection: each teacher's best student
+    rslad-tune report runs/<experiment>                       # teacher selection: every teacher's students, the verdict
     rslad-tune zoo list | zoo build fashion_mnist/sat_w32     # the shipped teachers; rebuild one from its recipe
 
 Bad input exits with status 2 and one line naming the key, the value and what is allowed.
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated columns (default: all six; e.g. clean,pgd_sat,aa for a ranking by PGD-20)")
     c.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
 
-    r = sub.add_parser("report", help="teacher selection report: each teacher's best student vs teacher size and robustness")
+    r = sub.add_parser("report", help="teacher selection report: every teacher's students (mean ± std), the verdict against the noise")
     r.add_argument("experiment_dir", help="runs/<experiment> of a sweep that used teachers, e.g. of search_spaces/teacher.yaml")
     r.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images for clean / PGD-20 (default: all)")
     r.add_argument("--n-aa", type=_count, default=200, metavar="N", help="AutoAttack on the first N images (default 200; 0: none)")

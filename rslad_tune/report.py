@@ -2,10 +2,11 @@
 
     rslad-tune report runs/teacher
 
-Every student that trained every epoch (a *full-length* trial; ASHA stopped the others, whose numbers would
-compare fewer epochs) is evaluated on the test split: clean and PGD-20 (SAT protocol) on `n_examples` images,
-AutoAttack standard on the first `n_aa`. Teachers are compared at equal hyper-parameters (`comparison_set`:
-students at other alpha/epsilon are listed, not ranked, or the ranking would compare hyper-parameters). A
+Teachers are compared at equal hyper-parameters (`comparison_set`): every student that trained every epoch
+(a *full-length* trial; ASHA stopped the others, whose numbers would compare fewer epochs) at the point most
+teachers share is evaluated on the test split: clean and PGD-20 (SAT protocol) on `n_examples` images,
+AutoAttack standard on the first `n_aa`. Full-length students at other alpha/epsilon are listed with their
+validation numbers, not ranked (the ranking would compare hyper-parameters). A
 teacher's row gives the mean and sample std over its compared students and how many there are; a teacher
 with none is *undecided* and never ranked. The verdict weighs differences against the noise -- the spread
 of one teacher's students (pooled over teachers with two or more, else the YAML's `report.noise_std`
@@ -96,11 +97,14 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
                "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"), "source": card["source"],
                "trials": len(mine), "full_length": sum(t in full for t in mine), "students": [], "other_students": []}
         for t in (t for t in full if t.config.get("teacher") == name):
+            student = {"trial_id": t.trial_id, "alpha": t.config.get("alpha"), "epsilon": t.config.get("epsilon"),
+                       "seed": t.config.get("seed"), "val_pgd": t.result["best_pgd_acc"]}
+            if t.trial_id not in compared:  # context only: its validation numbers, no test-split evaluation
+                row["other_students"].append(student | {"clean": None, "pgd20": None, "aa": None})
+                continue
             ev = _evaluate_student(t, n_examples, n_aa, dev, log)
-            (row["students"] if t.trial_id in compared else row["other_students"]).append({
-                "trial_id": t.trial_id, "alpha": t.config.get("alpha"), "epsilon": t.config.get("epsilon"),
-                "seed": t.config.get("seed"), "val_pgd": t.result["best_pgd_acc"], "clean": ev["Clean"],
-                "pgd20": ev["PGD_SAT"], "aa": ev.get("AA"), "n": ev["n"], "n_aa": ev["n_aa"]})
+            row["students"].append(student | {"clean": ev["Clean"], "pgd20": ev["PGD_SAT"], "aa": ev.get("AA"),
+                                              "n": ev["n"], "n_aa": ev["n_aa"]})
         row["decided"] = bool(row["students"])
         for key in ("val_pgd", "clean", "pgd20", "aa"):
             vals = [100 * s[key] for s in row["students"] if s.get(key) is not None]
@@ -267,7 +271,7 @@ def format_markdown(rows: list[dict], noise_std: float | None = None) -> str:
                   f"teachers share): mean ± sample std over them of clean and PGD-20 on {n} test images and AutoAttack "
                   f"standard on the first {n_aa} (± only with two or more students). Trials ASHA stopped early count in "
                   "`trials` but not in the numbers; full-length students at other hyper-parameters are listed below, "
-                  "not ranked (they would compare hyper-parameters, not teachers). Accuracy in %.")
+                  "not ranked and not evaluated on the test split (they would compare hyper-parameters, not teachers). Accuracy in %.")
     md += [""] + verdict_words(v, rows)
     every = [(r, s, "yes") for r in rows for s in r["students"]] + [(r, s, "no: other α/ε") for r in rows
                                                                      for s in r.get("other_students", [])]

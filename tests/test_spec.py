@@ -215,17 +215,18 @@ def test_tune_and_report_sections_read_from_their_fields(tmp_path):
     raw = base()
     raw["tune"] = {"seed": 3, "searcher": {"type": "random", "seed": 5}, "resources": {"cpu": 2, "gpu": 0.5},
                    "scheduler": {"type": "fifo"}, "max_failures": 1}
-    raw["report"] = {"enabled": False, "n_examples": None, "n_aa": 0}
+    raw["report"] = {"enabled": False, "n_examples": None, "n_aa": 0, "noise_std": 0.76}
     spec = parse_sweep(raw)
     t = spec.tune
     assert (t.seed, t.searcher, t.cpus_per_trial, t.gpus_per_trial, t.scheduler, t.max_failures) == (5, "random", 2.0, 0.5, "fifo", 1)
-    assert (spec.report.enabled, spec.report.n_examples, spec.report.n_aa) == (False, None, 0)
+    assert (spec.report.enabled, spec.report.n_examples, spec.report.n_aa, spec.report.noise_std) == (False, None, 0, 0.76)
     raw["tune"] = {"seed": 3}
     assert parse_sweep(raw).tune.seed == 3
     for section, value, fragment in [("tune", {"resources": {"cpus": 1}}, "tune.resources.cpus: 1 is not allowed; unknown key (did you mean 'cpu'?)"),
                                      ("tune", {"searcher": "random"}, "tune.searcher: 'random' is not allowed; must be a mapping"),
                                      ("report", {"enabled": "yes"}, "report.enabled: 'yes' is not allowed; must be true or false"),
-                                     ("report", {"n_aa": -1}, "report.n_aa: -1 is not allowed; must be >= 0")]:
+                                     ("report", {"n_aa": -1}, "report.n_aa: -1 is not allowed; must be >= 0"),
+                                     ("report", {"noise_std": 0}, "report.noise_std: 0 is not allowed; must be > 0")]:
         with pytest.raises(SpecError) as err:
             parse_sweep({**raw, section: value})
         assert fragment in str(err.value)
