@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from .compare import NOT_COMPARED
 from .data import load_data, resolve_device
 from .files import load_weights, write_json, write_text
 from .layout import ExperimentDir, TrialDir
@@ -63,7 +64,7 @@ def _spread(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-NOT_HYPER = {"teacher", "seed", "num_threads", "device", "data_dir", "precision", "compile"}
+NOT_HYPER = NOT_COMPARED | {"teacher"}  # compare's keys that never make a group, and the teacher compared here
 
 
 def comparison_set(trials: list[TrialDir]) -> set[str]:
