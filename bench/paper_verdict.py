@@ -1,0 +1,153 @@
+"""The paper comparison's verdict, from the archived trial rows (bench/archive_trials.py):
+
+    python -m bench.paper_verdict results/paper_fmnist results/paper_fmnist_klpaper --out docs/paper-comparison
+
+1. RSLAD against each baseline: the difference in PGD-20 (PGD_SAT) and AutoAttack, paired by seed (same seed =
+   same data order and initialisation), its mean, spread, and a 95 % t-interval; beyond the noise when the interval
+   excludes 0. AutoAttack is paired over the seeds it was run for; with one seed there is no spread, so the
+   difference is set against the same pair's PGD-20 seed spread (the noise of a one-seed difference) instead.
+2. The loss scale: RSLAD and ARD at kl_reduction batchmean against paper (at the same lr and at lr x10).
+3. Best-to-last drop per method: best-checkpoint minus last-checkpoint PGD-20, per seed.
+
+Writes <out>/verdict.md (the tables) and <out>/verdict.json (every number, with the rows' trial ids).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from rslad_tune.compare import aggregate, format_markdown
+from rslad_tune.files import read_json, write_json, write_text
+
+# two-sided 95 % quantiles of Student's t by degrees of freedom (enough for a handful of seeds)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+REFERENCE = ("rslad", "batchmean")  # RSLAD at the per-sample scale, the lr every method shares
+BASELINES = ("natural", "sat", "trades", "mart", "ard", "iad")
+
+
+def load_rows(dirs: list[Path]) -> list[dict]:
+    """compare's suite rows with their trial config, from every archived, scored trial."""
+    return [r["suite"] | {"config": r["config"]} for d in dirs for f in sorted(d.glob("*.json"))
+            if f.name != "sweep.json" for r in [read_json(f)] if r.get("suite")]
+
+
+def arm(row: dict) -> tuple:
+    """A row's treatment: method, KL scale (for the KL-distilling methods), lr."""
+    c = row["config"]
+    kl = c.get("kl_reduction", "batchmean") if c["method"] in ("rslad", "ard") else None
+    return c["method"], kl, c["lr"]
+
+
+def arm_name(a: tuple) -> str:
+    method, kl, lr = a
+    return method + (f" ({kl}, lr {lr:g})" if kl else f" (lr {lr:g})")
+
+
+def paired(ref: list[dict], other: list[dict], get) -> dict | None:
+    """Differences ref - other (points) over the seeds both have a value for."""
+    a = {r["seed"]: get(r) for r in ref}
+    b = {r["seed"]: get(r) for r in other}
+    seeds = sorted(s for s in a if s in b and a[s] is not None and b[s] is not None)
+    if not seeds:
+        return None
+    d = [100 * (a[s] - b[s]) for s in seeds]
+    out = {"seeds": seeds, "diffs": d, "mean": statistics.fmean(d), "n": len(d)}
+    if len(d) > 1:
+        out["std"] = statistics.stdev(d)
+        out["half_ci95"] = T95.get(len(d) - 1, 1.96) * out["std"] / len(d) ** 0.5
+        out["beyond_noise"] = abs(out["mean"]) > out["half_ci95"]
+    return out
+
+
+def _pgd(which: str):
+    return (lambda r: r.get("PGD_SAT")) if which == "best" else (lambda r: r.get("last", {}).get("PGD_SAT"))
+
+
+def verdict(rows: list[dict]) -> dict:
+    arms: dict[tuple, list[dict]] = {}
+    for r in rows:
+        arms.setdefault(arm(r), []).append(r)
+    lr0 = next((a[2] for a in arms if a[:2] == REFERENCE), None)
+    ref_arm = (*REFERENCE, lr0)
+    ref = arms.get(ref_arm, [])
+    out: dict = {"reference": arm_name(ref_arm) if ref else None, "against_baselines": [], "loss_scale": [],
+                 "best_to_last": []}
+    if ref:
+        for b in BASELINES:
+            b_arm = (b, "batchmean" if b == "ard" else None, lr0)
+            if b_arm not in arms:
+                continue
+            pgd = paired(ref, arms[b_arm], _pgd("best"))
+            aa = paired(ref, arms[b_arm], lambda r: r.get("AA"))
+            if aa and aa["n"] == 1 and pgd and pgd.get("std") is not None:
+                # one AA seed: no spread of its own; the same pair's PGD-20 seed spread is the noise of one difference
+                aa["noise_std"] = pgd["std"]
+                aa["beyond_noise"] = abs(aa["mean"]) > 2 * pgd["std"]
+            out["against_baselines"].append({"baseline": arm_name(b_arm), "pgd20": pgd, "aa": aa,
+                                             "pgd20_last": paired(ref, arms[b_arm], _pgd("last"))})
+    for method in ("rslad", "ard"):
+        base = arms.get((method, "batchmean", lr0))
+        for a in sorted(k for k in arms if k[0] == method and k[1] == "paper"):
+            if base:
+                out["loss_scale"].append({
+                    "batchmean": arm_name((method, "batchmean", lr0)), "paper": arm_name(a),
+                    "pgd20": paired(base, arms[a], _pgd("best")), "aa": paired(base, arms[a], lambda r: r.get("AA")),
+                    "clean": paired(base, arms[a], lambda r: r.get("Clean"))})
+    for a, rs in sorted(arms.items(), key=lambda kv: arm_name(kv[0])):
+        drops = [100 * (r["PGD_SAT"] - r["last"]["PGD_SAT"]) for r in rs if "PGD_SAT" in r.get("last", {})]
+        if drops:
+            out["best_to_last"].append({
+                "arm": arm_name(a), "drop_mean": statistics.fmean(drops),
+                "drop_std": statistics.stdev(drops) if len(drops) > 1 else 0.0, "drops": drops,
+                "best_epochs": [r.get("best_epoch") for r in rs], "last_epochs": [r.get("last_epoch") for r in rs]})
+    return out
+
+
+def _diff(p: dict | None) -> str:
+    if not p:
+        return "–"
+    if "half_ci95" in p:
+        return (f"{p['mean']:+.2f} ± {p['half_ci95']:.2f} (sd {p['std']:.2f}, n {p['n']}) "
+                + ("**beyond noise**" if p["beyond_noise"] else "within noise"))
+    if "noise_std" in p:
+        return (f"{p['mean']:+.2f} (seed {p['seeds'][0]} only; PGD-20 seed sd of the pair {p['noise_std']:.2f}) "
+                + ("**beyond noise**" if p["beyond_noise"] else "within noise"))
+    return f"{p['mean']:+.2f} (seed {p['seeds'][0]} only)"
+
+
+def format_verdict(v: dict) -> str:
+    md = [f"### {v['reference']} minus each baseline (points; mean ± 95 % t-interval over seeds, paired by seed)", "",
+          "| baseline | PGD-20, best | PGD-20, last | AutoAttack, best |", "|---|---|---|---|"]
+    md += [f"| {b['baseline']} | {_diff(b['pgd20'])} | {_diff(b['pgd20_last'])} | {_diff(b['aa'])} |"
+           for b in v["against_baselines"]]
+    md += ["", "### Loss scale: batchmean minus paper (points, paired by seed, best checkpoints)", "",
+           "| batchmean | paper | PGD-20 | AutoAttack | Clean |", "|---|---|---|---|---|"]
+    md += [f"| {s['batchmean']} | {s['paper']} | {_diff(s['pgd20'])} | {_diff(s['aa'])} | {_diff(s['clean'])} |"
+           for s in v["loss_scale"]]
+    md += ["", "### Best-to-last drop (best minus last checkpoint, PGD-20, points)", "",
+           "| arm | drop mean ± sd | per seed | best epochs | last epoch |", "|---|---|---|---|---|"]
+    md += [f"| {d['arm']} | {d['drop_mean']:+.2f} ± {d['drop_std']:.2f} | {', '.join(f'{x:+.2f}' for x in d['drops'])} "
+           f"| {', '.join(map(str, d['best_epochs']))} | {d['last_epochs'][0]} |" for d in v["best_to_last"]]
+    return "\n".join(md)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dirs", nargs="+", type=Path, help="results/<experiment> folders written by bench.archive_trials")
+    ap.add_argument("--out", type=Path, help="write verdict.md and verdict.json here")
+    args = ap.parse_args()
+    rows = load_rows(args.dirs)
+    if not rows:
+        raise SystemExit(f"no scored trial in {', '.join(map(str, args.dirs))}")
+    v = verdict(rows)
+    md = format_markdown(aggregate(rows), rows) + "\n\n" + format_verdict(v)
+    print(md)
+    if args.out:
+        sweeps = {str(d): read_json(d / "sweep.json") for d in args.dirs if (d / "sweep.json").is_file()}
+        write_json({"sweeps": sweeps, "verdict": v, "trials": sorted(r["trial_id"] for r in rows)}, args.out / "verdict.json")
+        write_text(md + "\n", args.out / "verdict.md")
+
+
+if __name__ == "__main__":
+    main()
