@@ -248,8 +248,8 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
-def format_markdown(rows: list[dict], noise_std: float | None = None) -> str:
-    v = verdict(rows, noise_std)
+def format_markdown(rows: list[dict], noise_std: float | None = None, v: dict | None = None) -> str:
+    v = v or verdict(rows, noise_std)
     head = ["rank", "teacher", "params", "T clean", "T PGD-20", "T AA", "trials (full-length)", "S val PGD-20", "S clean",
             "S PGD-20", "S AA"]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -289,11 +289,12 @@ def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     log = kw.get("log", print)
     rows = selection_rows(exp, **kw)
     noise_std = ExperimentDir.open(exp).sweep.get("report_noise_std")  # the YAML's report.noise_std
-    md = format_markdown(rows, noise_std)
-    write_json({"rows": rows, "verdict": verdict(rows, noise_std)}, exp / "selection.json")
+    v = verdict(rows, noise_std)
+    md = format_markdown(rows, v=v)
+    write_json({"rows": rows, "verdict": v}, exp / "selection.json")
     write_text(md + "\n", exp / "selection.md")
     png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's students at equal hyper-parameters",
-                         noise=verdict(rows, noise_std)["noise_std"])
+                         noise=v["noise_std"])
     metrics = {f"selection.{r['teacher']}.{k}": r[k] for r in rows
                for k in ("student_pgd20_mean", "student_aa_mean", "student_clean_mean", "full_length") if r.get(k) is not None}
     files = [(f, "selection") for f in (exp / "selection.md", exp / "selection.json", png)]
