@@ -75,7 +75,10 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
                "teacher": cfg.teacher, "eps": cfg.eval_epsilon, "n": len(x), "n_requested": n_examples, "n_aa": min(want_aa, len(x)),
                "checkpoint": _best_row_name(cfg), "best_epoch": t.result.get("best_epoch"),
                "last_epoch": t.result.get("epoch"), **res}
-        if last:
+        if last and row["best_epoch"] == row["last_epoch"]:  # the same weights (the best was kept at the last epoch)
+            row["last"] = {c: res[c] for c in cols}
+            log(f"last checkpoint = best (epoch {row['last_epoch']}): the same numbers")
+        elif last:
             row["last"] = evaluate_suite(_load(t, cfg, splits, dev, "last"), x, y, cfg.eval_epsilon, attacks=cols, progress=log)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         t.store("suite.json", row)

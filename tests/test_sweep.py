@@ -108,6 +108,10 @@ def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
         assert r["AA"] <= r["PGD_SAT"] + 0.005 and r["PGD_SAT"] <= r["FGSM"] + 0.005 <= r["Clean"] + 0.01
         assert 0 <= r["AA"] <= r["PGD_SAT_aa"] + 1 / 8  # AutoAttack vs PGD-20 on the same 8 images
         assert set(r["last"]) == {"Clean", "FGSM", "PGD_SAT", "PGD_TRADES", "CW_inf"}  # --last: the last checkpoint too
+        if r["best_epoch"] == r["last_epoch"]:  # one checkpoint: scored once, its numbers in both rows
+            assert r["last"] == {c: r[c] for c in r["last"]}
+    same = sum(r["best_epoch"] == r["last_epoch"] for r in rows)
+    assert sum("last checkpoint = best" in ln for ln in logs) == same
     # the two trials differ only in their teacher (alpha, epsilon at the centre): one group per teacher
     assert out["groups_by"] == ["teacher"] and len(out["table"]) == 2
     best = [ln for ln in md.splitlines() if ln.startswith("| rslad") and "| best |" in ln]
