@@ -68,8 +68,11 @@ def main() -> None:
         print(table(Path(args.paths[0])))
         return
     exp_dir, out = Path(args.paths[0]), Path(args.paths[1])
-    if args.evaluate:
-        evaluate_trials(exp_dir, n_aa=args.n_aa, last=args.last, only=complete)
+    if args.evaluate:  # one trial at a time, each archived as soon as it is scored (cached ones: "done before")
+        for tid in [t.trial_id for t in ExperimentDir.open(exp_dir).trials() if complete(t)]:
+            evaluate_trials(exp_dir, n_aa=args.n_aa, last=args.last, only=lambda t, tid=tid: complete(t) and t.trial_id == tid)
+            for f in archive(exp_dir, out, args.commit):
+                print(f"archived {f}")
     for f in archive(exp_dir, out, args.commit):
         print(f"archived {f}")
 
