@@ -5,7 +5,8 @@
 1. RSLAD against each baseline: the difference in PGD-20 (PGD_SAT) and AutoAttack, paired by seed (same seed =
    same data order and initialisation), its mean, spread, and a 95 % t-interval; beyond the noise when the interval
    excludes 0. AutoAttack is paired over the seeds it was run for; with one seed there is no spread, so the
-   difference is set against the same pair's PGD-20 seed spread (the noise of a one-seed difference) instead.
+   difference is set against 2 sd of a one-seed difference: the pair's PGD-20 seed spread combined with the
+   sampling error of two accuracies on the AA images (the independent-samples bound).
 2. The loss scale: RSLAD and ARD at kl_reduction batchmean against paper (at the same lr and at lr x10).
 3. Best-to-last drop per method: best-checkpoint minus last-checkpoint PGD-20, per seed.
 
@@ -81,9 +82,15 @@ def verdict(rows: list[dict]) -> dict:
             pgd = paired(ref, arms[b_arm], _pgd("best"))
             aa = paired(ref, arms[b_arm], lambda r: r.get("AA"))
             if aa and aa["n"] == 1 and pgd and pgd.get("std") is not None:
-                # one AA seed: no spread of its own; the same pair's PGD-20 seed spread is the noise of one difference
-                aa["noise_std"] = pgd["std"]
-                aa["beyond_noise"] = abs(aa["mean"]) > 2 * pgd["std"]
+                # one AA seed has no spread of its own: its noise is the pair's PGD-20 seed spread plus the sampling
+                # error of two accuracies on n_aa images (the independent-samples bound; shared images only lower it)
+                s0 = aa["seeds"][0]
+                p = [r["AA"] for r in ref + arms[b_arm] if r["seed"] == s0 and "AA" in r]
+                n_aa = min(r["n_aa"] for r in ref + arms[b_arm] if r["seed"] == s0 and "AA" in r)
+                sampling = 100 * (sum(q * (1 - q) for q in p) / n_aa) ** 0.5
+                aa["noise_std"] = (pgd["std"] ** 2 + sampling ** 2) ** 0.5
+                aa["sampling_std"], aa["seed_std"] = sampling, pgd["std"]
+                aa["beyond_noise"] = abs(aa["mean"]) > 2 * aa["noise_std"]
             out["against_baselines"].append({"baseline": arm_name(b_arm), "pgd20": pgd, "aa": aa,
                                              "pgd20_last": paired(ref, arms[b_arm], _pgd("last"))})
     for method in ("rslad", "ard"):
@@ -111,8 +118,8 @@ def _diff(p: dict | None) -> str:
         return (f"{p['mean']:+.2f} ± {p['half_ci95']:.2f} (sd {p['std']:.2f}, n {p['n']}) "
                 + ("**beyond noise**" if p["beyond_noise"] else "within noise"))
     if "noise_std" in p:
-        return (f"{p['mean']:+.2f} (seed {p['seeds'][0]} only; PGD-20 seed sd of the pair {p['noise_std']:.2f}) "
-                + ("**beyond noise**" if p["beyond_noise"] else "within noise"))
+        return (f"{p['mean']:+.2f} (seed {p['seeds'][0]} only; noise sd {p['noise_std']:.2f}: seeds {p['seed_std']:.2f}, "
+                f"images {p['sampling_std']:.2f}) " + ("**beyond noise**" if p["beyond_noise"] else "within noise"))
     return f"{p['mean']:+.2f} (seed {p['seeds'][0]} only)"
 
 

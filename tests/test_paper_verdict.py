@@ -16,10 +16,12 @@ def row(method, seed, pgd, last_pgd, aa=None, kl="batchmean", lr=0.05):
 def test_paired_differences_and_noise_by_hand():
     rows = [row("rslad", 0, 0.70, 0.69, aa=0.68), row("rslad", 1, 0.71, 0.70), row("rslad", 2, 0.72, 0.72),
             row("sat", 0, 0.66, 0.62, aa=0.65), row("sat", 1, 0.68, 0.64), row("sat", 2, 0.67, 0.63),
-            row("mart", 0, 0.70, 0.70, aa=0.69), row("mart", 1, 0.72, 0.70), row("mart", 2, 0.71, 0.71)]
+            row("mart", 0, 0.70, 0.70, aa=0.69), row("mart", 1, 0.72, 0.70), row("mart", 2, 0.71, 0.71),
+            row("natural", 0, 0.0, 0.0, aa=0.0), row("natural", 1, 0.01, 0.01), row("natural", 2, 0.0, 0.0)]
     v = verdict(rows)
     assert v["reference"] == "rslad (batchmean, lr 0.05)"
-    sat, mart = v["against_baselines"]
+    natural, sat, mart = v["against_baselines"]
+    assert natural["aa"]["mean"] == pytest.approx(68.0) and natural["aa"]["beyond_noise"]
     # rslad - sat per seed: 4, 3, 5 points -> mean 4, sd 1, half-interval 4.303 / sqrt(3)
     assert sat["pgd20"]["diffs"] == pytest.approx([4, 3, 5])
     assert sat["pgd20"]["std"] == pytest.approx(1.0)
@@ -27,9 +29,11 @@ def test_paired_differences_and_noise_by_hand():
     assert sat["pgd20"]["beyond_noise"]
     # rslad - mart: 0, -1, +1 -> mean 0, within noise
     assert mart["pgd20"]["mean"] == pytest.approx(0.0) and not mart["pgd20"]["beyond_noise"]
-    # AA on seed 0 only: set against the pair's PGD-20 seed spread (2 sd)
-    assert sat["aa"]["mean"] == pytest.approx(3.0) and sat["aa"]["noise_std"] == pytest.approx(1.0)
-    assert sat["aa"]["beyond_noise"]
+    # AA on seed 0 only: against 2 sd of the pair's PGD-20 seed spread combined with 500-image sampling error
+    sampling = 100 * ((0.68 * 0.32 + 0.65 * 0.35) / 500) ** 0.5  # 2.93 points
+    assert sat["aa"]["mean"] == pytest.approx(3.0) and sat["aa"]["sampling_std"] == pytest.approx(sampling)
+    assert sat["aa"]["noise_std"] == pytest.approx((1 + sampling ** 2) ** 0.5)
+    assert not sat["aa"]["beyond_noise"]  # 3 points on one seed of 500 images is within 2 x 3.1
     assert mart["aa"]["mean"] == pytest.approx(-1.0) and not mart["aa"]["beyond_noise"]
     drops = {d["arm"]: d for d in v["best_to_last"]}
     assert drops["sat (lr 0.05)"]["drop_mean"] == pytest.approx(4.0)
