@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rslad_tune.compare import aggregate, format_markdown
 from rslad_tune.files import read_json, write_json, write_text
+from rslad_tune.spec import load_sweep
 
 # two-sided 95 % quantiles of Student's t by degrees of freedom (enough for a handful of seeds)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -63,6 +64,25 @@ def paired(ref: list[dict], other: list[dict], get) -> dict | None:
 
 def _pgd(which: str):
     return (lambda r: r.get("PGD_SAT")) if which == "best" else (lambda r: r.get("last", {}).get("PGD_SAT"))
+
+
+def teacher_cards(dirs: list[Path]) -> dict[str, dict]:
+    """The zoo teachers' cards, by the name the archived spaces give them (the card's test PGD-20 and AA)."""
+    cards = {}
+    for d in dirs:
+        if (d / "space.yaml").is_file():
+            for name, t in load_sweep(d / "space.yaml").teachers.items():
+                if t.zoo:
+                    cards[name] = read_json(Path(t.zoo) / "card.json")  # the spec resolves a zoo name to its folder
+    return cards
+
+
+def headroom(rows: list[dict], cards: dict[str, dict]) -> list[dict]:
+    """How much more robust each teacher is than the SAT-trained student (test PGD-20, best checkpoints)."""
+    sat = [100 * r["PGD_SAT"] for r in rows if r["method"] == "sat"]
+    return [{"teacher": name, "teacher_pgd20": 100 * c["pgd20_acc"], "sat_student_pgd20": statistics.fmean(sat),
+             "sat_seeds": len(sat), "headroom": 100 * c["pgd20_acc"] - statistics.fmean(sat)}
+            for name, c in cards.items() if sat]
 
 
 def verdict(rows: list[dict]) -> dict:
@@ -124,7 +144,12 @@ def _diff(p: dict | None) -> str:
 
 
 def format_verdict(v: dict) -> str:
-    md = [f"### {v['reference']} minus each baseline (points; mean ± 95 % t-interval over seeds, paired by seed)", "",
+    md = [f"Teacher headroom: {h['teacher']} {h['teacher_pgd20']:.2f} % test PGD-20 (its card) against the SAT-trained "
+          f"student's {h['sat_student_pgd20']:.2f} % (mean of {h['sat_seeds']} seeds): **{h['headroom']:+.2f} points**."
+          for h in v.get("headroom", [])] + [""]
+    if not v["reference"]:
+        return "\n".join(md + ["(RSLAD at the batchmean scale is not scored yet: no paired differences.)"])
+    md += [f"### {v['reference']} minus each baseline (points; mean ± 95 % t-interval over seeds, paired by seed)", "",
           "| baseline | PGD-20, best | PGD-20, last | AutoAttack, best |", "|---|---|---|---|"]
     md += [f"| {b['baseline']} | {_diff(b['pgd20'])} | {_diff(b['pgd20_last'])} | {_diff(b['aa'])} |"
            for b in v["against_baselines"]]
@@ -147,7 +172,7 @@ def main() -> None:
     rows = load_rows(args.dirs)
     if not rows:
         raise SystemExit(f"no scored trial in {', '.join(map(str, args.dirs))}")
-    v = verdict(rows)
+    v = verdict(rows) | {"headroom": headroom(rows, teacher_cards(args.dirs))}
     md = format_markdown(aggregate(rows), rows) + "\n\n" + format_verdict(v)
     print(md)
     if args.out:

@@ -51,3 +51,15 @@ def test_loss_scale_pairs_batchmean_with_each_paper_arm():
     assert by_paper["rslad (paper, lr 0.05)"]["pgd20"]["mean"] == pytest.approx(11.0)
     assert by_paper["rslad (paper, lr 0.5)"]["pgd20"]["diffs"] == pytest.approx([1, 1, 1])
     assert by_paper["rslad (paper, lr 0.5)"]["pgd20"]["std"] == pytest.approx(0.0)
+
+
+def test_headroom_is_the_teacher_card_minus_the_mean_sat_student(tmp_path):
+    from bench.paper_verdict import headroom, teacher_cards
+
+    (tmp_path / "space.yaml").write_text("experiment: x\nteachers:\n  t: {zoo: fashion_mnist/sat_w16}\n"
+                                         "trial: {method: rslad, teacher: t}\nsearch: {seed: {choice: [0, 1]}}\n")
+    cards = teacher_cards([tmp_path])  # read from the shipped zoo card
+    assert set(cards) == {"t"} and 0.5 < cards["t"]["pgd20_acc"] < 1
+    rows = [row("sat", 0, 0.70, 0.70), row("sat", 1, 0.72, 0.70), row("rslad", 0, 0.75, 0.75)]
+    (h,) = headroom(rows, {"t": {"pgd20_acc": 0.77}})
+    assert h["sat_student_pgd20"] == pytest.approx(71.0) and h["headroom"] == pytest.approx(6.0) and h["sat_seeds"] == 2
