@@ -126,7 +126,7 @@ def verdict(rows: list[dict]) -> dict:
         if drops:
             out["best_to_last"].append({
                 "arm": arm_name(a), "drop_mean": statistics.fmean(drops),
-                "drop_std": statistics.stdev(drops) if len(drops) > 1 else 0.0, "drops": drops,
+                "drop_std": statistics.stdev(drops) if len(drops) > 1 else None, "drops": drops,
                 "best_epochs": [r.get("best_epoch") for r in rs], "last_epochs": [r.get("last_epoch") for r in rs]})
     return out
 
@@ -159,7 +159,7 @@ def format_verdict(v: dict) -> str:
            for s in v["loss_scale"]]
     md += ["", "### Best-to-last drop (best minus last checkpoint, PGD-20, points)", "",
            "| arm | drop mean ± sd | per seed | best epochs | last epoch |", "|---|---|---|---|---|"]
-    md += [f"| {d['arm']} | {d['drop_mean']:+.2f} ± {d['drop_std']:.2f} | {', '.join(f'{x:+.2f}' for x in d['drops'])} "
+    md += [f"| {d['arm']} | {d['drop_mean']:+.2f}" + (f" ± {d['drop_std']:.2f}" if d["drop_std"] is not None else "") + f" | {', '.join(f'{x:+.2f}' for x in d['drops'])} "
            f"| {', '.join(map(str, d['best_epochs']))} | {d['last_epochs'][0]} |" for d in v["best_to_last"]]
     return "\n".join(md)
 
