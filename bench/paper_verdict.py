@@ -104,10 +104,9 @@ def verdict(rows: list[dict]) -> dict:
             if aa and aa["n"] == 1 and pgd and pgd.get("std") is not None:
                 # one AA seed has no spread of its own: its noise is the pair's PGD-20 seed spread plus the sampling
                 # error of two accuracies on n_aa images (the independent-samples bound; shared images only lower it)
-                s0 = aa["seeds"][0]
-                p = [r["AA"] for r in ref + arms[b_arm] if r["seed"] == s0 and "AA" in r]
-                n_aa = min(r["n_aa"] for r in ref + arms[b_arm] if r["seed"] == s0 and "AA" in r)
-                sampling = 100 * (sum(q * (1 - q) for q in p) / n_aa) ** 0.5
+                pair = [r for r in ref + arms[b_arm] if r["seed"] == aa["seeds"][0] and "AA" in r]
+                n_aa = min(r["n_aa"] for r in pair)
+                sampling = 100 * (sum(r["AA"] * (1 - r["AA"]) for r in pair) / n_aa) ** 0.5
                 aa["noise_std"] = (pgd["std"] ** 2 + sampling ** 2) ** 0.5
                 aa["sampling_std"], aa["seed_std"] = sampling, pgd["std"]
                 aa["beyond_noise"] = abs(aa["mean"]) > 2 * aa["noise_std"]

@@ -288,7 +288,8 @@ def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     exp = Path(exp_dir)
     log = kw.get("log", print)
     rows = selection_rows(exp, **kw)
-    noise_std = ExperimentDir.open(exp).sweep.get("report_noise_std")  # the YAML's report.noise_std
+    sweep = ExperimentDir.open(exp)
+    noise_std = sweep.sweep.get("report_noise_std")  # the YAML's report.noise_std
     v = verdict(rows, noise_std)
     md = format_markdown(rows, v=v)
     write_json({"rows": rows, "verdict": v}, exp / "selection.json")
@@ -298,7 +299,6 @@ def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     metrics = {f"selection.{r['teacher']}.{k}": r[k] for r in rows
                for k in ("student_pgd20_mean", "student_aa_mean", "student_clean_mean", "full_length") if r.get(k) is not None}
     files = [(f, "selection") for f in (exp / "selection.md", exp / "selection.json", png)]
-    sweep = ExperimentDir.open(exp)
     if log_to_run(sweep.tracking_uri, sweep.parent_run_id, metrics=metrics, artifacts=files, log=log):
         log("selection report logged to the sweep's MLflow parent run")
     return md, exp / "selection.md"
