@@ -9,6 +9,7 @@
    sampling error of two accuracies on the AA images (the independent-samples bound).
 2. The loss scale: RSLAD and ARD at kl_reduction batchmean against paper (at the same lr and at lr x10).
 3. Best-to-last drop per method: best-checkpoint minus last-checkpoint PGD-20, per seed.
+4. Wall time per arm: training (Ray's time_total_s of each trial) and scoring (the suite's seconds).
 
 Writes <out>/verdict.md (the tables) and <out>/verdict.json (every number, with the rows' trial ids).
 """
@@ -30,8 +31,9 @@ BASELINES = ("natural", "sat", "trades", "mart", "ard", "iad")
 
 def load_rows(dirs: list[Path]) -> list[dict]:
     """compare's suite rows with their trial config, from every archived, scored trial."""
-    return [r["suite"] | {"config": r["config"]} for d in dirs for f in sorted(d.glob("*.json"))
-            if f.name != "sweep.json" for r in [read_json(f)] if r.get("suite")]
+    return [r["suite"] | {"config": r["config"], "train_s": r.get("result", {}).get("time_total_s")}
+            for d in dirs for f in sorted(d.glob("*.json")) if f.name != "sweep.json" for r in [read_json(f)]
+            if r.get("suite")]
 
 
 def arm(row: dict) -> tuple:
@@ -93,7 +95,7 @@ def verdict(rows: list[dict]) -> dict:
     ref_arm = (*REFERENCE, lr0)
     ref = arms.get(ref_arm, [])
     out: dict = {"reference": arm_name(ref_arm) if ref else None, "against_baselines": [], "loss_scale": [],
-                 "best_to_last": []}
+                 "best_to_last": [], "wall_time": []}
     if ref:
         for b in BASELINES:
             b_arm = (b, "batchmean" if b == "ard" else None, lr0)
@@ -127,6 +129,12 @@ def verdict(rows: list[dict]) -> dict:
                 "arm": arm_name(a), "drop_mean": statistics.fmean(drops),
                 "drop_std": statistics.stdev(drops) if len(drops) > 1 else None, "drops": drops,
                 "best_epochs": [r.get("best_epoch") for r in rs], "last_epochs": [r.get("last_epoch") for r in rs]})
+    for a, rs in sorted(arms.items(), key=lambda kv: arm_name(kv[0])):
+        train = [r["train_s"] for r in rs if r.get("train_s") is not None]
+        score = [r["seconds"] for r in rs if r.get("seconds") is not None]
+        out["wall_time"].append({"arm": arm_name(a), "trials": len(rs), "train_s": sum(train), "score_s": sum(score),
+                                 "train_s_per_trial": statistics.fmean(train) if train else None,
+                                 "score_s_per_trial": statistics.fmean(score) if score else None})
     return out
 
 
@@ -140,6 +148,10 @@ def _diff(p: dict | None) -> str:
         return (f"{p['mean']:+.2f} (seed {p['seeds'][0]} only; noise sd {p['noise_std']:.2f}: seeds {p['seed_std']:.2f}, "
                 f"images {p['sampling_std']:.2f}) " + ("**beyond noise**" if p["beyond_noise"] else "within noise"))
     return f"{p['mean']:+.2f} (seed {p['seeds'][0]} only)"
+
+
+def _minutes(s: float | None) -> str:
+    return "–" if s is None else f"{s / 60:.1f}"
 
 
 def format_verdict(v: dict) -> str:
@@ -160,6 +172,15 @@ def format_verdict(v: dict) -> str:
            "| arm | drop mean ± sd | per seed | best epochs | last epoch |", "|---|---|---|---|---|"]
     md += [f"| {d['arm']} | {d['drop_mean']:+.2f}" + (f" ± {d['drop_std']:.2f}" if d["drop_std"] is not None else "") + f" | {', '.join(f'{x:+.2f}' for x in d['drops'])} "
            f"| {', '.join(map(str, d['best_epochs']))} | {d['last_epochs'][0]} |" for d in v["best_to_last"]]
+    if v["wall_time"]:
+        md += ["", "### Wall time (minutes; training: Ray's time_total_s per trial, two trials at a time on the same "
+               "cores; scoring: the test-split suite, AutoAttack included for seed 0)", "",
+               "| arm | trials | training per trial | scoring per trial | training, all | scoring, all |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {w['arm']} | {w['trials']} | {_minutes(w['train_s_per_trial'])} | {_minutes(w['score_s_per_trial'])} "
+               f"| {_minutes(w['train_s'])} | {_minutes(w['score_s'])} |" for w in v["wall_time"]]
+        tot = [sum(w[k] for w in v["wall_time"]) for k in ("train_s", "score_s")]
+        md += [f"| all | {sum(w['trials'] for w in v['wall_time'])} | | | {_minutes(tot[0])} | {_minutes(tot[1])} |"]
     return "\n".join(md)
 
 

@@ -63,3 +63,15 @@ def test_headroom_is_the_teacher_card_minus_the_mean_sat_student(tmp_path):
     rows = [row("sat", 0, 0.70, 0.70), row("sat", 1, 0.72, 0.70), row("rslad", 0, 0.75, 0.75)]
     (h,) = headroom(rows, {"t": {"pgd20_acc": 0.77}})
     assert h["sat_student_pgd20"] == pytest.approx(71.0) and h["headroom"] == pytest.approx(6.0) and h["sat_seeds"] == 2
+
+
+def test_wall_time_sums_training_and_scoring_per_arm():
+    rows = [row("rslad", s, 0.7, 0.7) | {"train_s": 600.0 + 60 * s, "seconds": 300.0} for s in range(3)]
+    rows += [row("sat", 0, 0.7, 0.7) | {"train_s": None, "seconds": 120.0}]
+    w = {x["arm"]: x for x in verdict(rows)["wall_time"]}
+    assert w["rslad (batchmean, lr 0.05)"]["train_s"] == pytest.approx(1980.0)
+    assert w["rslad (batchmean, lr 0.05)"]["train_s_per_trial"] == pytest.approx(660.0)
+    assert w["rslad (batchmean, lr 0.05)"]["score_s"] == pytest.approx(900.0)
+    assert w["sat (lr 0.05)"]["train_s_per_trial"] is None and w["sat (lr 0.05)"]["trials"] == 1
+    md = format_verdict(verdict(rows))
+    assert "| all | 4 | | | 33.0 | 17.0 |" in md
