@@ -113,7 +113,8 @@ def verdict(rows: list[dict]) -> dict:
                 aa["sampling_std"], aa["seed_std"] = sampling, pgd["std"]
                 aa["beyond_noise"] = abs(aa["mean"]) > 2 * aa["noise_std"]
             out["against_baselines"].append({"baseline": arm_name(b_arm), "pgd20": pgd, "aa": aa,
-                                             "pgd20_last": paired(ref, arms[b_arm], _pgd("last"))})
+                                             "pgd20_last": paired(ref, arms[b_arm], _pgd("last")),
+                                             "clean": paired(ref, arms[b_arm], lambda r: r.get("Clean"))})
     for method in ("rslad", "ard"):
         base = arms.get((method, "batchmean", lr0))
         for a in sorted(k for k in arms if k[0] == method and k[1] == "paper"):
@@ -161,8 +162,8 @@ def format_verdict(v: dict) -> str:
     if not v["reference"]:
         return "\n".join(md + ["(RSLAD at the batchmean scale is not scored yet: no paired differences.)"])
     md += [f"### {v['reference']} minus each baseline (points; mean ± 95 % t-interval over seeds, paired by seed)", "",
-          "| baseline | PGD-20, best | PGD-20, last | AutoAttack, best |", "|---|---|---|---|"]
-    md += [f"| {b['baseline']} | {_diff(b['pgd20'])} | {_diff(b['pgd20_last'])} | {_diff(b['aa'])} |"
+          "| baseline | PGD-20, best | PGD-20, last | AutoAttack, best | Clean, best |", "|---|---|---|---|---|"]
+    md += [f"| {b['baseline']} | {_diff(b['pgd20'])} | {_diff(b['pgd20_last'])} | {_diff(b['aa'])} | {_diff(b['clean'])} |"
            for b in v["against_baselines"]]
     md += ["", "### Loss scale: batchmean minus paper (points, paired by seed, best checkpoints)", "",
            "| batchmean | paper | PGD-20 | AutoAttack | Clean |", "|---|---|---|---|---|"]

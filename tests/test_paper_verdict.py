@@ -27,6 +27,7 @@ def test_paired_differences_and_noise_by_hand():
     assert sat["pgd20"]["std"] == pytest.approx(1.0)
     assert sat["pgd20"]["half_ci95"] == pytest.approx(4.303 / 3 ** 0.5)
     assert sat["pgd20"]["beyond_noise"]
+    assert sat["clean"]["diffs"] == pytest.approx([0, 0, 0])  # row() gives every trial 0.8 clean
     # rslad - mart: 0, -1, +1 -> mean 0, within noise
     assert mart["pgd20"]["mean"] == pytest.approx(0.0) and not mart["pgd20"]["beyond_noise"]
     # AA on seed 0 only: against 2 sd of the pair's PGD-20 seed spread combined with 500-image sampling error
