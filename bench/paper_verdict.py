@@ -130,7 +130,6 @@ def verdict(rows: list[dict]) -> dict:
                 "arm": arm_name(a), "drop_mean": statistics.fmean(drops),
                 "drop_std": statistics.stdev(drops) if len(drops) > 1 else None, "drops": drops,
                 "best_epochs": [r.get("best_epoch") for r in rs], "last_epochs": [r.get("last_epoch") for r in rs]})
-    for a, rs in sorted(arms.items(), key=lambda kv: arm_name(kv[0])):
         train = [r["train_s"] for r in rs if r.get("train_s") is not None]
         score = [r["seconds"] for r in rs if r.get("seconds") is not None]
         out["wall_time"].append({"arm": arm_name(a), "trials": len(rs), "train_s": sum(train), "score_s": sum(score),
