@@ -47,9 +47,15 @@ def archive(exp_dir: Path, out: Path, commit: str | None = None) -> list[Path]:
     return written
 
 
+def scored_rows(dirs: list[Path]) -> list[dict]:
+    """compare's suite rows with their trial config and training time, from every archived, scored trial."""
+    return [r["suite"] | {"config": r["config"], "train_s": r.get("result", {}).get("time_total_s")}
+            for d in dirs for f in sorted(d.glob("*.json")) if f.name != "sweep.json" for r in [read_json(f)]
+            if r.get("suite")]
+
+
 def table(out: Path) -> str:
-    rows = [r["suite"] | {"config": r["config"]} for f in sorted(out.glob("*.json")) if f.name != "sweep.json"
-            for r in [read_json(f)] if r.get("suite")]
+    rows = scored_rows([out])
     if not rows:
         return "(no scored trial archived yet)"
     return format_markdown(aggregate(rows), rows)

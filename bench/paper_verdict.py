@@ -19,6 +19,7 @@ import argparse
 import statistics
 from pathlib import Path
 
+from bench.archive_trials import scored_rows
 from rslad_tune.compare import aggregate, format_markdown
 from rslad_tune.files import read_json, write_json, write_text
 from rslad_tune.spec import load_sweep
@@ -27,13 +28,6 @@ from rslad_tune.spec import load_sweep
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 REFERENCE = ("rslad", "batchmean")  # RSLAD at the per-sample scale, the lr every method shares
 BASELINES = ("natural", "sat", "trades", "mart", "ard", "iad")
-
-
-def load_rows(dirs: list[Path]) -> list[dict]:
-    """compare's suite rows with their trial config, from every archived, scored trial."""
-    return [r["suite"] | {"config": r["config"], "train_s": r.get("result", {}).get("time_total_s")}
-            for d in dirs for f in sorted(d.glob("*.json")) if f.name != "sweep.json" for r in [read_json(f)]
-            if r.get("suite")]
 
 
 def arm(row: dict) -> tuple:
@@ -189,7 +183,7 @@ def main() -> None:
     ap.add_argument("dirs", nargs="+", type=Path, help="results/<experiment> folders written by bench.archive_trials")
     ap.add_argument("--out", type=Path, help="write verdict.md and verdict.json here")
     args = ap.parse_args()
-    rows = load_rows(args.dirs)
+    rows = scored_rows(args.dirs)
     if not rows:
         raise SystemExit(f"no scored trial in {', '.join(map(str, args.dirs))}")
     v = verdict(rows) | {"headroom": headroom(rows, teacher_cards(args.dirs))}
