@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--evaluate", action="store_true", help="score finished, unscored trials first (compare's suite)")
     ap.add_argument("--n-aa", type=int, default=500)
     ap.add_argument("--last", action="store_true")
+    ap.add_argument("--attacks", default=None, help="the suite's columns to score (compare's --attacks), e.g. clean,pgd_sat")
     ap.add_argument("--commit", help="the git commit the sweep ran from (recorded in <out>/sweep.json)")
     args = ap.parse_args()
     if args.table:
@@ -76,7 +77,8 @@ def main() -> None:
     exp_dir, out = Path(args.paths[0]), Path(args.paths[1])
     if args.evaluate:  # one trial at a time, each archived as soon as it is scored (cached ones: "done before")
         for tid in [t.trial_id for t in ExperimentDir.open(exp_dir).trials() if complete(t)]:
-            evaluate_trials(exp_dir, n_aa=args.n_aa, last=args.last, only=lambda t, tid=tid: complete(t) and t.trial_id == tid)
+            evaluate_trials(exp_dir, n_aa=args.n_aa, last=args.last, only=lambda t, tid=tid: complete(t) and t.trial_id == tid,
+                            **({"attacks": args.attacks.split(",")} if args.attacks else {}))
             for f in archive(exp_dir, out, args.commit):
                 print(f"archived {f}")
     for f in archive(exp_dir, out, args.commit):
