@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.teacher_selection import gt_near
-from rslad_tune.files import read_json, write_json, write_text
+from rslad_tune.trial.files import read_json, write_json, write_text
 
 SETTINGS = [(g, rf, n) for g in (1, 2, 3, 4) for rf in (2, 3) for n in (6, 7, 8)]
 

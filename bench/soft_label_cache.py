@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from rslad_tune import soft_labels
-from rslad_tune.data import num_views
-from rslad_tune.models import build_model
-from rslad_tune.spec import TrialConfig
-from rslad_tune.data import load_data
-from rslad_tune.trainer import train_model
+from rslad_tune.teachers import soft_labels
+from rslad_tune.trial.data import num_views
+from rslad_tune.trial.models import build_model
+from rslad_tune.sweep.spec import TrialConfig
+from rslad_tune.trial.data import load_data
+from rslad_tune.trial.trainer import train_model
 
 
 def main() -> None:

@@ -27,12 +27,12 @@ import time
 import torch
 
 from bench import reference
-from rslad_tune import soft_labels
-from rslad_tune.data import load_splits
-from rslad_tune.models import build_model, count_macs
-from rslad_tune.spec import TrialConfig
-from rslad_tune.data import resolve_device
-from rslad_tune.trainer import make_method, train_epoch
+from rslad_tune.teachers import soft_labels
+from rslad_tune.trial.data import load_splits
+from rslad_tune.trial.models import build_model, count_macs
+from rslad_tune.sweep.spec import TrialConfig
+from rslad_tune.trial.data import resolve_device
+from rslad_tune.trial.trainer import make_method, train_epoch
 
 PRESETS = {
     "cpu": {"dataset": "fashion_mnist", "student": "small_cnn", "student_width": 16, "teacher": "small_cnn",

@@ -1,5 +1,5 @@
 """rslad-tune: robust small students by RSLAD distillation, searched with Ray Tune, tracked in MLflow."""
-from .export import load_student
+from .sweep.export import load_student
 
 __all__ = ["load_student"]
 __version__ = "0.1.0"

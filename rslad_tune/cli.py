@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         _parser().print_help()
         return 2
-    from .data import DataError
-    from .interrupts import Interrupted, handled
-    from .spec import SpecError
+    from .trial.data import DataError
+    from .sweep.interrupts import Interrupted, handled
+    from .sweep.spec import SpecError
 
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
         try:
@@ -150,14 +150,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args):
-    from .spec import check_tracking_uri, load_sweep, parse_set_overrides
+    from .sweep.spec import check_tracking_uri, load_sweep, parse_set_overrides
 
     spec = load_sweep(args.space, parse_set_overrides(args.set), args.data_dir, sweep=args.verb == "tune")
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
     if getattr(args, "tracking_uri", None):
         check_tracking_uri(args.tracking_uri)
-    from .preflight import check_sweep
+    from .sweep.preflight import check_sweep
 
     # the data, teacher files, the machine or cluster: checked before anything is written
     for line in check_sweep(spec, getattr(args, "address", None), args.verb):
@@ -166,11 +166,11 @@ def _load(args):
 
 
 def cmd_tune(args) -> int:
-    from .tuning import check_resumable, experiment_dir
+    from .sweep.tuning import check_resumable, experiment_dir
 
     spec = _load(args)
     if args.resume:
-        from .spec import SpecError
+        from .sweep.spec import SpecError
 
         if args.set:
             raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
@@ -178,7 +178,7 @@ def cmd_tune(args) -> int:
     exp = experiment_dir(spec)
     if not args.resume:
         exp.check_replaceable()  # only an earlier sweep of ours is moved aside
-    from .interrupts import Interrupted
+    from .sweep.interrupts import Interrupted
 
     with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):  # one command per experiment at a time
         try:
@@ -190,9 +190,9 @@ def cmd_tune(args) -> int:
 
 
 def _tune_locked(args, spec) -> int:
-    from .export import export_best
-    from .interrupts import Interrupted, received
-    from .tuning import format_summary, run_sweep
+    from .sweep.export import export_best
+    from .sweep.interrupts import Interrupted, received
+    from .sweep.tuning import format_summary, run_sweep
 
     t0 = time.time()
     rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log, resume=args.resume)
@@ -212,7 +212,7 @@ def _tune_locked(args, spec) -> int:
         _log(f"best student: {out}  (test clean {m['test_clean_acc']:.4f}, PGD-{m['eval_steps']} {m['test_pgd_acc']:.4f})")
     searched = spec.search.get("teacher")
     if searched and len(searched.args) > 1 and spec.report.enabled and not args.no_report:
-        from .report import selection_report
+        from .sweep.report import selection_report
 
         md, path = selection_report(exp_dir, n_examples=spec.report.n_examples, n_aa=spec.report.n_aa,
                                     device=spec.trial.device, log=_log)
@@ -224,7 +224,7 @@ def _tune_locked(args, spec) -> int:
 
 def cmd_resume(args) -> int:
     """`resume runs/<exp>` = `--space <the sweep's YAML> --runs-dir runs --resume`."""
-    from .layout import ExperimentDir
+    from .sweep.layout import ExperimentDir
 
     exp = ExperimentDir.open(args.experiment_dir)
     original = exp.sweep.get("space") or ""
@@ -239,12 +239,12 @@ def cmd_train(args) -> int:
     """One trial without Ray: the YAML's fixed values, each searched key at its domain's centre unless --set."""
     import dataclasses
 
-    from .data import resolve_device
-    from .files import write_json
-    from .methods import METHODS
-    from .teachers import load_teacher, prepare_teachers
-    from .tracking import TrainRun, resolve_tracking_uri, trial_run_name
-    from .trainer import score_test_split, train_model
+    from .trial.data import resolve_device
+    from .trial.files import write_json
+    from .trial.methods import METHODS
+    from .teachers.core import load_teacher, prepare_teachers
+    from .sweep.tracking import TrainRun, resolve_tracking_uri, trial_run_name
+    from .trial.trainer import score_test_split, train_model
 
     spec = _load(args)
     given = parse_set_keys(args.set)
@@ -285,9 +285,9 @@ def parse_set_keys(pairs: list[str]) -> list[str]:
 
 def _replay_pending(path: str | Path) -> None:
     """MLflow calls a sweep could not make (its store was away) are replayed by the next command on its folder."""
-    from .layout import find_experiment
-    from .spec import SpecError
-    from .tracking import replay_pending
+    from .sweep.layout import find_experiment
+    from .sweep.spec import SpecError
+    from .sweep.tracking import replay_pending
 
     exp = find_experiment(Path(path))
     if exp is None or not exp.pending_file.is_file():
@@ -300,7 +300,7 @@ def _replay_pending(path: str | Path) -> None:
 
 
 def cmd_export(args) -> int:
-    from .export import export_best
+    from .sweep.export import export_best
 
     _replay_pending(args.experiment_dir)
     export_best(Path(args.experiment_dir), log=_log)
@@ -308,12 +308,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_experiment
+    from .sweep.compare import compare_experiment
 
     _replay_pending(args.experiment_dir)
     t0 = time.time()
-    from .robustness import ATTACK_NAMES, resolve_columns
-    from .spec import SpecError
+    from .trial.robustness import ATTACK_NAMES, resolve_columns
+    from .sweep.spec import SpecError
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     try:
@@ -328,10 +328,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import selection_report
+    from .sweep.report import selection_report
 
     if args.n_aa < 0:
-        from .spec import SpecError
+        from .sweep.spec import SpecError
 
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer")
     _replay_pending(args.experiment_dir)
@@ -343,9 +343,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_folder, format_table, log_eval_to_mlflow
-    from .files import write_json
-    from .spec import SpecError
+    from .sweep.evaluate import evaluate_folder, format_table, log_eval_to_mlflow
+    from .trial.files import write_json
+    from .sweep.spec import SpecError
 
     n_aa = None if args.n_aa.strip().lower() == "all" else (int(args.n_aa) if args.n_aa.strip().isdigit() else -1)
     if n_aa is not None and n_aa < 0:
@@ -364,15 +364,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_zoo(args) -> int:
-    from . import zoo
-    from .spec import SpecError
+    from .teachers import zoo
+    from .sweep.spec import SpecError
 
     if args.action == "list":
         print(zoo.zoo_table(markdown=args.markdown))
         return 0
     if not args.name:
         raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")
-    from .teachers import build_zoo_teacher
+    from .teachers.core import build_zoo_teacher
 
     build_zoo_teacher(args.name, threads=args.threads, work_dir=args.work_dir, log=_log)
     return 0

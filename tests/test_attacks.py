@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from rslad_tune.attacks import ce_loss, kl_loss, pgd
+from rslad_tune.trial.attacks import ce_loss, kl_loss, pgd
 
 
 def _model():

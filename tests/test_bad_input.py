@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from rslad_tune.cli import main
-from rslad_tune.config import TrialConfig
-from rslad_tune.models import build_model
-from rslad_tune.files import save_weights
+from rslad_tune.trial.config import TrialConfig
+from rslad_tune.trial.models import build_model
+from rslad_tune.trial.files import save_weights
 
 GOOD = {
     "experiment": "bad",
@@ -341,7 +341,7 @@ def test_likely_mistakes_give_one_warning_line_and_write_nothing(make, fragments
 
 def test_yaml_anchors_and_merge_keys_are_accepted(tmp_path):
     """Aliases repeat a section (one teacher recipe for two teachers); a key beside a merge overrides it."""
-    from rslad_tune.spec import load_sweep
+    from rslad_tune.sweep.spec import load_sweep
 
     text = yaml.safe_dump({k: v for k, v in GOOD.items() if k != "teachers"}) + (
         "teachers:\n  t: {train: &recipe {method: sat, arch: small_cnn, width: 4, epochs: 1}}\n"

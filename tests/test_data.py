@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rslad_tune.data import DataError, apply_views, load_splits, sample_views
+from rslad_tune.trial.data import DataError, apply_views, load_splits, sample_views
 
 
 def _write_idx(folder, prefix, images, labels):

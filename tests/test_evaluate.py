@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from rslad_tune.attacks import ce_loss, cw_loss, fgsm, pgd
+from rslad_tune.trial.attacks import ce_loss, cw_loss, fgsm, pgd
 from rslad_tune.cli import main
-from rslad_tune.robustness import COLUMNS, evaluate_suite, suite_protocol
-from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import train_model
+from rslad_tune.trial.robustness import COLUMNS, evaluate_suite, suite_protocol
+from rslad_tune.sweep.spec import TrialConfig
+from rslad_tune.trial.trainer import train_model
 
 TINY = dict(dataset="synthetic", train_subset=2000, test_subset=100, val_size=128, arch="small_cnn", width=4,
             batch_size=64, lr=0.05, attack_steps=2, eval_steps=2, epsilon=0.05, eval_epsilon=0.05, num_threads=1,
@@ -124,7 +124,7 @@ def _spy_autoattack(monkeypatch):
 
 def test_autoattack_runs_through_pyautoattack_and_is_no_weaker_than_pgd(sat_ckpt, monkeypatch):
     calls = _spy_autoattack(monkeypatch)
-    monkeypatch.setattr("rslad_tune.robustness.AA_CHUNK", 8)
+    monkeypatch.setattr("rslad_tune.trial.robustness.AA_CHUNK", 8)
     model, s = sat_ckpt["model"], sat_ckpt["splits"]
     x, y = s.test_x[:16], s.test_y[:16]
     lines = []
@@ -189,7 +189,7 @@ def test_evaluate_cli_on_a_trial_checkpoint_reports_best_and_last(sat_ckpt, tmp_
 def test_evaluate_cli_on_an_export_folder_logs_to_its_mlflow_run(sat_ckpt, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
-    from rslad_tune.models import model_config
+    from rslad_tune.trial.models import model_config
 
     cfg, s = sat_ckpt["cfg"], sat_ckpt["splits"]
     exp = tmp_path / "runs" / "exp"
@@ -227,8 +227,8 @@ def test_evaluate_cli_rejects_bad_input_with_one_line(sat_ckpt, tmp_path, capsys
 
 def test_pgd_trades_starts_uniformly_in_the_eps_ball(monkeypatch):
     """PGD_TRADES as TRADES evaluates it: a uniform start in the eps-ball (not x + 0.001 N(0, 1)), step 0.003 at 8/255."""
-    import rslad_tune.robustness as rob
-    from rslad_tune.attacks import random_start
+    import rslad_tune.trial.robustness as rob
+    from rslad_tune.trial.attacks import random_start
 
     eps = 8 / 255
     seen = {}

@@ -9,11 +9,11 @@ import torch
 import yaml
 from torch import nn
 
-from rslad_tune import formats
-from rslad_tune.data import load_splits
-from rslad_tune.models import build_model
-from rslad_tune.spec import SpecError, parse_sweep
-from rslad_tune.tracking import register_student
+from rslad_tune.sweep import formats
+from rslad_tune.trial.data import load_splits
+from rslad_tune.trial.models import build_model
+from rslad_tune.sweep.spec import SpecError, parse_sweep
+from rslad_tune.sweep.tracking import register_student
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def test_killed_trial_is_retried_and_a_diverged_one_fails_with_its_reason(tmp_pa
 
 
 def test_a_trial_retried_to_its_last_epoch_is_finished_despite_the_error_ray_left(tmp_path):
-    from rslad_tune.layout import TrialDir
+    from rslad_tune.sweep.layout import TrialDir
 
     ckpt = tmp_path / "trial_1" / "checkpoint_000003"
     ckpt.mkdir(parents=True)

@@ -108,7 +108,7 @@ def test_ctrl_c_while_a_teacher_trains_leaves_no_half_teacher(tmp_path):
 
 
 def test_the_first_signal_raises_outside_tune_and_asks_tune_to_stop_inside_it():
-    from rslad_tune import interrupts
+    from rslad_tune.sweep import interrupts
 
     with interrupts.handled():
         with pytest.raises(interrupts.Interrupted) as e:
@@ -135,7 +135,7 @@ def _result(tid, epoch, error=None):
 
 
 def test_unfinished_trials_are_not_labelled_finished_or_stopped_by_asha():
-    from rslad_tune.tuning import format_summary, result_rows
+    from rslad_tune.sweep.tuning import format_summary, result_rows
 
     grid = [_result("a", 4), _result("b", 2), _result("c", 0), _result("d", 1, RuntimeError("boom"))]
     status = lambda rows: {r.trial_id.removeprefix("trial_"): (r.status, r.early_stopped) for r in rows}

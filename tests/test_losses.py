@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rslad_tune.methods import METHODS, Batch
+from rslad_tune.trial.methods import METHODS, Batch
 
 S_CLEAN = [[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]]
 S_ADV = [[1.0, 1.0, -0.5], [0.5, -0.5, 1.5]]

@@ -3,10 +3,10 @@ import math
 
 import pytest
 
-from rslad_tune import trainer
-from rslad_tune.methods import METHODS
-from rslad_tune.models import build_model
-from rslad_tune.spec import SpecError, TrialConfig, check_trial_value
+from rslad_tune.trial import trainer
+from rslad_tune.trial.methods import METHODS
+from rslad_tune.trial.models import build_model
+from rslad_tune.sweep.spec import SpecError, TrialConfig, check_trial_value
 
 TINY = dict(dataset="synthetic", train_subset=640, test_subset=100, val_size=128, arch="small_cnn", width=4,
             batch_size=64, lr=0.05, attack_steps=2, eval_steps=2, epsilon=0.05, eval_epsilon=0.05, num_threads=1)

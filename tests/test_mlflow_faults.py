@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rslad_tune.cli import main
-from rslad_tune.pending import read_records
-from rslad_tune.tracking import MLflowTrialCallback, SweepTracker, replay_pending
+from rslad_tune.sweep.pending import read_records
+from rslad_tune.sweep.tracking import MLflowTrialCallback, SweepTracker, replay_pending
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +142,8 @@ def test_the_parent_run_bookkeeping_degrades_too(sweep, monkeypatch, capsys):
 
 
 def test_a_store_that_does_not_answer_at_the_start_is_one_line(tmp_path, monkeypatch, empty_store):
-    from rslad_tune import pending
-    from rslad_tune.spec import SpecError
+    from rslad_tune.sweep import pending
+    from rslad_tune.sweep.spec import SpecError
 
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setattr(pending.Flaky.__init__, "__defaults__", (print, (0.01,)))

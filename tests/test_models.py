@@ -1,6 +1,6 @@
 """Model registry: RobustBench-layout WideResNet teachers, checkpoint loading, parameter and MAC counts.
 
-The expected state-dict layouts below are written out independently of rslad_tune.models, from the
+The expected state-dict layouts below are written out independently of rslad_tune.trial.models, from the
 RobustBench sources (github.com/RobustBench/robustbench):
   robustbench/model_zoo/architectures/wide_resnet.py     (WideResNet; TRADES code base)
   robustbench/model_zoo/architectures/dm_wide_resnet.py  (DMWideResNet; DeepMind)
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rslad_tune.models import REGISTRY, build_model, count_macs, count_params, robustbench_state_dict
-from rslad_tune.models.wideresnet import DMWideResNet, WideResNet
+from rslad_tune.trial.models import REGISTRY, build_model, count_macs, count_params, robustbench_state_dict
+from rslad_tune.trial.models.wideresnet import DMWideResNet, WideResNet
 
 # dm_wide_resnet.py
 RB_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

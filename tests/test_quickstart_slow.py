@@ -17,8 +17,8 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 RELOAD = """
 import json, sys, torch, rslad_tune
-from rslad_tune.data import load_splits
-from rslad_tune.robustness import clean_and_pgd
+from rslad_tune.trial.data import load_splits
+from rslad_tune.trial.robustness import clean_and_pgd
 model = rslad_tune.load_student(sys.argv[1])
 cfg = json.load(open(sys.argv[1] + '/config.json'))['trial']
 s = load_splits('fashion_mnist', data_dir=cfg['data_dir'], val_size=cfg['val_size'])

@@ -2,8 +2,8 @@
 answers "is a larger teacher better?" from the numbers, and plots error bars."""
 import pytest
 
-from rslad_tune.plots import plot_selection
-from rslad_tune.report import format_markdown, pooled_std, spearman, verdict
+from rslad_tune.sweep.plots import plot_selection
+from rslad_tune.sweep.report import format_markdown, pooled_std, spearman, verdict
 
 
 def _row(name: str, params: int, pgd20: list[float], *, method: str = "sat", trials: int | None = None) -> dict:
@@ -92,7 +92,7 @@ def test_the_selection_plot_draws_error_bars_against_teacher_size(tmp_path, monk
 def test_teachers_are_compared_at_the_hyper_parameters_most_of_them_share():
     from types import SimpleNamespace
 
-    from rslad_tune.report import comparison_set
+    from rslad_tune.sweep.report import comparison_set
 
     def trial(i, teacher, alpha, eps, seed=0):
         return SimpleNamespace(trial_id=f"t{i}", config={"teacher": teacher, "alpha": alpha, "epsilon": eps, "seed": seed,

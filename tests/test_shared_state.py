@@ -12,8 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rslad_tune.cli import main
-from rslad_tune.layout import ExperimentDir, check_experiment_name
-from rslad_tune.spec import SpecError, parse_sweep
+from rslad_tune.sweep.layout import ExperimentDir, check_experiment_name
+from rslad_tune.sweep.spec import SpecError, parse_sweep
 
 from helpers import tiny_grid_sweep
 from test_bad_input import GOOD

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from rslad_tune import soft_labels
-from rslad_tune.data import apply_views, load_splits, num_views, sample_views, view_ids
-from rslad_tune.models import build_model
-from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import train_model
+from rslad_tune.teachers import soft_labels
+from rslad_tune.trial.data import apply_views, load_splits, num_views, sample_views, view_ids
+from rslad_tune.trial.models import build_model
+from rslad_tune.sweep.spec import TrialConfig
+from rslad_tune.trial.trainer import train_model
 
 
 @pytest.mark.parametrize("dataset,augment", [("synthetic_cifar", "crop_flip"), ("synthetic_cifar", "crop"),
@@ -63,7 +63,7 @@ def _damage_table(path, kind, cfg, splits):
     elif kind == "empty":
         path.write_bytes(b"")
     elif kind == "other shape":  # a table of other data under this name, digest and all
-        from rslad_tune.files import save_tensors
+        from rslad_tune.trial.files import save_tensors
 
         save_tensors({"logits": torch.zeros(3, 1, 10, dtype=torch.float16)}, path)
     elif kind == "no digest":  # written by an older version
@@ -95,7 +95,7 @@ def test_a_bad_cache_is_reported_in_one_line_and_rebuilt(tmp_path, kind, says):
 def test_the_cache_carries_its_shape_and_digest(tmp_path):
     from safetensors import safe_open
 
-    from rslad_tune.files import DIGEST_KEY, tensor_digest
+    from rslad_tune.trial.files import DIGEST_KEY, tensor_digest
 
     cfg = TrialConfig(dataset="synthetic", train_subset=80, test_subset=10, val_size=16)
     splits = load_splits("synthetic", train_subset=80, test_subset=10, val_size=16)

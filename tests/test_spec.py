@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from rslad_tune.cli import main
-from rslad_tune.spec import SpecError, load_sweep, parse_sweep
+from rslad_tune.sweep.spec import SpecError, load_sweep, parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "search_spaces" / "quickstart.yaml"
@@ -48,7 +48,7 @@ def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
                for s in teacher.teachers.values()}
     assert {"natural", "sat", "trades"} <= methods and len(teacher.teachers) >= 6
     assert teacher.tune.scheduler == "asha" and teacher.tune.searcher == "optuna" and teacher.report.n_aa > 0
-    from rslad_tune.tuning import teacher_points
+    from rslad_tune.sweep.tuning import teacher_points
 
     points = teacher_points(teacher)  # every teacher is tried once before TPE proposes
     assert [p["teacher"] for p in points] == list(teacher.teachers)
@@ -156,7 +156,7 @@ def test_cli_data_dir_without_data_exits_2_before_writing(tmp_path, capsys, monk
 
 
 def test_exponent_floats_in_the_yaml_file_and_in_set(tmp_path):
-    from rslad_tune.spec import parse_set_overrides
+    from rslad_tune.sweep.spec import parse_set_overrides
 
     text = QUICKSTART.read_text().replace("  lr: 0.05\n", "  lr: 1e-3\n  weight_decay: 5e-4\n")
     text = text.replace("epsilon: {uniform: [0.08, 0.12]}", "lr: {loguniform: [1e-4, 1E-1]}")
@@ -176,7 +176,7 @@ def test_exponent_floats_in_the_yaml_file_and_in_set(tmp_path):
 
 
 def test_the_yaml_loader_leaves_pyyaml_alone():
-    from rslad_tune.config import load_yaml
+    from rslad_tune.trial.config import load_yaml
 
     assert yaml.safe_load("1e-3") == "1e-3"  # other code that reads YAML keeps PyYAML's own rules
     assert load_yaml("[1e-3, 1.5e3, 10, 0x10, .5, 1e, e3, 1.2.3, 2024-01-02]")[:8] == [1e-3, 1500.0, 10, 16, 0.5, "1e", "e3", "1.2.3"]
@@ -188,12 +188,12 @@ def test_the_yaml_loader_leaves_pyyaml_alone():
 def test_allowed_names_come_from_the_registries_that_run_them():
     from dataclasses import fields
 
-    from rslad_tune.attacks import STARTS
-    from rslad_tune.data import AUGMENTS, LOADERS
-    from rslad_tune.methods import METHODS
-    from rslad_tune.models import REGISTRY
-    from rslad_tune.schedules import SCHEDULES
-    from rslad_tune.spec import TrialConfig, check_trial_value
+    from rslad_tune.trial.attacks import STARTS
+    from rslad_tune.trial.data import AUGMENTS, LOADERS
+    from rslad_tune.trial.methods import METHODS
+    from rslad_tune.trial.models import REGISTRY
+    from rslad_tune.trial.schedules import SCHEDULES
+    from rslad_tune.sweep.spec import TrialConfig, check_trial_value
 
     for key, registry in [("dataset", LOADERS), ("augment", AUGMENTS), ("method", METHODS), ("arch", REGISTRY),
                           ("attack_start", STARTS), ("schedule", SCHEDULES)]:
@@ -236,7 +236,7 @@ def test_tune_and_report_sections_read_from_their_fields(tmp_path):
 
 
 def _zoo(tmp_path, monkeypatch, dataset="fashion_mnist", built=True):
-    from rslad_tune import zoo
+    from rslad_tune.teachers import zoo
 
     folder = tmp_path / "zoo" / "fashion_mnist" / "sat_w8"
     folder.mkdir(parents=True)
@@ -260,7 +260,7 @@ def _zoo_sweep(teacher, dataset="fashion_mnist"):
 
 
 def test_zoo_teacher(tmp_path, monkeypatch):
-    from rslad_tune import zoo
+    from rslad_tune.teachers import zoo
 
     folder = _zoo(tmp_path, monkeypatch)
     t = _zoo_sweep({"zoo": "fashion_mnist/sat_w8"}).teachers["z"]

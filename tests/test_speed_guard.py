@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from bench.reference import rslad_step
-from rslad_tune.methods import METHODS
-from rslad_tune.models import build_model
-from rslad_tune.spec import TrialConfig
-from rslad_tune.trainer import make_method, train_step
+from rslad_tune.trial.methods import METHODS
+from rslad_tune.trial.models import build_model
+from rslad_tune.sweep.spec import TrialConfig
+from rslad_tune.trial.trainer import make_method, train_step
 
 STEPS = 6
 BATCH = 16

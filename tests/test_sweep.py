@@ -79,8 +79,8 @@ def test_export_is_loadable_in_a_new_process_and_matches_metrics(sweep):
     assert {"test_clean_acc", "test_pgd_acc", "val_pgd_acc", "trial_id"} <= set(metrics)
     code = f"""
 import json, torch, rslad_tune
-from rslad_tune.data import load_splits
-from rslad_tune.robustness import clean_and_pgd
+from rslad_tune.trial.data import load_splits
+from rslad_tune.trial.robustness import clean_and_pgd
 m = rslad_tune.load_student({str(best)!r})
 s = load_splits('synthetic', train_subset=600, test_subset=200, val_size=100)
 print(json.dumps(clean_and_pgd(m, s.test_x, s.test_y, 0.1, 0.025, 3)))
@@ -95,7 +95,7 @@ print(json.dumps(clean_and_pgd(m, s.test_x, s.test_y, 0.1, 0.025, 3)))
 
 
 def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
-    from rslad_tune.compare import compare_experiment
+    from rslad_tune.sweep.compare import compare_experiment
 
     d, _ = sweep
     exp = d / "runs" / "tiny"

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rslad_tune.models import build_model
-from rslad_tune.spec import SpecError, parse_sweep
-from rslad_tune.teachers import load_teacher, prepare_teachers, read_card
-from rslad_tune.files import save_weights
+from rslad_tune.trial.models import build_model
+from rslad_tune.sweep.spec import SpecError, parse_sweep
+from rslad_tune.teachers.core import load_teacher, prepare_teachers, read_card
+from rslad_tune.trial.files import save_weights
 
 DATA = {"dataset": "synthetic", "train_subset": 320, "test_subset": 64, "val_size": 64}
 
@@ -105,7 +105,7 @@ def _cifar_spec(tmp_path, teacher):
 
 
 def test_robustbench_teacher_loads_offline_from_a_preplaced_checkpoint(tmp_path, monkeypatch):
-    from rslad_tune import robustbench_zoo
+    from rslad_tune.teachers import robustbench_loader as robustbench_zoo
 
     monkeypatch.setenv("RSLAD_TUNE_OFFLINE", "1")  # never try Google Drive, whatever the network
     rb = robustbench_zoo.robustbench()
@@ -188,7 +188,7 @@ def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path, monkeypatc
     assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
     assert read_card(folder)["eval_n"] == DATA["test_subset"] and any("rescoring" in line for line in logs)
     # asked the same again: the card records the request, so the data is not even loaded to check it
-    import rslad_tune.teachers as teachers_mod
+    import rslad_tune.teachers.core as teachers_mod
 
     monkeypatch.setattr(teachers_mod, "load_data", lambda *a, **k: pytest.fail("data loaded for a complete card"))
     assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
@@ -253,8 +253,8 @@ def test_checkpoint_teachers_are_keyed_by_content_and_a_damaged_folder_is_refuse
 
 @pytest.mark.parametrize("suffix,bad", [(".safetensors", float("nan")), (".pt", float("inf")), (".safetensors", -float("inf"))])
 def test_a_teacher_with_nan_or_inf_weights_is_refused_before_anything_runs(tmp_path, suffix, bad):
-    from rslad_tune.data import load_data
-    from rslad_tune.teachers import check_teacher_files
+    from rslad_tune.trial.data import load_data
+    from rslad_tune.teachers.core import check_teacher_files
 
     model = build_model("small_cnn", 1, 10, 6)
     with torch.no_grad():
@@ -274,7 +274,7 @@ def test_a_teacher_with_nan_or_inf_weights_is_refused_before_anything_runs(tmp_p
 
 
 def test_a_safetensors_file_whose_bytes_changed_is_refused_by_its_digest(tmp_path):
-    from rslad_tune.files import read_state_dict
+    from rslad_tune.trial.files import read_state_dict
 
     save_weights(build_model("small_cnn", 1, 10, 4), tmp_path / "w.safetensors")
     assert read_state_dict(tmp_path / "w.safetensors", "w")

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from rslad_tune.spec import TrialConfig
-from rslad_tune.schedules import lr_factor
-from rslad_tune.trainer import TrialDiverged, train_model
+from rslad_tune.sweep.spec import TrialConfig
+from rslad_tune.trial.schedules import lr_factor
+from rslad_tune.trial.trainer import TrialDiverged, train_model
 
 TINY = dict(dataset="synthetic", train_subset=640, test_subset=100, val_size=128, arch="small_cnn", width=4,
             batch_size=64, lr=0.05, attack_steps=2, eval_steps=2, epsilon=0.05, eval_epsilon=0.05, num_threads=1)
@@ -74,7 +74,7 @@ def test_a_model_trained_without_attacks_keeps_its_last_epoch(monkeypatch, metho
     """Validation PGD accuracy that falls every epoch (as it does for a naturally trained model): best-by-PGD
     keeps epoch 1 for an adversarial method, but a natural model keeps its last epoch, weights included."""
     falling = iter([0.5, 0.4, 0.3])
-    monkeypatch.setattr("rslad_tune.trainer.clean_and_pgd", lambda *a, **k: {"clean_acc": 0.9, "pgd_acc": next(falling)})
+    monkeypatch.setattr("rslad_tune.trial.trainer.clean_and_pgd", lambda *a, **k: {"clean_acc": 0.9, "pgd_acc": next(falling)})
     r = train_model(TrialConfig(method=method, epochs=3, **TINY))
     assert r["best_epoch"] == kept
     last = r["model"].state_dict()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .methods import METHODS
+from ..trial.methods import METHODS
 from .spec import Domain, SweepSpec, TrialConfig
 
 
@@ -44,9 +44,9 @@ def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None 
     folder lies in `work_root` (the sweep's, removed by the driver however the sweep ends)."""
     from ray import tune
 
-    from .teachers import teacher_for_trial
-    from .data import load_data, resolve_device
-    from .trainer import train_model
+    from ..teachers.core import teacher_for_trial
+    from ..trial.data import load_data, resolve_device
+    from ..trial.trainer import train_model
 
     cfg = TrialConfig(**config)
     device = resolve_device(cfg.device)
@@ -98,7 +98,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     finished trials (not re-run) and unfinished ones from their last checkpoint, the Optuna study
     continues from `optuna.db` beside them, and MLflow keeps the same parent and child runs."""
     from .interrupts import Interrupted, received, tune_stops_on_signal
-    from .teachers import prepare_teachers, read_card
+    from ..teachers.core import prepare_teachers, read_card
     from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
 
     exp = experiment_dir(spec)
@@ -187,7 +187,7 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # 1 checkpoint/epoch is by design
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}})
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}})
     # restored: Tune's pickled param space, run config and searcher state (the Optuna study itself is in optuna.db)
     return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True) if resume else tune.Tuner(
         trainable,
@@ -250,10 +250,10 @@ def check_resumable(spec: SweepSpec) -> None:
 
 def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
     """Once per sweep, in the driver: every teacher's logits on every clean training view."""
-    from . import soft_labels
+    from ..teachers import soft_labels
     from .spec import SpecError
-    from .teachers import teacher_for_trial
-    from .data import load_data, resolve_device
+    from ..teachers.core import teacher_for_trial
+    from ..trial.data import load_data, resolve_device
 
     device = resolve_device(trial.device)
     splits = load_data(trial, device)

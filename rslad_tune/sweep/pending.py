@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .files import write_text
+from ..trial.files import write_text
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd and 4th try
 QUIET_S = 30.0  # once a call has failed every try, later calls within this window get one try each

@@ -19,7 +19,7 @@ def source_tags() -> dict[str, str]:
     except PackageNotFoundError:
         pass
     try:
-        repo = Path(__file__).resolve().parents[1]
+        repo = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         if commit.returncode == 0 and commit.stdout.strip():
             tags["mlflow.source.git.commit"] = commit.stdout.strip()
@@ -33,7 +33,7 @@ def source_tags() -> dict[str, str]:
 
 def trial_run_name(trial_id: str, config: dict) -> str:
     """A readable child-run name: <short id>-<teacher or method>[-a<alpha>]-e<epsilon>[-s<seed>]."""
-    from .methods import METHODS
+    from ..trial.methods import METHODS
 
     method = config.get("method")
     distils = method in METHODS and METHODS[method].needs_teacher

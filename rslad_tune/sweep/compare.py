@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .data import load_data, resolve_device
-from .files import load_weights, write_json, write_text
+from ..trial.data import load_data, resolve_device
+from ..trial.files import load_weights, write_json, write_text
 from .layout import ExperimentDir, TrialDir
-from .methods import METHODS
-from .robustness import COLUMNS, evaluate_suite, resolve_columns
+from ..trial.methods import METHODS
+from ..trial.robustness import COLUMNS, evaluate_suite, resolve_columns
 from .spec import TrialConfig
-from .trainer import make_student
+from ..trial.trainer import make_student
 
 NOT_COMPARED = {"seed", "num_threads", "device", "data_dir", "precision", "compile"}  # keys that never make a group
 SUITE = COLUMNS[:-1]  # every column but AutoAttack

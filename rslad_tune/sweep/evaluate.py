@@ -10,15 +10,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from .data import load_data, resolve_device
+from ..trial.data import load_data, resolve_device
 from .export import load_student
-from .files import load_weights, read_json
+from ..trial.files import load_weights, read_json
 from .layout import ExperimentDir
-from .models import build_from_config
-from .robustness import ATTACK_NAMES, COLUMNS, evaluate_suite, resolve_columns, suite_protocol
+from ..trial.models import build_from_config
+from ..trial.robustness import ATTACK_NAMES, COLUMNS, evaluate_suite, resolve_columns, suite_protocol
 from .spec import SpecError, TrialConfig
 from .tracking import log_to_run
-from .trainer import make_student
+from ..trial.trainer import make_student
 
 
 def _folder_error(path, why: str) -> SpecError:

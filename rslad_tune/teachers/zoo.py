@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import SpecError, YamlLoader
+from ..trial.config import SpecError, YamlLoader
 
-ZOO_ROOT = Path(__file__).resolve().parent / "teacher_zoo"
+ZOO_ROOT = Path(__file__).resolve().parents[1] / "teacher_zoo"
 FILES = ("model.safetensors", "config.json", "card.json")
 
 

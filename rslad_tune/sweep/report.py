@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Callable
 
 from .compare import NOT_COMPARED
-from .data import load_data, resolve_device
-from .files import load_weights, write_json, write_text
+from ..trial.data import load_data, resolve_device
+from ..trial.files import load_weights, write_json, write_text
 from .layout import ExperimentDir, TrialDir
 from .plots import plot_selection
-from .robustness import evaluate_suite
+from ..trial.robustness import evaluate_suite
 from .spec import SpecError
-from .teachers import read_card
+from ..teachers.core import read_card
 from .tracking import log_to_run
-from .trainer import make_student
+from ..trial.trainer import make_student
 
 ATTACKS = ("Clean", "PGD_SAT", "AA")
 Z = 2.0  # a difference is "larger than the noise" beyond 2 standard errors (about 95 % two-sided)

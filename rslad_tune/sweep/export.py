@@ -17,14 +17,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .data import load_data, resolve_device
-from .files import load_weights, read_json, write_json
+from ..trial.data import load_data, resolve_device
+from ..trial.files import load_weights, read_json, write_json
 from .formats import write_formats
 from .layout import ExperimentDir
-from .models import build_from_config
+from ..trial.models import build_from_config
 from .spec import SpecError
 from .tracking import CHAMPION, find_trial_run, log_to_run, register_student
-from .trainer import score_test_split, student_config
+from ..trial.trainer import score_test_split, student_config
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -26,15 +26,16 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import robustbench_zoo as rbz
-from . import soft_labels, zoo
-from .data import load_data, resolve_device
-from .files import check_finite, load_torch_weights, load_weights, read_json, save_weights, write_json
-from .models import build_from_config, count_macs, count_params, model_config
-from .progress import bar
-from .robustness import autoattack_accuracy
-from .spec import SpecError, TeacherSpec, TrialConfig, check_trial_value, parse_teacher
-from .trainer import score_test_split, student_config, train_model
+from . import robustbench_loader as rbz
+from . import soft_labels
+from . import zoo
+from ..trial.data import load_data, resolve_device
+from ..trial.files import check_finite, load_torch_weights, load_weights, read_json, save_weights, write_json
+from ..trial.models import build_from_config, count_macs, count_params, model_config
+from ..trial.progress import bar
+from ..trial.robustness import autoattack_accuracy
+from ..sweep.spec import SpecError, TeacherSpec, TrialConfig, check_trial_value, parse_teacher
+from ..trial.trainer import score_test_split, student_config, train_model
 
 
 def _load_robustbench(rb: dict, key: str) -> nn.Module:
@@ -56,7 +57,7 @@ def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.M
 
 def rbz_state(path: Path, key: str) -> dict:
     """A RobustBench file's tensors, loaded as plain weights (weights_only)."""
-    from .models import robustbench_state_dict
+    from ..trial.models import robustbench_state_dict
 
     try:
         return robustbench_state_dict(load_torch_weights(path, key))

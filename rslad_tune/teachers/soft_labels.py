@@ -20,10 +20,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
-from .progress import bar
-from .config import SpecError, TrialConfig
-from .files import DIGEST_KEY, read_tensors, save_tensors
+from ..trial.data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
+from ..trial.progress import bar
+from ..trial.config import SpecError, TrialConfig
+from ..trial.files import DIGEST_KEY, read_tensors, save_tensors
 
 
 def data_key(cfg: TrialConfig, splits: Splits) -> str:

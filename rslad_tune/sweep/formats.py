@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .files import save_atomic
+from ..trial.files import save_atomic
 
 ONNX_OPSET = 18  # torch.onnx's own opset: a lower one is a lossy conversion step
 ONNX_MODULES = ("onnx", "onnxscript")  # what torch.onnx.export needs (onnxruntime only runs the file)

@@ -18,15 +18,15 @@ from typing import Any
 
 import yaml
 
-from . import robustbench_zoo as rbz
+from ..teachers import robustbench_loader as rbz
 # SpecError, TrialConfig, the *_KEYS, check_trial_value, make_trial_config and check_trial_config are
 # config.py's; they are imported here also for the modules that import them from spec
-from .config import (DATA_KEYS, RUNTIME_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, SpecError, TrialConfig, as_mapping, check_field,
+from ..trial.config import (DATA_KEYS, RUNTIME_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, SpecError, TrialConfig, as_mapping, check_field,
                      check_keys, check_trial_config, check_trial_value, choice, custom, did_you_mean, flag, load_yaml,
                      make_trial_config, num, parse_section)
 from .layout import check_experiment_name
-from .methods import METHODS
-from .models import REGISTRY as MODELS
+from ..trial.methods import METHODS
+from ..trial.models import REGISTRY as MODELS
 
 
 # --------------------------------------------------------------------------- search space
@@ -189,7 +189,7 @@ def _trained_teacher(label: str, raw: dict, data_values: dict[str, Any], base_di
 def _zoo_teacher(label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict:
     """A shipped teacher (`zoo: fashion_mnist/sat_w32`): its folder must be built and its recipe's
     data.dataset must be the sweep's; arch and width come from its config.json."""
-    from . import zoo  # zoo.py builds teachers through this module, so it is imported only when one is named
+    from ..teachers import zoo  # zoo.py builds teachers through this module, so it is imported only when one is named
 
     key, name = f"{label}.zoo", raw["zoo"]
     folder = zoo.zoo_folder(name, key)

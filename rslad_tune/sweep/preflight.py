@@ -10,7 +10,7 @@ import os
 import socket
 from pathlib import Path
 
-from .config import SpecError
+from ..trial.config import SpecError
 from .spec import SweepSpec
 
 
@@ -18,8 +18,8 @@ def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune")
     """Everything above, in order; returns the warnings."""
     import torch
 
-    from .data import load_data
-    from .teachers import check_teacher_files
+    from ..trial.data import load_data
+    from ..teachers.core import check_teacher_files
 
     runs_dir = Path(spec.runs_dir)
     if runs_dir.exists() and not runs_dir.is_dir():

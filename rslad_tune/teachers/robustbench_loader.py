@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .config import SpecError
+from ..trial.config import SpecError
 
 # RobustBench dataset -> the data.dataset values whose images it takes (3x32x32 in [0, 1])
 DATASETS = {"cifar10": ("cifar10", "synthetic_cifar"), "cifar100": ("cifar100",)}

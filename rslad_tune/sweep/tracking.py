@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from .files import file_lock
+from ..trial.files import file_lock
 from .pending import Flaky, append_record, keep_records, read_records
 from .provenance import source_tags, trial_error_text, trial_run_name
 
@@ -185,7 +185,7 @@ class SweepTracker:
 def _answered(uri: str, ok: bool, value: Any) -> Any:
     """What the store gave, or the one-line error for a store that does not answer before a sweep starts."""
     if not ok:
-        from .config import SpecError
+        from ..trial.config import SpecError
 
         raise SpecError("tracking URI", uri, "the MLflow store does not answer (after retries): start it "
                         "(e.g. `mlflow server`), or give another --tracking-uri")

@@ -32,8 +32,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .files import LockHeld, file_lock, read_json, write_json
-from .config import SpecError, TrialConfig
+from ..trial.files import LockHeld, file_lock, read_json, write_json
+from ..trial.config import SpecError, TrialConfig
 
 NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
 # entries of runs/ that are not sweeps: an experiment of that name would overwrite or be mistaken for them
