@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from rslad_tune.sweep.compare import aggregate, evaluate_trials, format_markdown
-from rslad_tune.trial.files import read_json, write_json, write_text
 from rslad_tune.sweep.layout import ExperimentDir, TrialDir
+from rslad_tune.trial.files import read_json, write_json, write_text
 
 
 def complete(t: TrialDir) -> bool:

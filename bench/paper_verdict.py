@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench.archive_trials import scored_rows
 from rslad_tune.sweep.compare import aggregate, format_markdown
-from rslad_tune.trial.files import read_json, write_json, write_text
 from rslad_tune.sweep.spec import load_sweep
+from rslad_tune.trial.files import read_json, write_json, write_text
 
 # two-sided 95 % quantiles of Student's t by degrees of freedom (enough for a handful of seeds)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}

@@ -16,10 +16,9 @@ import time
 import torch
 
 from rslad_tune.teachers import soft_labels
-from rslad_tune.trial.data import num_views
+from rslad_tune.trial.config import TrialConfig
+from rslad_tune.trial.data import load_data, num_views
 from rslad_tune.trial.models import build_model
-from rslad_tune.sweep.spec import TrialConfig
-from rslad_tune.trial.data import load_data
 from rslad_tune.trial.trainer import train_model
 
 

@@ -21,9 +21,9 @@ import argparse
 import statistics
 from pathlib import Path
 
-from rslad_tune.trial.files import read_json, write_json, write_text
 from rslad_tune.sweep.layout import ExperimentDir
 from rslad_tune.sweep.report import Z, spearman
+from rslad_tune.trial.files import read_json, write_json, write_text
 
 
 def ground_truth(exp: ExperimentDir) -> dict:

@@ -28,10 +28,9 @@ import torch
 
 from bench import reference
 from rslad_tune.teachers import soft_labels
-from rslad_tune.trial.data import load_splits
+from rslad_tune.trial.config import TrialConfig
+from rslad_tune.trial.data import load_splits, resolve_device
 from rslad_tune.trial.models import build_model, count_macs
-from rslad_tune.sweep.spec import TrialConfig
-from rslad_tune.trial.data import resolve_device
 from rslad_tune.trial.trainer import make_method, train_epoch
 
 PRESETS = {

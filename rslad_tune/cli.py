@@ -129,9 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         _parser().print_help()
         return 2
-    from .trial.data import DataError
     from .sweep.interrupts import Interrupted, handled
-    from .sweep.spec import SpecError
+    from .trial.errors import DataError, SpecError
 
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
         try:
@@ -170,7 +169,7 @@ def cmd_tune(args) -> int:
 
     spec = _load(args)
     if args.resume:
-        from .sweep.spec import SpecError
+        from .trial.errors import SpecError
 
         if args.set:
             raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
@@ -239,12 +238,12 @@ def cmd_train(args) -> int:
     """One trial without Ray: the YAML's fixed values, each searched key at its domain's centre unless --set."""
     import dataclasses
 
-    from .trial.data import resolve_device
+    from .sweep.tracking import TrainRun, resolve_tracking_uri, trial_run_name
+    from .teachers.sources import prepare_teachers
+    from .teachers.student import train_student
     from .trial.files import write_json
     from .trial.methods import METHODS
-    from .teachers.core import load_teacher, prepare_teachers
-    from .sweep.tracking import TrainRun, resolve_tracking_uri, trial_run_name
-    from .trial.trainer import score_test_split, train_model
+    from .trial.trainer import score_test_split
 
     spec = _load(args)
     given = parse_set_keys(args.set)
@@ -255,15 +254,12 @@ def cmd_train(args) -> int:
         _log(f"{key} = {value!r} (centre of the searched {spec.search[key].kind} {spec.search[key].args}; --set {key}=... to choose)")
     cfg = dataclasses.replace(spec.trial, **centres)
     runs_dir = Path(spec.runs_dir).resolve()
-    teacher = None
-    if METHODS[cfg.method].needs_teacher:
-        dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log)
-        teacher = load_teacher(dirs[cfg.teacher], resolve_device(cfg.device))
+    dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
     out = Path(args.out) if args.out else runs_dir / f"{spec.experiment}-train"
     uri = resolve_tracking_uri(args.tracking_uri or spec.tracking_uri, runs_dir)
     run = TrainRun(uri, spec.experiment, runs_dir, "train-" + trial_run_name(time.strftime("%H%M%S"), cfg.to_dict()), cfg.to_dict())
-    try:
-        result = train_model(cfg, teacher, checkpoint_dir=out, log=_log, report=lambda m, _: run.epoch(m))
+    try:  # the same path as a sweep's trial: the teacher's soft-label cache is read (built first if missing)
+        result = train_student(cfg, dirs, checkpoint_dir=out, log=_log, report=lambda m, _: run.epoch(m))
     except BaseException:
         run.finish("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
         raise
@@ -286,8 +282,8 @@ def parse_set_keys(pairs: list[str]) -> list[str]:
 def _replay_pending(path: str | Path) -> None:
     """MLflow calls a sweep could not make (its store was away) are replayed by the next command on its folder."""
     from .sweep.layout import find_experiment
-    from .sweep.spec import SpecError
     from .sweep.tracking import replay_pending
+    from .trial.errors import SpecError
 
     exp = find_experiment(Path(path))
     if exp is None or not exp.pending_file.is_file():
@@ -312,8 +308,8 @@ def cmd_compare(args) -> int:
 
     _replay_pending(args.experiment_dir)
     t0 = time.time()
+    from .trial.errors import SpecError
     from .trial.robustness import ATTACK_NAMES, resolve_columns
-    from .sweep.spec import SpecError
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     try:
@@ -331,7 +327,7 @@ def cmd_report(args) -> int:
     from .sweep.report import selection_report
 
     if args.n_aa < 0:
-        from .sweep.spec import SpecError
+        from .trial.errors import SpecError
 
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer")
     _replay_pending(args.experiment_dir)
@@ -344,8 +340,8 @@ def cmd_report(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .sweep.evaluate import evaluate_folder, format_table, log_eval_to_mlflow
+    from .trial.errors import SpecError
     from .trial.files import write_json
-    from .sweep.spec import SpecError
 
     n_aa = None if args.n_aa.strip().lower() == "all" else (int(args.n_aa) if args.n_aa.strip().isdigit() else -1)
     if n_aa is not None and n_aa < 0:
@@ -365,14 +361,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_zoo(args) -> int:
     from .teachers import zoo
-    from .sweep.spec import SpecError
+    from .trial.errors import SpecError
 
     if args.action == "list":
         print(zoo.zoo_table(markdown=args.markdown))
         return 0
     if not args.name:
         raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")
-    from .teachers.core import build_zoo_teacher
+    from .teachers.zoo_build import build_zoo_teacher
 
     build_zoo_teacher(args.name, threads=args.threads, work_dir=args.work_dir, log=_log)
     return 0

@@ -12,8 +12,8 @@ import yaml
 
 from rslad_tune.cli import main
 from rslad_tune.trial.config import TrialConfig
-from rslad_tune.trial.models import build_model
 from rslad_tune.trial.files import save_weights
+from rslad_tune.trial.models import build_model
 
 GOOD = {
     "experiment": "bad",
@@ -348,5 +348,5 @@ def test_yaml_anchors_and_merge_keys_are_accepted(tmp_path):
         "  u: {train: {<<: *recipe, width: 6}}\n")
     (tmp_path / "space.yaml").write_text(text)
     spec = load_sweep(tmp_path / "space.yaml")
-    assert spec.teachers["t"].train.width == 4 and spec.teachers["u"].train.width == 6
-    assert spec.teachers["u"].train.epochs == 1
+    assert spec.teachers["t"].args["train"].width == 4 and spec.teachers["u"].args["train"].width == 6
+    assert spec.teachers["u"].args["train"].epochs == 1

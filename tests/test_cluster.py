@@ -11,7 +11,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
 from helpers import free_port, tiny_grid_sweep
 
 SPACE = tiny_grid_sweep("cluster")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rslad_tune.trial.data import DataError, apply_views, load_splits, sample_views
+from rslad_tune.trial.data import apply_views, load_splits, sample_views
+from rslad_tune.trial.errors import DataError
 
 
 def _write_idx(folder, prefix, images, labels):

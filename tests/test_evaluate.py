@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from rslad_tune.trial.attacks import ce_loss, cw_loss, fgsm, pgd
 from rslad_tune.cli import main
+from rslad_tune.trial.attacks import ce_loss, cw_loss, fgsm, pgd
+from rslad_tune.trial.config import TrialConfig
 from rslad_tune.trial.robustness import COLUMNS, evaluate_suite, suite_protocol
-from rslad_tune.sweep.spec import TrialConfig
 from rslad_tune.trial.trainer import train_model
 
 TINY = dict(dataset="synthetic", train_subset=2000, test_subset=100, val_size=128, arch="small_cnn", width=4,

@@ -10,10 +10,11 @@ import yaml
 from torch import nn
 
 from rslad_tune.sweep import formats
-from rslad_tune.trial.data import load_splits
-from rslad_tune.trial.models import build_model
-from rslad_tune.sweep.spec import SpecError, parse_sweep
+from rslad_tune.sweep.spec import parse_sweep
 from rslad_tune.sweep.tracking import register_student
+from rslad_tune.trial.data import load_splits
+from rslad_tune.trial.errors import SpecError
+from rslad_tune.trial.models import build_model
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
 from helpers import tiny_grid_sweep
+from mlflow.tracking import MlflowClient
 
 EPOCHS = 5
 

@@ -4,9 +4,10 @@ import math
 import pytest
 
 from rslad_tune.trial import trainer
+from rslad_tune.trial.config import TrialConfig, check_trial_value
+from rslad_tune.trial.errors import SpecError
 from rslad_tune.trial.methods import METHODS
 from rslad_tune.trial.models import build_model
-from rslad_tune.sweep.spec import SpecError, TrialConfig, check_trial_value
 
 TINY = dict(dataset="synthetic", train_subset=640, test_subset=100, val_size=128, arch="small_cnn", width=4,
             batch_size=64, lr=0.05, attack_steps=2, eval_steps=2, epsilon=0.05, eval_epsilon=0.05, num_threads=1)
@@ -45,8 +46,13 @@ def test_each_method_trains_one_epoch_with_what_it_declares(name, monkeypatch):
 
 
 def test_method_weights_reach_the_method_from_the_trial_config():
+    # each method gets exactly the knobs it declares (IAD reads temperature and iad_beta, not alpha or lam)
     m = trainer.make_method(TrialConfig(method="iad", alpha=0.25, temperature=2.0, lam=3.0, iad_beta=0.5))
-    assert (m.alpha, m.temperature, m.lam, m.iad_beta) == (0.25, 2.0, 3.0, 0.5)
+    assert (m.temperature, m.iad_beta) == (2.0, 0.5) and not hasattr(m, "alpha") and not hasattr(m, "lam")
+    r = trainer.make_method(TrialConfig(method="rslad", alpha=0.25, temperature=2.0, kl_reduction="paper"))
+    assert (r.alpha, r.temperature, r.kl_reduction) == (0.25, 2.0, "paper")
+    with pytest.raises(TypeError, match="reads none of"):
+        METHODS["sat"](alpha=0.5)
 
 
 @pytest.mark.parametrize("key,bad,good", [("lam", 0.0, 0.5), ("lam", -1.0, 6.0), ("iad_beta", -0.1, 0.0)])

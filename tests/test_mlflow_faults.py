@@ -143,7 +143,7 @@ def test_the_parent_run_bookkeeping_degrades_too(sweep, monkeypatch, capsys):
 
 def test_a_store_that_does_not_answer_at_the_start_is_one_line(tmp_path, monkeypatch, empty_store):
     from rslad_tune.sweep import pending
-    from rslad_tune.sweep.spec import SpecError
+    from rslad_tune.trial.errors import SpecError
 
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setattr(pending.Flaky.__init__, "__defaults__", (print, (0.01,)))

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
 from helpers import free_port, tiny_grid_sweep
+from mlflow.tracking import MlflowClient
 
 SPACE = tiny_grid_sweep("ui")
 

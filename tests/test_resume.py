@@ -84,8 +84,9 @@ def test_sigkilled_sweep_resumes_without_losing_or_duplicating_a_trial(tmp_path)
 
 def test_resume_refuses_a_folder_written_by_someone_else(tmp_path, monkeypatch, capsys):
     """Resuming unpickles Ray's state (tuner.pkl): a folder with a file another user owns is refused in one line."""
-    from rslad_tune.cli import main
     from test_bad_input import GOOD
+
+    from rslad_tune.cli import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(GOOD))

@@ -9,14 +9,14 @@ import time
 
 import pytest
 import yaml
+from helpers import tiny_grid_sweep
 from mlflow.tracking import MlflowClient
+from test_bad_input import GOOD
 
 from rslad_tune.cli import main
 from rslad_tune.sweep.layout import ExperimentDir, check_experiment_name
-from rslad_tune.sweep.spec import SpecError, parse_sweep
-
-from helpers import tiny_grid_sweep
-from test_bad_input import GOOD
+from rslad_tune.sweep.spec import parse_sweep
+from rslad_tune.trial.errors import SpecError
 
 
 @pytest.mark.parametrize("name", ["teachers", "mlflow.db", "MLartifacts", "mlruns", "optuna.db", "quick-train", "a.lock",

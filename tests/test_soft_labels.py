@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from rslad_tune.teachers import soft_labels
+from rslad_tune.trial.config import TrialConfig
 from rslad_tune.trial.data import apply_views, load_splits, num_views, sample_views, view_ids
 from rslad_tune.trial.models import build_model
-from rslad_tune.sweep.spec import TrialConfig
 from rslad_tune.trial.trainer import train_model
 
 

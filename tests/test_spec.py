@@ -2,10 +2,13 @@ import copy
 from pathlib import Path
 
 import pytest
+
+from rslad_tune.teachers.train import cache_key
 import yaml
 
 from rslad_tune.cli import main
-from rslad_tune.sweep.spec import SpecError, load_sweep, parse_sweep
+from rslad_tune.sweep.spec import load_sweep, parse_sweep
+from rslad_tune.trial.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "search_spaces" / "quickstart.yaml"
@@ -21,10 +24,10 @@ def test_quickstart_parses():
     assert spec.experiment == "quickstart" and spec.tune.num_samples >= 8 and spec.tune.max_concurrent == 2
     assert set(spec.teachers) == {"sat_w16", "sat_w32"} and spec.search["teacher"].args == ["sat_w16", "sat_w32"]
     assert spec.trial.dataset == "fashion_mnist" and spec.trial.eval_epsilon == 0.1
-    assert all(t.zoo and t.train is None for t in spec.teachers.values())  # shipped teachers: nothing to train
+    assert all(t.source == "zoo" and "train" not in t.args for t in spec.teachers.values())  # shipped teachers: nothing to train
     trained = load_sweep(TRAINED)
-    assert trained.teachers["sat_w16"].train.method == "sat"
-    assert trained.teachers["sat_w16"].cache_key() != trained.teachers["sat_w24"].cache_key()
+    assert trained.teachers["sat_w16"].args["train"].method == "sat"
+    assert cache_key(trained.teachers["sat_w16"].args["train"]) != cache_key(trained.teachers["sat_w24"].args["train"])
 
 
 def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
@@ -34,7 +37,7 @@ def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
     placed.parent.mkdir(parents=True)
     placed.touch()  # parsing only checks that the file is there; loading it is test_teachers' job
     paper = load_sweep(ROOT / "search_spaces" / "paper.yaml")
-    assert paper.teachers["trades_wrn34"].robustbench == "Zhang2019Theoretically"
+    assert paper.teachers["trades_wrn34"].args["robustbench"] == "Zhang2019Theoretically"
     assert len(paper.search["method"].args) == 7 and paper.search["arch"].args == ["resnet18", "mobilenet_v2"]
     t = paper.trial
     assert (t.epochs, t.lr, t.batch_size, t.attack_steps, t.schedule) == (300, 0.1, 128, 10, "piecewise")
@@ -42,9 +45,11 @@ def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
     assert [round(m * 300) for m in t.milestones] == [215, 260, 285]
     fm = load_sweep(ROOT / "search_spaces" / "paper_fmnist.yaml")
     assert len(fm.search["method"].args) == 7 and fm.search["seed"].args == [0, 1, 2] and fm.tune.scheduler == "fifo"
+    from rslad_tune.teachers import zoo
+
     teacher = load_sweep(ROOT / "search_spaces" / "teacher.yaml")
     assert len(teacher.teachers) >= 4 and teacher.search["teacher"].args == list(teacher.teachers)
-    methods = {yaml.safe_load((Path(s.zoo) / "recipe.yaml").read_text())["teacher"]["train"]["method"]
+    methods = {yaml.safe_load((zoo.zoo_folder(s.args["zoo"]) / "recipe.yaml").read_text())["teacher"]["train"]["method"]
                for s in teacher.teachers.values()}
     assert {"natural", "sat", "trades"} <= methods and len(teacher.teachers) >= 6
     assert teacher.tune.scheduler == "asha" and teacher.tune.searcher == "optuna" and teacher.report.n_aa > 0
@@ -118,11 +123,23 @@ BAD = [
 ]
 
 
+def _checked(raw):
+    """parse_sweep, then the teacher checks preflight runs before anything is written (files, zoo names)."""
+    from rslad_tune.teachers.sources import check_teachers
+
+    spec = parse_sweep(raw, path="space.yaml")
+    try:
+        check_teachers(spec.teachers, raw.get("data") or {})
+    except SpecError as e:
+        raise e.located("space.yaml") from None
+    return spec
+
+
 @pytest.mark.parametrize("edit,key,allowed", BAD, ids=[b[1] + ":" + b[2] for b in BAD])
 def test_bad_input_names_key_value_and_what_is_allowed(edit, key, allowed):
     raw = edit(copy.deepcopy(base()))
     with pytest.raises(SpecError) as err:
-        parse_sweep(raw, path="space.yaml")
+        _checked(raw)
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith("space.yaml: ") and key in msg and allowed in msg, msg
@@ -189,11 +206,11 @@ def test_allowed_names_come_from_the_registries_that_run_them():
     from dataclasses import fields
 
     from rslad_tune.trial.attacks import STARTS
+    from rslad_tune.trial.config import TrialConfig, check_trial_value
     from rslad_tune.trial.data import AUGMENTS, LOADERS
     from rslad_tune.trial.methods import METHODS
     from rslad_tune.trial.models import REGISTRY
     from rslad_tune.trial.schedules import SCHEDULES
-    from rslad_tune.sweep.spec import TrialConfig, check_trial_value
 
     for key, registry in [("dataset", LOADERS), ("augment", AUGMENTS), ("method", METHODS), ("arch", REGISTRY),
                           ("attack_start", STARTS), ("schedule", SCHEDULES)]:
@@ -206,9 +223,9 @@ def test_allowed_names_come_from_the_registries_that_run_them():
 
 
 def test_trial_config_hashes_as_before():
-    # TeacherSpec.cache_key digests TrialConfig.to_dict(): field order, names and defaults are part of it
+    # teachers.train.cache_key digests TrialConfig.to_dict(): field order, names and defaults are part of it
     spec = load_sweep(TRAINED)
-    assert {k: t.cache_key() for k, t in spec.teachers.items()} == {"sat_w16": "d41145e35c93", "sat_w24": "515f9127d986"}
+    assert {k: cache_key(t.args["train"]) for k, t in spec.teachers.items()} == {"sat_w16": "d41145e35c93", "sat_w24": "515f9127d986"}
 
 
 def test_tune_and_report_sections_read_from_their_fields(tmp_path):
@@ -256,7 +273,7 @@ def _zoo_sweep(teacher, dataset="fashion_mnist"):
     raw["teachers"] = {"z": teacher}
     raw["search"] = {"alpha": {"uniform": [0.5, 1.0]}}
     raw["trial"]["teacher"] = "z"
-    return parse_sweep(raw, path="space.yaml")
+    return _checked(raw)
 
 
 def test_zoo_teacher(tmp_path, monkeypatch):
@@ -264,7 +281,7 @@ def test_zoo_teacher(tmp_path, monkeypatch):
 
     folder = _zoo(tmp_path, monkeypatch)
     t = _zoo_sweep({"zoo": "fashion_mnist/sat_w8"}).teachers["z"]
-    assert (t.zoo, t.arch, t.width, t.train, t.checkpoint, t.robustbench) == (str(folder.resolve()), "small_cnn", 8, None, None, None)
+    assert (t.source, t.args) == ("zoo", {"zoo": "fashion_mnist/sat_w8"}) and zoo.zoo_folder(t.args["zoo"]) == folder
     assert zoo.read_recipe("fashion_mnist/sat_w8")["teacher"]["train"]["lr"] == 0.05  # 5e-2 is a float
 
 

@@ -8,16 +8,16 @@ or fp16 teacher logits (what the soft-label cache stores) change float rounding;
 PGD turns a rounding difference on a near-zero gradient into a flipped pixel step, so the two
 trajectories separate slowly: the first step agrees to 1e-3 (fp16 logits: measured 1.2e-4), the
 first 6 to 3e-2 (measured up to 1.2e-2)."""
-import math
 import copy
+import math
 
 import pytest
 import torch
 
 from bench.reference import rslad_step
+from rslad_tune.trial.config import TrialConfig
 from rslad_tune.trial.methods import METHODS
 from rslad_tune.trial.models import build_model
-from rslad_tune.sweep.spec import TrialConfig
 from rslad_tune.trial.trainer import make_method, train_step
 
 STEPS = 6

@@ -1,7 +1,6 @@
 """The package's shape: two halves (trial/ runs one trial in plain PyTorch; teachers/ and sweep/ drive it), no
 import cycles, small modules, teacher sources named only in their registry and adapters."""
 import ast
-import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "rslad_tune"

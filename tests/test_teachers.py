@@ -1,12 +1,16 @@
 from pathlib import Path
 
 import pytest
+
+from rslad_tune.teachers.train import cache_key
 import torch
 
-from rslad_tune.trial.models import build_model
-from rslad_tune.sweep.spec import SpecError, parse_sweep
-from rslad_tune.teachers.core import load_teacher, prepare_teachers, read_card
+from rslad_tune.sweep.spec import parse_sweep
+from rslad_tune.teachers.folders import read_card
+from rslad_tune.teachers.sources import check_teachers, load_teacher, prepare_teachers
+from rslad_tune.trial.errors import SpecError
 from rslad_tune.trial.files import save_weights
+from rslad_tune.trial.models import build_model
 
 DATA = {"dataset": "synthetic", "train_subset": 320, "test_subset": 64, "val_size": 64}
 
@@ -33,7 +37,7 @@ def test_trained_teacher_is_cached_and_reused(tmp_path):
     assert not list((tmp_path / "runs" / "teachers").glob(".*tmp"))  # no half-built folder left behind
     # a different recipe gets a different key (and folder)
     spec2 = _spec(tmp_path, {"a": {"train": {**recipe["train"], "width": 6}}})
-    assert spec2.teachers["a"].cache_key() != spec.teachers["a"].cache_key()
+    assert cache_key(spec2.teachers["a"].args["train"]) != cache_key(spec.teachers["a"].args["train"])
     model = load_teacher(dirs["a"])
     assert not model.training and all(not p.requires_grad for p in model.parameters())
 
@@ -101,7 +105,9 @@ def _cifar_spec(tmp_path, teacher):
            "teachers": {"rb": teacher},
            "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 1, "teacher": "rb", "eval_steps": 2,
                      "num_threads": 1}}
-    return parse_sweep(raw, path=str(tmp_path / "space.yaml"), sweep=False)
+    spec = parse_sweep(raw, path=str(tmp_path / "space.yaml"), sweep=False)
+    check_teachers(spec.teachers, raw["data"])  # preflight: RobustBench's list, the file, the network
+    return spec
 
 
 def test_robustbench_teacher_loads_offline_from_a_preplaced_checkpoint(tmp_path, monkeypatch):
@@ -188,7 +194,7 @@ def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path, monkeypatc
     assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
     assert read_card(folder)["eval_n"] == DATA["test_subset"] and any("rescoring" in line for line in logs)
     # asked the same again: the card records the request, so the data is not even loaded to check it
-    import rslad_tune.teachers.core as teachers_mod
+    import rslad_tune.teachers.folders as teachers_mod
 
     monkeypatch.setattr(teachers_mod, "load_data", lambda *a, **k: pytest.fail("data loaded for a complete card"))
     assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
@@ -253,8 +259,8 @@ def test_checkpoint_teachers_are_keyed_by_content_and_a_damaged_folder_is_refuse
 
 @pytest.mark.parametrize("suffix,bad", [(".safetensors", float("nan")), (".pt", float("inf")), (".safetensors", -float("inf"))])
 def test_a_teacher_with_nan_or_inf_weights_is_refused_before_anything_runs(tmp_path, suffix, bad):
+    from rslad_tune.teachers.sources import check_teacher_weights as check_teacher_files
     from rslad_tune.trial.data import load_data
-    from rslad_tune.teachers.core import check_teacher_files
 
     model = build_model("small_cnn", 1, 10, 6)
     with torch.no_grad():

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from rslad_tune.sweep.spec import TrialConfig
+from rslad_tune.trial.config import TrialConfig
+from rslad_tune.trial.errors import TrialDiverged
 from rslad_tune.trial.schedules import lr_factor
-from rslad_tune.trial.trainer import TrialDiverged, train_model
+from rslad_tune.trial.trainer import train_model
 
 TINY = dict(dataset="synthetic", train_subset=640, test_subset=100, val_size=128, arch="small_cnn", width=4,
             batch_size=64, lr=0.05, attack_steps=2, eval_steps=2, epsilon=0.05, eval_epsilon=0.05, num_threads=1)

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rslad_tune.teachers import zoo
 from rslad_tune.cli import main
+from rslad_tune.teachers import zoo
 from rslad_tune.trial.files import save_weights, write_json
 from rslad_tune.trial.models import build_model, model_config
 
@@ -84,8 +84,9 @@ def test_the_shipped_zoo_is_complete_and_small():
 
 
 def test_a_damaged_resolved_zoo_teacher_folder_is_refused_in_one_line(fake_zoo, tmp_path):
-    from rslad_tune.sweep.spec import SpecError, load_sweep
-    from rslad_tune.teachers.core import prepare_teachers
+    from rslad_tune.sweep.spec import load_sweep
+    from rslad_tune.teachers.sources import prepare_teachers
+    from rslad_tune.trial.errors import SpecError
 
     spec = load_sweep(_space(tmp_path, {"zoo": "synthetic/w4"}), sweep=False)
     runs = tmp_path / "runs"

@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
-from ..trial.files import load_weights, write_json, write_text
-from .layout import ExperimentDir, TrialDir
+from ..trial.files import write_json, write_text
 from ..trial.methods import METHODS
-from ..trial.robustness import COLUMNS, evaluate_suite, resolve_columns
-from .spec import TrialConfig
-from ..trial.trainer import make_student
+from ..trial.robustness import COLUMNS, resolve_columns
+from .layout import ExperimentDir, TrialDir
 
 NOT_COMPARED = {"seed", "num_threads", "device", "data_dir", "precision", "compile"}  # keys that never make a group
 SUITE = COLUMNS[:-1]  # every column but AutoAttack
@@ -62,32 +61,27 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
             rows.append(row | {"config": t.config})
             continue
         splits = load_data(cfg, dev)
-        x, y = splits.test_x[:n_examples], splits.test_y[:n_examples]
+        x = splits.test_x[:n_examples]
         log(f"[{i}/{len(trials)}] {t.trial_id} ({cfg.method}, teacher {cfg.teacher}, seed {cfg.seed}): {len(x)} test images"
             + (f", AutoAttack on {min(want_aa, len(x))}" if want_aa else "") + (", best and last checkpoints" if last else ""))
         t0 = time.perf_counter()
-        model = _load(t, cfg, splits, dev, _best_row_name(cfg))
-        res = evaluate_suite(model, x, y, cfg.eval_epsilon, n_aa=want_aa, attacks=cols + ["AA"] * bool(want_aa), progress=log)
+        which = _best_row_name(cfg)
+        res = t.score(which, splits, cols + ["AA"] * bool(want_aa), n=n_examples, n_aa=want_aa, device=dev, log=log)
         if want_aa:  # PGD-20 on AutoAttack's images, so that AA <= PGD-20 can be checked like for like
-            res["PGD_SAT_aa"] = evaluate_suite(model, x[:want_aa], y[:want_aa], cfg.eval_epsilon, attacks=["PGD_SAT"],
-                                               progress=None)["PGD_SAT"]
+            res["PGD_SAT_aa"] = t.score(which, splits, ["PGD_SAT"], n=min(want_aa, len(x)), device=dev)["PGD_SAT"]
         row = {"trial_id": t.trial_id, "method": cfg.method, "arch": cfg.arch, "width": cfg.width, "seed": cfg.seed,
                "teacher": cfg.teacher, "eps": cfg.eval_epsilon, "n": len(x), "n_requested": n_examples, "n_aa": min(want_aa, len(x)),
-               "checkpoint": _best_row_name(cfg), "best_epoch": t.result.get("best_epoch"),
+               "checkpoint": which, "best_epoch": t.result.get("best_epoch"),
                "last_epoch": t.result.get("epoch"), **res}
         if last and row["best_epoch"] == row["last_epoch"]:  # the same weights (the best was kept at the last epoch)
             row["last"] = {c: res[c] for c in cols}
             log(f"last checkpoint = best (epoch {row['last_epoch']}): the same numbers")
         elif last:
-            row["last"] = evaluate_suite(_load(t, cfg, splits, dev, "last"), x, y, cfg.eval_epsilon, attacks=cols, progress=log)
+            row["last"] = t.score("last", splits, cols, n=n_examples, device=dev, log=log)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         t.store("suite.json", row)
         rows.append(row | {"config": t.config})
     return rows
-
-
-def _load(trial: TrialDir, cfg: TrialConfig, splits, dev, which: str):
-    return load_weights(make_student(cfg, splits), trial.weights(which), f"{which} checkpoint").to(dev)
 
 
 def varying_keys(rows: list[dict]) -> list[str]:

@@ -10,15 +10,17 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
-from .export import load_student
+from ..trial.errors import SpecError
 from ..trial.files import load_weights, read_json
-from .layout import ExperimentDir
 from ..trial.models import build_from_config
-from ..trial.robustness import ATTACK_NAMES, COLUMNS, evaluate_suite, resolve_columns, suite_protocol
-from .spec import SpecError, TrialConfig
-from .tracking import log_to_run
+from ..trial.robustness import ATTACK_NAMES, COLUMNS, resolve_columns, suite_protocol
+from ..trial.scoring import score, weights_digest
 from ..trial.trainer import make_student
+from .export import load_student
+from .layout import ExperimentDir
+from .tracking import log_to_run
 
 
 def _folder_error(path, why: str) -> SpecError:
@@ -104,13 +106,15 @@ def evaluate_folder(path: str | Path, *, n_examples: int | None = None, n_aa: in
               "protocol": {c: proto[c] for c in COLUMNS if c in wanted}, "rows": {}}
     t0 = time.perf_counter()
     for r in rows:
-        model = r["model"]
-        if model is None:
-            model = load_weights(make_student(cfg, splits), Path(r["weights"]), f"{r['row']} checkpoint").to(dev)
+        weights = Path(r["weights"])
+
+        def load(r=r, weights=weights):
+            return r["model"] if r["model"] is not None else load_weights(make_student(cfg, splits), weights,
+                                                                          f"{r['row']} checkpoint").to(dev)
         if log:
             log(f"{r['row']} checkpoint (epoch {r['epoch']}): {r['weights']}")
-        res = evaluate_suite(model, x, y, eps, n_aa=n_aa_eff, attacks=wanted, batch_size=batch_size, seed=seed,
-                             progress=log)
+        res = score(load, x, y, eps, wanted, seed=seed, n_aa=n_aa_eff, cache=weights.with_suffix(".scores.json"),
+                    digest=weights_digest(weights), batch_size=batch_size, log=log)
         report["rows"][r["row"]] = {"epoch": r["epoch"], "weights": r["weights"], **res}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report

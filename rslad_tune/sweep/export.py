@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from ..trial.data import load_data, resolve_device
+from ..trial.errors import SpecError
 from ..trial.files import load_weights, read_json, write_json
+from ..trial.models import build_from_config
+from ..trial.scoring import pgd_column
+from ..trial.trainer import student_config
 from .formats import write_formats
 from .layout import ExperimentDir
-from ..trial.models import build_from_config
-from .spec import SpecError
 from .tracking import CHAMPION, find_trial_run, log_to_run, register_student
-from ..trial.trainer import score_test_split, student_config
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -53,7 +54,9 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
     weights = best.weights("best")
     model = load_weights(build_from_config(mcfg), weights, "checkpoint").to(device)
     t0 = time.perf_counter()
-    test = score_test_split(model, cfg, splits)
+    col = pgd_column(cfg.eval_epsilon, cfg.eval_steps, cfg.resolved_eval_step_size)  # the trial's own validation PGD
+    m = best.score("best", splits, ["Clean", col], seed=cfg.seed, device=device, log=log)
+    test = {"test_clean_acc": m["Clean"], "test_pgd_acc": m[col], "test_n": len(splits.test_x)}
     log(f"best trial {best.trial_id}: test clean {test['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} "
         f"{test['test_pgd_acc']:.4f} on {test['test_n']} test images ({time.perf_counter() - t0:.0f}s)")
     best_epoch = best.result["best_epoch"]
@@ -66,6 +69,7 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
                "mlflow_run_id": run_id, "teacher": cfg.teacher}
     tmp = exp.scratch("best")
     shutil.copyfile(weights, tmp / "model.safetensors")
+    shutil.copyfile(weights.with_suffix(".scores.json"), tmp / "model.scores.json")  # the same weights' numbers
     write_json({**mcfg, "trial": cfg.to_dict(), "source": str(best.checkpoint)}, tmp / "config.json")
     write_json(metrics, tmp / "metrics.json")
     # two images (repeated if the test split has one): torch.export keeps the batch axis dynamic only for a batch > 1

@@ -32,8 +32,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..trial.config import TrialConfig
+from ..trial.errors import SpecError
 from ..trial.files import LockHeld, file_lock, read_json, write_json
-from ..trial.config import SpecError, TrialConfig
 
 NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
 # entries of runs/ that are not sweeps: an experiment of that name would overwrite or be mistaken for them
@@ -119,6 +120,20 @@ class TrialDir:
     def weights(self, which: str = "best") -> Path:
         """best: the epoch kept by validation PGD accuracy (the last for a method without attacks); last: the last."""
         return self.checkpoint / ("best.safetensors" if which == "best" else "model.safetensors")
+
+    def score(self, which: str, splits, columns, *, n: int | None = None, n_aa: int | None = None, seed: int = 0,
+              device="cpu", log=None) -> dict[str, float]:
+        """The `which` checkpoint's accuracy per column on the first `n` test images (AutoAttack on the first
+        `n_aa`), through the one scoring function: cached beside the weights (`<best|model>.scores.json`)."""
+        from ..trial.files import load_weights
+        from ..trial.scoring import score, weights_digest
+        from ..trial.trainer import make_student
+
+        cfg, weights = self.trial_config, self.weights(which)
+        x, y = splits.test_x[:n], splits.test_y[:n]
+        load = lambda: load_weights(make_student(cfg, splits), weights, f"{which} checkpoint").to(device)  # noqa: E731
+        return score(load, x, y, cfg.eval_epsilon, columns, seed=seed, n_aa=n_aa, cache=weights.with_suffix(".scores.json"),
+                     digest=weights_digest(weights), log=log)
 
     def cached(self, name: str) -> dict | None:
         f = self.path / name

@@ -1,7 +1,7 @@
 """The checks of a sweep against this machine, its data, its files and its cluster, after the YAML is valid
 and before anything is written: limits the machine cannot meet (a trial asking for more cores or GPUs than
 a local Ray has never starts), a batch larger than the training split, teacher files that do not load or
-hold NaN/inf, an unreachable Ray head, a runs_dir that is a file. Each is one SpecError line; input that
+hold NaN/inf, teacher files, zoo names and RobustBench models that do not exist, an unreachable Ray head, a runs_dir that is a file. Each is one SpecError line; input that
 is legal but likely a mistake gives one warning line each (returned, printed by the CLI).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..trial.config import SpecError
+from ..trial.errors import SpecError
 from .spec import SweepSpec
 
 
@@ -18,15 +18,21 @@ def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune")
     """Everything above, in order; returns the warnings."""
     import torch
 
+    from ..teachers.sources import check_teacher_weights, check_teachers
+    from ..trial.config import DATA_KEYS
     from ..trial.data import load_data
-    from ..teachers.core import check_teacher_files
 
     runs_dir = Path(spec.runs_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
         raise SpecError("runs_dir", spec.runs_dir, "is a file, not a folder; give a folder for the sweeps (default runs/)")
-    # the data (a data dir without data, val_size too large, ...), then every weights file a teacher names
+    # the teachers' files and names (zoo, RobustBench's list, the network when a file must be downloaded), the data
+    # (a data dir without data, val_size too large, ...), then every weights file a teacher names
+    try:
+        check_teachers(spec.teachers, {k: getattr(spec.trial, k) for k in DATA_KEYS})
+    except SpecError as e:  # located in the YAML, like the parser's errors
+        raise e.located(spec.path) if spec.path and not e.where else e
     splits = load_data(spec.trial, torch.device("cpu"))
-    check_teacher_files(spec.teachers, splits)  # a corrupt, truncated, pickled or NaN weights file stops us here
+    check_teacher_weights(spec.teachers, splits)  # a corrupt, truncated, pickled or NaN weights file stops us here
     warnings = _check_batches(spec, len(splits.train_x), len(splits.train_x) + len(splits.val_x))
     if address:
         check_ray_address(address)
@@ -39,7 +45,6 @@ def _check_batches(spec: SweepSpec, n_train: int, n_images: int) -> list[str]:
     d = spec.search.get("batch_size")
     sizes = {("trial.batch_size" if d is None else f"search.batch_size.{d.kind}"):
              [spec.trial.batch_size] if d is None else (d.args if d.kind in ("choice", "grid") else [d.args[1]])}
-    sizes.update({f"teachers.{t.name}.train.batch_size": [t.train.batch_size] for t in spec.teachers.values() if t.train})
     for key, values in sizes.items():
         if max(values) > n_train:
             raise SpecError(key, max(values), f"must be at most the {n_train} training images (after val_size "

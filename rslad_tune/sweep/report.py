@@ -24,16 +24,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .compare import NOT_COMPARED
+from ..teachers.folders import read_card
 from ..trial.data import load_data, resolve_device
-from ..trial.files import load_weights, write_json, write_text
+from ..trial.errors import SpecError
+from ..trial.files import write_json, write_text
+from .compare import NOT_COMPARED
 from .layout import ExperimentDir, TrialDir
 from .plots import plot_selection
-from ..trial.robustness import evaluate_suite
-from .spec import SpecError
-from ..teachers.core import read_card
 from .tracking import log_to_run
-from ..trial.trainer import make_student
 
 ATTACKS = ("Clean", "PGD_SAT", "AA")
 Z = 2.0  # a difference is "larger than the noise" beyond 2 standard errors (about 95 % two-sided)
@@ -47,11 +45,10 @@ def _evaluate_student(trial: TrialDir, n_examples: int | None, n_aa: int, device
     row = trial.cached("selection.json")
     if row and row["n"] == n and row["n_aa"] == want_aa:
         return row
-    model = load_weights(make_student(cfg, splits), trial.weights("best"), "best checkpoint").to(device)
     log(f"teacher {cfg.teacher}: student {trial.trial_id} on {n} test images, AutoAttack on {want_aa}")
     t0 = time.perf_counter()
-    res = evaluate_suite(model, splits.test_x[:n], splits.test_y[:n], cfg.eval_epsilon, n_aa=want_aa,
-                         attacks=ATTACKS if want_aa else ATTACKS[:-1], seed=cfg.seed, progress=log)
+    res = trial.score("best", splits, ATTACKS if want_aa else ATTACKS[:-1], n=n, n_aa=want_aa, seed=cfg.seed,
+                      device=device, log=log)
     row = {"trial_id": trial.trial_id, "n": n, "n_aa": want_aa, "eps": cfg.eval_epsilon,
            "seconds": round(time.perf_counter() - t0, 1), **res}
     trial.store("selection.json", row)

@@ -1,32 +1,27 @@
 """The sweep YAML -> validated dataclasses: search space, teachers, tune and report sections.
 
-Every error is a `SpecError` whose one-line message names the key, the value and what is allowed.
-A trial's values are checked by config.py (re-exported here). Besides reading the YAML file, this
-module checks that the files it names exist: a teacher's checkpoint, a zoo teacher's folder (whose
-config.json and recipe.yaml it reads) and a RobustBench teacher's model file; for a RobustBench
-teacher, robustbench_zoo.check_teacher consults RobustBench's model list and, when the file is
-missing, may probe the network for its download host.
+Every error is a `SpecError` (trial/errors.py) whose one-line message names the key, the value and what is
+allowed. A trial's values are checked by trial/config.py; each teacher entry by its source's adapter, through
+the registry (teachers/sources.py). Parsing reads the YAML file and nothing else: whether the files, zoo
+names and RobustBench models it names exist is preflight.py's, before anything is written.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..teachers import robustbench_loader as rbz
-# SpecError, TrialConfig, the *_KEYS, check_trial_value, make_trial_config and check_trial_config are
-# config.py's; they are imported here also for the modules that import them from spec
-from ..trial.config import (DATA_KEYS, RUNTIME_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, SpecError, TrialConfig, as_mapping, check_field,
-                     check_keys, check_trial_config, check_trial_value, choice, custom, did_you_mean, flag, load_yaml,
-                     make_trial_config, num, parse_section)
-from .layout import check_experiment_name
+from ..teachers.source import TeacherSpec
+from ..teachers.sources import parse_teacher
+from ..trial.config import (DATA_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, TrialConfig, as_mapping, check_keys, check_trial_config,
+                            check_trial_value, choice, custom, did_you_mean, flag, load_yaml, make_trial_config, num,
+                            parse_section)
+from ..trial.errors import SpecError
 from ..trial.methods import METHODS
-from ..trial.models import REGISTRY as MODELS
+from .layout import check_experiment_name
 
 
 # --------------------------------------------------------------------------- search space
@@ -84,129 +79,6 @@ def _parse_domain(key: str, raw: Any, teachers: tuple[str, ...]) -> Domain:
     if kind == "loguniform" and lo <= 0:
         raise SpecError(f"{label}.{kind}", args, "loguniform needs low > 0")
     return Domain(key, kind, [lo, hi])
-
-
-# --------------------------------------------------------------------------- teachers
-
-
-@dataclass
-class TeacherSpec:
-    """A teacher: a weights file with its architecture, a RobustBench model, a shipped zoo teacher,
-    or a recipe to train it once."""
-
-    name: str
-    checkpoint: str | None = None
-    arch: str | None = None
-    width: int | None = None
-    train: TrialConfig | None = None
-    robustbench: str | None = None     # a RobustBench model name, loaded by RobustBench's loader
-    rb_dataset: str | None = None      # its RobustBench dataset key (cifar10, cifar100)
-    threat_model: str = "Linf"
-    model_dir: str | None = None       # RobustBench's model dir: {model_dir}/{dataset}/{threat_model}/{name}.pt
-    # test images for the card's clean/PGD numbers (None: the whole test split)
-    card_examples: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True))
-    # test images for the card's AutoAttack number (0: skip AutoAttack)
-    card_aa_examples: int = field(default=100, metadata=num(integer=True, lo=0))
-    zoo: str | None = None             # a shipped teacher's folder (zoo.py): model.safetensors, config.json, card.json
-
-    def cache_key(self) -> str:
-        """Digest of everything that decides the trained weights (not device or thread count, nor kl_reduction,
-        which only distilling methods read and a teacher never uses)."""
-        assert self.train is not None
-        d = {k: v for k, v in self.train.to_dict().items() if k not in RUNTIME_KEYS + ("data_dir", "kl_reduction")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-_TEACHER_FIELDS = {f.name: f for f in fields(TeacherSpec)}
-CARD_KEYS = ("card_examples", "card_aa_examples")
-TEACHER_SOURCES = ("checkpoint", "train", "robustbench", "zoo")
-TEACHER_KEYS = TEACHER_SOURCES + ("arch", "width", "dataset", "threat_model", "model_dir") + CARD_KEYS
-TEACHER_METHODS = tuple(m for m, cls in METHODS.items() if not cls.needs_teacher)
-_ARCH_FROM = {"train": "for a trained teacher, put arch/width inside `train:`",
-              "robustbench": "a RobustBench teacher's architecture comes from RobustBench's model zoo",
-              "zoo": "a zoo teacher's architecture comes from its config.json"}
-
-
-def _refused(source: str, key: str) -> str | None:
-    """Why a teacher of this source takes no `key` (None: it does)."""
-    if key in ("dataset", "threat_model", "model_dir") and source != "robustbench":
-        return "only a `robustbench:` teacher takes dataset/threat_model/model_dir"
-    if key in ("arch", "width") and source != "checkpoint":
-        return _ARCH_FROM[source]
-    if key in CARD_KEYS and source == "zoo":
-        return "a zoo teacher's card ships with it (card.json) and is read, not recomputed"
-    return None
-
-
-def parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: Path) -> TeacherSpec:
-    """One entry of `teachers:`; `data_values` is the checked data section, `base_dir` resolves relative paths."""
-    label = f"teachers.{name}"
-    if not isinstance(raw, dict):
-        raise SpecError(label, raw, "must be a mapping with one of `checkpoint:` (+ `arch:`), `robustbench:`, `train:` or `zoo:`")
-    check_keys(f"{label}.", raw, TEACHER_KEYS)
-    card = {k: check_field(_TEACHER_FIELDS[k], f"{label}.{k}", raw[k]) for k in CARD_KEYS if k in raw}
-    sources = [k for k in TEACHER_SOURCES if k in raw]
-    if len(sources) != 1:
-        raise SpecError(label, sorted(raw), "give exactly one of `checkpoint:` (a weights file), `robustbench:` "
-                        "(a RobustBench model name), `train:` (a recipe) or `zoo:` (a shipped teacher, e.g. fashion_mnist/sat_w32)")
-    source = sources[0]
-    for k in raw:
-        if why := _refused(source, k):
-            raise SpecError(f"{label}.{k}", raw[k], why)
-    parse = {"checkpoint": _checkpoint_teacher, "train": _trained_teacher, "zoo": _zoo_teacher,
-             "robustbench": lambda label, raw, data_values, base_dir: rbz.check_teacher(
-                 label, raw, data_values.get("dataset", TrialConfig.dataset), base_dir)}[source]
-    return TeacherSpec(name, **parse(label, raw, data_values, base_dir), **card)
-
-
-def _checkpoint_teacher(label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict:
-    path = raw["checkpoint"]
-    if not isinstance(path, str) or not path:
-        raise SpecError(f"{label}.checkpoint", path, "must be a file path")
-    p = Path(path).expanduser()
-    p = p if p.is_absolute() else (base_dir / p)
-    if not p.is_file():
-        raise SpecError(f"{label}.checkpoint", path, f"file not found (looked at {p})")
-    if "arch" not in raw:
-        raise SpecError(f"{label}.arch", None, f"a checkpoint teacher needs its architecture: one of {', '.join(MODELS)}")
-    return {"checkpoint": str(p.resolve()), "arch": check_trial_value("arch", raw["arch"], label=f"{label}.arch"),
-            "width": check_trial_value("width", raw.get("width"), label=f"{label}.width")}
-
-
-def _trained_teacher(label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict:
-    train = raw["train"]
-    if not isinstance(train, dict):
-        raise SpecError(f"{label}.train", train, "must be a mapping of trial keys, e.g. {method: sat, arch: small_cnn, width: 32}")
-    for bad in ("teacher",) + DATA_KEYS:
-        if bad in train:
-            raise SpecError(f"{label}.train.{bad}", train[bad], "teachers train on the sweep's data section and have no teacher")
-    cfg = make_trial_config({**data_values, "method": "sat", **train}, section=f"{label}.train.")
-    if cfg.method not in TEACHER_METHODS:
-        raise SpecError(f"{label}.train.method", cfg.method, f"a teacher is trained with one of {', '.join(TEACHER_METHODS)}")
-    return {"arch": cfg.arch, "width": cfg.width, "train": cfg}
-
-
-def _zoo_teacher(label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict:
-    """A shipped teacher (`zoo: fashion_mnist/sat_w32`): its folder must be built and its recipe's
-    data.dataset must be the sweep's; arch and width come from its config.json."""
-    from ..teachers import zoo  # zoo.py builds teachers through this module, so it is imported only when one is named
-
-    key, name = f"{label}.zoo", raw["zoo"]
-    folder = zoo.zoo_folder(name, key)
-    ours = data_values.get("dataset", TrialConfig.dataset)
-    try:
-        recipe = zoo.read_recipe(name)
-        theirs = (recipe.get("data") or {}).get("dataset", TrialConfig.dataset)
-        config = json.loads((folder / "config.json").read_text())
-        arch, width = config["arch"], config.get("width")
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError, AttributeError, TypeError, KeyError) as e:
-        raise SpecError(key, name, f"its recipe.yaml or config.json in {folder} cannot be read ({type(e).__name__}); "
-                        f"rebuild it with `rslad-tune zoo build {name}`") from None
-    if theirs != ours:
-        raise SpecError(key, name, f"was trained on {theirs!r}, which does not match data.dataset {ours!r}; "
-                        "`rslad-tune zoo list` shows each zoo teacher's dataset")
-    return {"zoo": str(folder.resolve()), "arch": check_trial_value("arch", arch, label=f"{key} (config.json arch)"),
-            "width": check_trial_value("width", width, label=f"{key} (config.json width)")}
 
 
 # --------------------------------------------------------------------------- tune and report sections

@@ -185,7 +185,7 @@ class SweepTracker:
 def _answered(uri: str, ok: bool, value: Any) -> Any:
     """What the store gave, or the one-line error for a store that does not answer before a sweep starts."""
     if not ok:
-        from ..trial.config import SpecError
+        from ..trial.errors import SpecError
 
         raise SpecError("tracking URI", uri, "the MLflow store does not answer (after retries): start it "
                         "(e.g. `mlflow server`), or give another --tracking-uri")

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..trial.config import TrialConfig
 from ..trial.methods import METHODS
-from .spec import Domain, SweepSpec, TrialConfig
+from .spec import Domain, SweepSpec
 
 
 def tune_domain(d: Domain):
@@ -40,26 +41,16 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
 
 
 def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None = None) -> None:
-    """One Ray Tune trial: rebuild the TrialConfig, load its teacher, train, report every epoch. Its scratch
-    folder lies in `work_root` (the sweep's, removed by the driver however the sweep ends)."""
+    """One Ray Tune trial: teacher.student.train_student (the same path as `rslad-tune train`), reporting every
+    epoch to Tune. Its scratch folder lies in `work_root` (the sweep's, removed by the driver however it ends)."""
+    import ray
     from ray import tune
 
-    from ..teachers.core import teacher_for_trial
-    from ..trial.data import load_data, resolve_device
-    from ..trial.trainer import train_model
+    from ..teachers.student import train_student
 
-    cfg = TrialConfig(**config)
-    device = resolve_device(cfg.device)
-    splits = load_data(cfg, device)
-    teacher, soft = None, None
-    if METHODS[cfg.method].needs_teacher:  # the soft-label cache was built by the driver before the trials
-        teacher, soft = teacher_for_trial(cfg, teacher_dirs[cfg.teacher], splits, device)
     restored = tune.get_checkpoint()
     resume_dir = restored.to_directory() if restored else None
     workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-", dir=work_root))
-
-    import ray
-
     node = ray.get_runtime_context().get_node_id()  # which cluster node ran the trial (node_ip is shared on one host)
 
     def report(metrics: dict, ckpt_dir: Path | None) -> None:
@@ -67,8 +58,7 @@ def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None 
         tune.report({**metrics, "node_id": node}, checkpoint=checkpoint)
 
     try:
-        train_model(cfg, teacher, splits=splits, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
-                      soft_labels=soft)
+        train_student(TrialConfig(**config), teacher_dirs, report=report, checkpoint_dir=workdir, resume_dir=resume_dir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -97,8 +87,9 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     resume=True continues an interrupted sweep of the same YAML in runs/<experiment>: Tune restores
     finished trials (not re-run) and unfinished ones from their last checkpoint, the Optuna study
     continues from `optuna.db` beside them, and MLflow keeps the same parent and child runs."""
+    from ..teachers.folders import read_card
+    from ..teachers.sources import prepare_teachers
     from .interrupts import Interrupted, received, tune_stops_on_signal
-    from ..teachers.core import prepare_teachers, read_card
     from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
 
     exp = experiment_dir(spec)
@@ -163,11 +154,11 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
 
 def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address: str | None, resume: bool):
     """Ray (started here unless it runs already) and the Tuner: new, or restored from the experiment folder."""
+    import optuna
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
-    import optuna
 
     runs_dir, exp_dir = exp.path.parent, exp.path
     t = spec.tune
@@ -236,7 +227,7 @@ def check_resumable(spec: SweepSpec) -> None:
     """--resume: an interrupted sweep of the same YAML must be in runs/<experiment> (checked before anything runs)."""
     from ray import tune
 
-    from .spec import SpecError
+    from ..trial.errors import SpecError
 
     exp = experiment_dir(spec)
     if exp.sweep_file.is_file():
@@ -251,9 +242,9 @@ def check_resumable(spec: SweepSpec) -> None:
 def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
     """Once per sweep, in the driver: every teacher's logits on every clean training view."""
     from ..teachers import soft_labels
-    from .spec import SpecError
-    from ..teachers.core import teacher_for_trial
+    from ..teachers.student import teacher_for_trial
     from ..trial.data import load_data, resolve_device
+    from ..trial.errors import SpecError
 
     device = resolve_device(trial.device)
     splits = load_data(trial, device)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..trial.config import SpecError
+from ..trial.errors import SpecError
 
 # RobustBench dataset -> the data.dataset values whose images it takes (3x32x32 in [0, 1])
 DATASETS = {"cifar10": ("cifar10", "synthetic_cifar"), "cifar100": ("cifar100",)}
@@ -57,35 +57,6 @@ def default_dataset(data_dataset: str) -> str | None:
     return next((rb for rb, ours in DATASETS.items() if data_dataset in ours), None)
 
 
-def check_teacher(label: str, raw: dict, data_dataset: str, base_dir: Path) -> dict:
-    """Check a `robustbench:` teacher entry of the YAML (named `label`) against the sweep's data.dataset.
-
-    Asks RobustBench's zoo whether the model exists and, when its checkpoint file is not in the model
-    dir, probes the download host (`can_download`). Returns the TeacherSpec fields of the teacher."""
-    model = raw["robustbench"]
-    if not isinstance(model, str) or not model:
-        raise SpecError(f"{label}.robustbench", model, "must be a RobustBench model name, e.g. Zhang2019Theoretically")
-    dataset = raw.get("dataset", default_dataset(data_dataset))
-    if dataset not in DATASETS:
-        raise SpecError(f"{label}.dataset", dataset if "dataset" in raw else data_dataset,
-                        f"RobustBench teachers here take CIFAR images: dataset is one of {', '.join(DATASETS)}")
-    if data_dataset not in DATASETS[dataset]:
-        raise SpecError(f"{label}.dataset", dataset,
-                        f"does not match data.dataset {data_dataset!r} (allowed: {', '.join(DATASETS[dataset])})")
-    threat = raw.get("threat_model", "Linf")
-    if threat not in THREAT_MODELS:
-        raise SpecError(f"{label}.threat_model", threat, f"must be one of {', '.join(THREAT_MODELS)}")
-    model_dir = raw.get("model_dir", os.environ.get("RSLAD_TUNE_MODEL_DIR", DEFAULT_MODEL_DIR))
-    if not isinstance(model_dir, str) or not model_dir:
-        raise SpecError(f"{label}.model_dir", model_dir, "must be a directory path")
-    d = Path(model_dir).expanduser()
-    d = d if d.is_absolute() else ((base_dir if "model_dir" in raw else Path.cwd()) / d)
-    check_entry(f"{label}.robustbench", model, dataset, threat)
-    path = checkpoint_path(d, dataset, threat, model)
-    if not path.is_file() and not can_download():
-        raise SpecError(f"{label}.robustbench", model, f"offline and {path} is missing: place RobustBench's checkpoint "
-                        f"file there (RobustBench reads {{model_dir}}/{{dataset}}/{{threat_model}}/{{name}}.pt)")
-    return {"robustbench": model, "rb_dataset": dataset, "threat_model": threat, "model_dir": str(d.resolve())}
 
 
 def check_entry(label: str, name: str, dataset: str, threat_model: str) -> None:

@@ -20,10 +20,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..trial.config import TrialConfig
 from ..trial.data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
-from ..trial.progress import bar
-from ..trial.config import SpecError, TrialConfig
+from ..trial.errors import SpecError
 from ..trial.files import DIGEST_KEY, read_tensors, save_tensors
+from ..trial.progress import bar
 
 
 def data_key(cfg: TrialConfig, splits: Splits) -> str:

@@ -1,5 +1,5 @@
 """The teacher zoo: small teachers that ship with the package, each rebuilt by the tool's own `train:` recipe
-(teachers.build_zoo_teacher). This module only finds them.
+(zoo_build.build_zoo_teacher). This module finds them and is the `zoo:` teacher source.
 
     rslad_tune/teacher_zoo/<dataset>/<name>/
         recipe.yaml        the data section and the teacher entry that trained it (`train:` + card settings)
@@ -7,8 +7,9 @@
         config.json        how to rebuild the module (arch, width, input shape)
         card.json          parameters, MACs, clean / PGD-20 on the full test split, AutoAttack, build time
 
-A YAML names one as `teachers: {sat_w32: {zoo: fashion_mnist/sat_w32}}`; it is then loaded like a
-checkpoint teacher (safetensors only, checked before anything runs) and its card is read, not recomputed.
+A YAML names one as `teachers: {sat_w32: {zoo: fashion_mnist/sat_w32}}`: its weights, config and card are copied
+into `runs/teachers/zoo-<dataset>-<name>-<digest of the weights>/` (where its soft-label caches go); nothing is
+trained or re-scored, and the weights are loaded into their architecture before anything runs.
 
     rslad-tune zoo list
     rslad-tune zoo build fashion_mnist/sat_w32      # retrain from recipe.yaml, replace the files, print the time
@@ -17,11 +18,20 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from ..trial.config import SpecError, YamlLoader
+from ..trial.config import TrialConfig, YamlLoader
+from ..trial.data import Splits
+from ..trial.errors import SpecError
+from ..trial.files import load_weights, read_json
+from ..trial.models import build_from_config
+from .folders import file_digest, publish, refuse_damaged
+from .source import Log, Source, TeacherSpec
 
 ZOO_ROOT = Path(__file__).resolve().parents[1] / "teacher_zoo"
 FILES = ("model.safetensors", "config.json", "card.json")
@@ -71,3 +81,66 @@ def zoo_table(markdown: bool = False) -> str:
         return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *rows])
+
+
+class ZooSource(Source):
+    key = "zoo"
+    example = "`zoo:` (a shipped teacher, e.g. fashion_mnist/sat_w32)"
+    takes_card = False
+    refusals = {"arch": "a zoo teacher's architecture comes from its config.json",
+                "width": "a zoo teacher's architecture comes from its config.json",
+                "card_examples": "a zoo teacher's card ships with it (card.json) and is read, not recomputed",
+                "card_aa_examples": "a zoo teacher's card ships with it (card.json) and is read, not recomputed"}
+
+    def parse(self, label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+        name = raw["zoo"]
+        if not isinstance(name, str) or name.count("/") != 1:
+            raise SpecError(f"{label}.zoo", name, "must be <dataset>/<name> of a shipped teacher, e.g. fashion_mnist/sat_w32 "
+                            "(`rslad-tune zoo list`)")
+        return {"zoo": name}
+
+    def check(self, spec: TeacherSpec, data_values: dict[str, Any]) -> None:
+        """The name is in the zoo, built, and trained on the sweep's dataset."""
+        key, name = f"{spec.label}.zoo", spec.args["zoo"]
+        folder = zoo_folder(name, key)
+        ours = data_values.get("dataset", TrialConfig.dataset)
+        try:
+            theirs = (read_recipe(name).get("data") or {}).get("dataset", TrialConfig.dataset)
+            json.loads((folder / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError, AttributeError, TypeError, KeyError) as e:
+            raise SpecError(key, name, f"its recipe.yaml or config.json in {folder} cannot be read ({type(e).__name__}); "
+                            f"rebuild it with `rslad-tune zoo build {name}`") from None
+        if theirs != ours:
+            raise SpecError(key, name, f"was trained on {theirs!r}, which does not match data.dataset {ours!r}; "
+                            "`rslad-tune zoo list` shows each zoo teacher's dataset")
+
+    def check_weights(self, spec: TeacherSpec, splits: Splits) -> None:
+        src, key = zoo_folder(spec.args["zoo"], f"{spec.label}.zoo"), f"{spec.label}.zoo"
+        load_weights(build_from_config(read_json(src / "config.json", key)), src / "model.safetensors", key, finite=True)
+
+    def resolve(self, spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Log) -> Path:
+        """The shipped weights, config and card copied into a folder named by the weights' digest."""
+        src = zoo_folder(spec.args["zoo"], f"{spec.label}.zoo")
+        digest = file_digest(src / "model.safetensors")[:12]
+        final = runs_dir / "teachers" / f"zoo-{src.parent.name}-{src.name}-{digest}"
+        if final.exists():
+            copy = final / "model.safetensors"
+            if not copy.is_file() or file_digest(copy)[:12] != digest:
+                raise SpecError(spec.label, str(final), f"this resolved teacher folder is damaged (its "
+                                f"model.safetensors is not the zoo's, sha256 {digest}...); delete it and run again")
+            refuse_damaged(spec, final, f"the zoo's {src}")
+            return final
+        self.check_weights(spec, None)
+        tmp = runs_dir / "teachers" / f".{final.name}.{os.getpid()}.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            for f in FILES:
+                shutil.copyfile(src / f, tmp / f)
+            publish(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log(f"teacher {spec.name}: zoo teacher {src.parent.name}/{src.name} ({digest})")
+        return final
+
+
+SOURCE = ZooSource()

@@ -21,6 +21,7 @@ import yaml
 
 from .attacks import STARTS
 from .data import AUGMENTS, LOADERS
+from .errors import SpecError
 from .methods import KL_REDUCTIONS, METHODS
 from .models import REGISTRY as MODELS
 from .schedules import SCHEDULES
@@ -29,16 +30,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-class SpecError(ValueError):
-    """Bad user input. `str(err)` is one line: where, key, value, what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str, where: str = ""):
-        self.key, self.value, self.allowed, self.where = key, value, allowed, where
-        prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{key}: {value!r} is not allowed; {allowed}")
-
-    def located(self, where: str) -> "SpecError":
-        return SpecError(self.key, self.value, self.allowed, where)
 
 
 # --------------------------------------------------------------------------- YAML as people write it

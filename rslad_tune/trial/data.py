@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import DataError
+
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 VAL_SPLIT_SEED = 1234  # the validation split is the same for every trial and teacher of every sweep
 
 
-class DataError(ValueError):
-    """Data that cannot be found or read. One line: key, value, what is expected."""
 
 
 def cache_dir() -> Path:

@@ -20,8 +20,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .errors import SpecError
 from .models import robustbench_state_dict
-from .config import SpecError
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 DIGEST_KEY = "rslad_tune.sha256"  # safetensors metadata: the digest of the tensors written (tensor_digest)

@@ -9,6 +9,8 @@ the batch (PGD maximises them), outer losses are batch means.
 A method declares what the trainer computes for it (class attributes) and nothing else is computed:
 `needs_teacher` (teacher on x), `uses_clean` (student on x, train mode, with gradient), `attack_needs_clean`
 (student on x, eval mode, detached, before the attack), `needs_teacher_on_adv` (teacher on x', detached).
+It also declares the trial keys it reads (`knobs`): the trainer passes only those, and everything that asks
+"does this key matter for this method" (the teacher cache key, compare's groups, the paper verdict) reads them.
 """
 from __future__ import annotations
 
@@ -47,6 +49,10 @@ def kl_per_sample(student_logits: Tensor, target_probs: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(student_logits.float(), dim=1), target_probs, reduction="none").sum(dim=1)
 
 
+# defaults of the knobs when a method is built outside a trial (tests); a trial passes its TrialConfig values
+KNOB_DEFAULTS = {"alpha": 5 / 6, "temperature": 1.0, "lam": 6.0, "iad_beta": 0.1, "kl_reduction": "batchmean"}
+
+
 class Method:
     name: ClassVar[str]
     needs_teacher: ClassVar[bool] = False
@@ -55,10 +61,14 @@ class Method:
     attack_needs_clean: ClassVar[bool] = False  # inner loss needs the student's clean logits (Batch.student_clean_logits)
     needs_teacher_on_adv: ClassVar[bool] = False  # outer loss needs the teacher on x' (Batch.teacher_adv_logits)
 
-    def __init__(self, alpha: float = 5 / 6, temperature: float = 1.0, lam: float = 6.0, iad_beta: float = 0.1,
-                 kl_reduction: str = "batchmean"):
-        self.alpha, self.temperature, self.lam, self.iad_beta = alpha, temperature, lam, iad_beta
-        self.kl_reduction = kl_reduction
+    knobs: ClassVar[tuple[str, ...]] = ()  # the trial keys (TrialConfig fields) this method reads
+
+    def __init__(self, **knobs):
+        unread = set(knobs) - set(self.knobs)
+        if unread:
+            raise TypeError(f"{self.name} reads none of {sorted(unread)}; its knobs: {self.knobs}")
+        for k in self.knobs:
+            setattr(self, k, knobs.get(k, KNOB_DEFAULTS[k]))
 
     def inner_loss(self, batch: Batch) -> LossFn:
         raise NotImplementedError
@@ -92,6 +102,7 @@ class RSLAD(Method):
     """Eq. (3): (1-a) KL(S(x), T(x)) + a KL(S(x'), T(x)), x' = argmax KL(S(x'), T(x)); T(x) = softmax(teacher/tau)."""
 
     name = "rslad"
+    knobs = ("alpha", "temperature", "kl_reduction")
     needs_teacher = True
     uses_clean = True
 
@@ -119,6 +130,7 @@ class TRADES(Method):
     """
 
     name = "trades"
+    knobs = ("lam",)
     uses_clean = True
     attack_needs_clean = True
 
@@ -139,6 +151,7 @@ class MART(Method):
     """
 
     name = "mart"
+    knobs = ("lam",)
     uses_clean = True
 
     def inner_loss(self, batch):
@@ -162,6 +175,7 @@ class ARD(Method):
     """
 
     name = "ard"
+    knobs = ("alpha", "temperature", "kl_reduction")
     needs_teacher = True
     uses_clean = True
 
@@ -188,6 +202,7 @@ class IAD(Method):
     """
 
     name = "iad"
+    knobs = ("temperature", "iad_beta")
     needs_teacher = True
     uses_clean = True
     needs_teacher_on_adv = True
@@ -206,3 +221,9 @@ class IAD(Method):
 
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (Natural, SAT, TRADES, MART, ARD, IAD, RSLAD)}
+KNOBS: tuple[str, ...] = tuple(KNOB_DEFAULTS)  # every method knob (each a TrialConfig field)
+
+
+def unread_knobs(method: str) -> set[str]:
+    """The knobs `method` does not read: keys that cannot change what it trains."""
+    return set(KNOBS) - set(METHODS[method].knobs)

@@ -21,18 +21,16 @@ from torch import nn
 from .attacks import pgd
 from .config import TrialConfig
 from .data import Splits, apply_views, load_data, resolve_device, sample_views, view_ids
+from .errors import TrialDiverged
 from .files import save_atomic, save_weights, write_json
 from .methods import METHODS, Batch, Method
 from .models import build_from_config, model_config
 from .robustness import clean_and_pgd
 from .schedules import lr_factor
 
-
 Report = Callable[[dict, Path | None], None]
 
 
-class TrialDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def student_config(cfg: TrialConfig, splits: Splits) -> dict:
@@ -45,8 +43,8 @@ def make_student(cfg: TrialConfig, splits: Splits) -> nn.Module:
 
 
 def make_method(cfg: TrialConfig) -> Method:
-    return METHODS[cfg.method](alpha=cfg.alpha, temperature=cfg.temperature, lam=cfg.lam, iad_beta=cfg.iad_beta,
-                               kl_reduction=cfg.kl_reduction)
+    cls = METHODS[cfg.method]
+    return cls(**{k: getattr(cfg, k) for k in cls.knobs})  # only the knobs it declares
 
 
 def autocast(cfg: TrialConfig, device: torch.device):

@@ -1,0 +1,77 @@
+"""What a teacher source is: one kind of `teachers:` entry (a zoo teacher, a recipe to train, a weights file,
+a RobustBench model, ...), parsed, checked, resolved to a teacher folder and loaded by one small adapter module.
+
+Adding a source = one module with a `Source` subclass and one line in sources.py (the registry). Nothing
+outside the registry and the adapters names a source.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..trial.config import TrialConfig, num
+from ..trial.data import Splits
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TeacherSpec:
+    """One parsed `teachers:` entry: its name, the source that parsed it and that source's own fields."""
+
+    name: str
+    source: str                        # the registry key of its adapter (sources.SOURCES)
+    args: dict[str, Any]               # the adapter's parsed fields (a zoo folder, a recipe, a file path, ...)
+    # test images for the card's clean/PGD numbers (None: the whole test split)
+    card_examples: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True))
+    # test images for the card's AutoAttack number (0: skip AutoAttack)
+    card_aa_examples: int = field(default=100, metadata=num(integer=True, lo=0))
+
+    @property
+    def label(self) -> str:
+        return f"teachers.{self.name}"
+
+
+class Source:
+    """The adapter interface. `key` is the YAML key that selects the source (`zoo: fashion_mnist/sat_w32`)."""
+
+    key: ClassVar[str]
+    example: ClassVar[str]                       # for "give exactly one of ...": `zoo:` (a shipped teacher, ...)
+    entry_keys: ClassVar[tuple[str, ...]] = ()   # other keys its entry takes (e.g. arch, width)
+    refusals: ClassVar[dict[str, str]] = {}      # why it refuses a key another source takes
+    takes_card: ClassVar[bool] = True            # card_examples / card_aa_examples
+    distils: ClassVar[bool] = True               # False: its "teacher" trains the student without distillation
+
+    def parse(self, label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+        """The entry's fields (TeacherSpec.args), checked for form only: no file, package or network access."""
+        raise NotImplementedError
+
+    def check(self, spec: TeacherSpec, data_values: dict[str, Any]) -> None:
+        """Preflight, before the data is loaded and before anything is written: files exist, names exist."""
+
+    def check_weights(self, spec: TeacherSpec, splits: Splits) -> None:
+        """Preflight, with the data loaded: every weights file the entry names loads, finite."""
+
+    def resolve(self, spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Log) -> Path:
+        """The teacher folder (config.json + card.json, weights unless a loader owns them), built once."""
+        raise NotImplementedError
+
+    def owns(self, saved: dict) -> bool:
+        """Whether a resolved folder's config.json was written by this source (for loading it)."""
+        return False
+
+    def load(self, folder: Path, saved: dict, device: torch.device | str) -> nn.Module | None:
+        """The teacher module of a resolved folder this source owns (None: a teacher without a module)."""
+        raise NotImplementedError
+
+    def method(self, trial: TrialConfig) -> str:
+        """The method a student of this teacher trains with (a baseline replaces the trial's)."""
+        return trial.method
+
+    def soft_labels(self, folder: Path, saved: dict, trial: TrialConfig, splits: Splits):
+        """The soft-label table of a teacher without a module (None: computed from the module)."""
+        return None

@@ -1,0 +1,89 @@
+"""The teacher-source registry: a `teachers:` entry's source key -> its adapter (source.Source), and the
+functions that go through it -- parse an entry, check it before anything is written, resolve it to a teacher
+folder, load a resolved folder. Nothing else in the package names a source.
+
+A new source is one adapter module with a `SOURCE` and one line in SOURCES (or `register(adapter)`).
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..trial.config import TrialConfig, check_field, check_keys
+from ..trial.data import Splits
+from ..trial.errors import SpecError
+from ..trial.files import read_json
+from . import checkpoint, robustbench, train, zoo
+from .folders import load_weights_folder
+from .source import Log, Source, TeacherSpec
+
+SOURCES: dict[str, Source] = {s.key: s for s in (checkpoint.SOURCE, train.SOURCE, robustbench.SOURCE, zoo.SOURCE)}
+CARD_KEYS = ("card_examples", "card_aa_examples")
+_CARD_FIELDS = {f.name: f for f in fields(TeacherSpec) if f.name in CARD_KEYS}
+
+
+def register(source: Source) -> Source:
+    """Add (or replace) a source; returns it, so an adapter module can end with `SOURCE = register(MySource())`."""
+    SOURCES[source.key] = source
+    return source
+
+
+def _one_of() -> str:
+    return "give exactly one of " + ", ".join(s.example for s in SOURCES.values())
+
+
+def parse_teacher(name: str, raw: Any, data_values: dict[str, Any], base_dir: Path) -> TeacherSpec:
+    """One entry of `teachers:` (form only: files, lists and the network are `check_teachers`'s)."""
+    label = f"teachers.{name}"
+    if not isinstance(raw, dict):
+        raise SpecError(label, raw, f"must be a mapping: {_one_of()}")
+    entry_keys = {k for s in SOURCES.values() for k in s.entry_keys}
+    check_keys(f"{label}.", raw, tuple(SOURCES) + tuple(sorted(entry_keys)) + CARD_KEYS)
+    chosen = [k for k in SOURCES if k in raw]
+    if len(chosen) != 1:
+        raise SpecError(label, sorted(raw), _one_of())
+    source = SOURCES[chosen[0]]
+    for k in raw:
+        if k == source.key or k in source.entry_keys or (k in CARD_KEYS and source.takes_card):
+            continue
+        owners = [f"`{s.key}:`" for s in SOURCES.values() if k in s.entry_keys]
+        raise SpecError(f"{label}.{k}", raw[k], source.refusals.get(k) or f"only a {' or '.join(owners) or 'other'} teacher takes {k}")
+    card = {k: check_field(_CARD_FIELDS[k], f"{label}.{k}", raw[k]) for k in CARD_KEYS if k in raw}
+    return TeacherSpec(name, source.key, source.parse(label, raw, data_values, base_dir), **card)
+
+
+def check_teachers(teachers: dict[str, TeacherSpec], data_values: dict[str, Any]) -> None:
+    """Preflight, before the data is loaded: every entry's files and names exist (a SpecError names the first)."""
+    for spec in teachers.values():
+        SOURCES[spec.source].check(spec, data_values)
+
+
+def check_teacher_weights(teachers: dict[str, TeacherSpec], splits: Splits) -> None:
+    """Preflight, with the data loaded: every weights file a sweep names loads, finite."""
+    for spec in teachers.values():
+        SOURCES[spec.source].check_weights(spec, splits)
+
+
+def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_dir: Path,
+                     needed: set[str] | None = None, log: Log = print) -> dict[str, str]:
+    """Resolve every teacher a sweep can use; returns name -> folder (absolute)."""
+    return {name: str(SOURCES[spec.source].resolve(spec, trial, runs_dir, log).resolve())
+            for name, spec in teachers.items() if needed is None or name in needed}
+
+
+def source_of(saved: dict) -> Source | None:
+    """The source that wrote a resolved folder's config.json (None: a plain weights folder)."""
+    return next((s for s in SOURCES.values() if s.owns(saved)), None)
+
+
+def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.Module | None:
+    """The teacher module of a resolved folder, in eval mode without gradients (None: a teacher without one)."""
+    folder = Path(folder)
+    saved = read_json(folder / "config.json", f"teacher {folder.name}")
+    source = source_of(saved)
+    model = source.load(folder, saved, device) if source else load_weights_folder(folder, saved, device)
+    return None if model is None else model.eval().requires_grad_(False)

@@ -1,0 +1,61 @@
+"""`rslad-tune zoo build NAME`: retrain a shipped zoo teacher from its recipe.yaml (a `train:` entry), card it, and
+replace its files in the zoo."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..trial.config import check_trial_value
+from . import zoo
+from ..trial.files import write_json
+from .folders import read_card
+from .sources import parse_teacher
+from .train import train_teacher
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=zoo.ZOO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_zoo_teacher(name: str, *, threads: int | None = None, work_dir: str | Path = "runs",
+                      log: Callable[[str], None] = print) -> Path:
+    """Train zoo teacher `name` from its recipe.yaml (in a scratch folder under `work_dir`), card it, and
+    replace its files in the zoo (each written under a temporary name and renamed)."""
+    folder = zoo.zoo_folder(name, built=False)
+    recipe = zoo.read_recipe(name)
+    data = {k: check_trial_value(k, v, label=f"data.{k}") for k, v in (recipe.get("data") or {}).items()}
+    spec = parse_teacher(name.replace("/", "-"), recipe.get("teacher"), data, folder)
+    if threads:
+        torch.set_num_threads(threads)
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".zoo-build-", dir=work_dir))
+    t0 = time.perf_counter()
+    try:
+        built = train_teacher(spec, scratch, log)
+        card = read_card(built) | {
+            "zoo": name, "build_time_s": round(time.perf_counter() - t0, 1), "build_threads": torch.get_num_threads(),
+            "build_command": f"rslad-tune zoo build {name}" + (f" --threads {threads}" if threads else ""),
+            "build_date": time.strftime("%Y-%m-%d"), "build_machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "build_commit": _git_commit(), "torch": torch.__version__}
+        write_json(card, built / "card.json")
+        for f in zoo.FILES:
+            tmp = folder / f".{f}.{os.getpid()}.tmp"
+            shutil.copyfile(built / f, tmp)
+            os.replace(tmp, folder / f)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log(f"zoo teacher {name}: built in {card['build_time_s']:.0f}s ({card['build_threads']} threads): "
+        f"clean {card['clean_acc']:.4f}, PGD-20 {card['pgd20_acc']:.4f} on {card['eval_n']} test images"
+        + (f", AutoAttack {card['aa_acc']:.4f} on {card['aa_n']}" if "aa_acc" in card else "") + f" -> {folder}")
+    return folder
