@@ -22,7 +22,9 @@ from pathlib import Path
 from bench.archive_trials import scored_rows
 from rslad_tune.sweep.compare import aggregate, format_markdown
 from rslad_tune.sweep.spec import load_sweep
+from rslad_tune.teachers import zoo
 from rslad_tune.trial.files import read_json, write_json, write_text
+from rslad_tune.trial.methods import METHODS
 
 # two-sided 95 % quantiles of Student's t by degrees of freedom (enough for a handful of seeds)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -33,7 +35,7 @@ BASELINES = ("natural", "sat", "trades", "mart", "ard", "iad")
 def arm(row: dict) -> tuple:
     """A row's treatment: method, KL scale (for the KL-distilling methods), lr."""
     c = row["config"]
-    kl = c.get("kl_reduction", "batchmean") if c["method"] in ("rslad", "ard") else None
+    kl = c.get("kl_reduction", "batchmean") if "kl_reduction" in METHODS[c["method"]].knobs else None
     return c["method"], kl, c["lr"]
 
 
@@ -68,8 +70,8 @@ def teacher_cards(dirs: list[Path]) -> dict[str, dict]:
     for d in dirs:
         if (d / "space.yaml").is_file():
             for name, t in load_sweep(d / "space.yaml").teachers.items():
-                if t.zoo:
-                    cards[name] = read_json(Path(t.zoo) / "card.json")  # the spec resolves a zoo name to its folder
+                if t.source == "zoo":  # a shipped teacher: its card is in the zoo
+                    cards[name] = read_json(zoo.zoo_folder(t.args["zoo"]) / "card.json")
     return cards
 
 
@@ -109,7 +111,7 @@ def verdict(rows: list[dict]) -> dict:
             out["against_baselines"].append({"baseline": arm_name(b_arm), "pgd20": pgd, "aa": aa,
                                              "pgd20_last": paired(ref, arms[b_arm], _pgd("last")),
                                              "clean": paired(ref, arms[b_arm], lambda r: r.get("Clean"))})
-    for method in ("rslad", "ard"):
+    for method in (m for m, cls in METHODS.items() if "kl_reduction" in cls.knobs):
         base = arms.get((method, "batchmean", lr0))
         for a in sorted(k for k in arms if k[0] == method and k[1] == "paper"):
             if base:

@@ -80,3 +80,37 @@ def test_teachers_import_no_sweep_module():
 def test_no_module_over_400_lines():
     long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+SOURCE_NAMES = {"zoo", "train", "checkpoint", "robustbench"}
+# the registry and the adapters (robustbench_loader.py is RobustBench's library wrapper behind its adapter)
+SOURCE_HOMES = {"teachers/sources.py", "teachers/zoo.py", "teachers/train.py", "teachers/checkpoint.py",
+                "teachers/robustbench.py", "teachers/robustbench_loader.py", "teachers/zoo_build.py"}
+# the same words meaning something else: the CLI's verbs `train` and `zoo`, compare's row field `checkpoint` (best/last)
+OTHER_MEANINGS = {"cli.py": {"train", "zoo"}, "sweep/compare.py": {"checkpoint"}}
+
+
+def _dispatch_strings(tree: ast.AST) -> set[str]:
+    """String constants used to choose: compared (==, in), subscripted, .get() / `in` keys, dict-literal keys."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            found |= {n.value for n in [node.left, *node.comparators] if isinstance(n, ast.Constant)}
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            found.add(node.slice.value)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("get", "pop") and node.args \
+                and isinstance(node.args[0], ast.Constant):
+            found.add(node.args[0].value)
+        elif isinstance(node, ast.Dict):
+            found |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+    return {s for s in found if isinstance(s, str)}
+
+
+def test_teacher_sources_are_named_only_in_their_registry_and_adapters():
+    hits = {}
+    for path in PKG.rglob("*.py"):
+        rel = str(path.relative_to(PKG))
+        names = _dispatch_strings(ast.parse(path.read_text())) & SOURCE_NAMES - OTHER_MEANINGS.get(rel, set())
+        if rel not in SOURCE_HOMES and names:
+            hits[rel] = names
+    assert not hits, hits

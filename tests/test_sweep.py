@@ -213,3 +213,33 @@ def test_no_command_unpickles_a_received_sweep_folder(sweep, tmp_path):
     assert not marker.exists()
     pickle.loads((exp / "tuner.pkl").read_bytes())  # the payload is live: loading it does create the marker
     assert marker.exists()
+
+
+def test_a_number_is_computed_once_across_export_report_and_compare(sweep, tmp_path, monkeypatch):
+    """One scoring function, one cache: export, then report, then compare on one sweep run each attack on each
+    checkpoint once (counted at the bottom of robustness.py, where every attack's images are counted)."""
+    import shutil
+
+    import rslad_tune.trial.robustness as rob
+    from rslad_tune.sweep.compare import evaluate_trials
+    from rslad_tune.sweep.export import export_best
+    from rslad_tune.sweep.report import selection_report
+
+    d, _ = sweep
+    exp = tmp_path / "runs" / "tiny"
+    shutil.copytree(d / "runs" / "tiny", exp)
+    for f in [*exp.rglob("*.scores.json"), *exp.rglob("suite.json"), *exp.rglob("selection.json")]:
+        f.unlink()
+    shutil.rmtree(exp / "best")
+    calls = []
+    count, aa = rob._count_correct, rob.autoattack_accuracy
+    monkeypatch.setattr(rob, "_count_correct", lambda model, x, *a, **k: calls.append(len(x)) or count(model, x, *a, **k))
+    monkeypatch.setattr(rob, "autoattack_accuracy", lambda model, x, *a, **k: calls.append(("AA", len(x))) or aa(model, x, *a, **k))
+    export_best(exp, log=lambda s: None)
+    after_export = len(calls)
+    selection_report(exp, n_aa=6, device="cpu", log=lambda s: None)
+    evaluate_trials(exp, n_aa=6, device="cpu", log=lambda s: None)
+    keys = {(f.parent, k) for f in exp.rglob("*.scores.json") if f.parent.name != "best" for k in json.loads(f.read_text())["scores"]}
+    assert after_export == 2  # the exported trial: clean and its own PGD
+    assert len(calls) == len(keys), (len(calls), sorted(keys))  # nothing computed twice
+    assert (exp / "best" / "model.scores.json").is_file()  # the exported weights carry their numbers

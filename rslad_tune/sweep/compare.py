@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
 from ..trial.files import write_json, write_text
-from ..trial.methods import METHODS
+from ..trial.methods import METHODS, unread_knobs
 from ..trial.robustness import COLUMNS, resolve_columns
 from .layout import ExperimentDir, TrialDir
 
@@ -84,10 +84,17 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
     return rows
 
 
+def _value(config: dict, key: str):
+    """A trial key's value as far as its method is concerned: a knob the method does not read is None."""
+    return None if key in unread_knobs(config.get("method", "rslad")) else config.get(key)
+
+
 def varying_keys(rows: list[dict]) -> list[str]:
-    """The trial keys whose value differs between the compared trials (the seed aside): they make the groups."""
+    """The trial keys whose value differs between the compared trials (the seed aside, and knobs their methods do
+    not read): they make the groups."""
     keys = sorted({k for r in rows for k in r["config"]} - NOT_COMPARED)
-    return [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in rows}) > 1]
+    read = lambda k: [r for r in rows if k not in unread_knobs(r["config"].get("method", "rslad"))]  # noqa: E731
+    return [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in read(k)}) > 1]
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float] | None:
@@ -99,7 +106,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     keys = varying_keys(rows)
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(json.dumps({k: r["config"].get(k) for k in keys}, sort_keys=True), []).append(r)
+        groups.setdefault(json.dumps({k: _value(r["config"], k) for k in keys}, sort_keys=True), []).append(r)
     out = []
     for group, rs in groups.items():
         first = rs[0]
