@@ -3,7 +3,9 @@ answers "is a larger teacher better?" from the numbers, and plots error bars."""
 import pytest
 
 from rslad_tune.sweep.plots import plot_selection
-from rslad_tune.sweep.report import format_markdown, pooled_std, spearman, verdict
+from rslad_tune.sweep.report import format_markdown
+from rslad_tune.sweep.selection_verdict import noise, verdict
+from rslad_tune.sweep.stats import spearman
 
 
 def _row(name: str, params: int, pgd20: list[float], *, method: str = "sat", trials: int | None = None) -> dict:
@@ -33,27 +35,30 @@ def test_a_teacher_whose_students_all_stopped_early_is_undecided_and_never_ranke
 
 
 def test_differences_are_weighed_against_the_pooled_spread_of_one_teachers_students():
-    # spreads of 0.5 points within each teacher: 3 points apart is real, 0.3 is not
-    rows = [_row("a", 10_000, [0.620, 0.625, 0.615]), _row("b", 50_000, [0.590, 0.595, 0.585]),
-            _row("c", 200_000, [0.617, 0.622, 0.612])]
-    sd, dof = pooled_std(rows)
-    assert sd == pytest.approx(0.5) and dof == 6
+    # spreads of 0.5 points within each teacher, seeds 0-2 shared: a - b is 5 points (paired sd 0.87), a - c 0.3
+    rows = [_row("a", 10_000, [0.620, 0.625, 0.615]), _row("b", 50_000, [0.575, 0.565, 0.570]),
+            _row("c", 200_000, [0.612, 0.622, 0.617])]
+    sd, dof, source = noise(rows)
+    assert sd == pytest.approx(0.5) and dof == 6 and source == "this sweep"
     v = verdict(rows)
     assert v["ranking"] == ["a", "c", "b"]
     real = {c["b"]: c["real"] for c in v["vs_best"]}
     assert real == {"c": False, "b": True}
-    assert v["vs_best"][1]["noise"] == pytest.approx(2 * 0.5 * (2 / 3) ** 0.5)
+    b = v["vs_best"][1]  # paired by seed: t(2) x sd of the differences / sqrt(3), Holm over the two comparisons
+    assert b["paired"] and b["noise"] == pytest.approx(4.302653 * (0.75 ** 0.5) / 3 ** 0.5, rel=1e-5)
+    assert b["p_holm"] == pytest.approx(2 * b["p"]) and b["p_holm"] < 0.05
     md = format_markdown(rows)
     assert "Within the noise of the best: c" in md and "Worse than the best beyond the noise: b" in md
-    assert "Is a larger teacher better? Not measurably." in md  # c (largest) - a (smallest) = -0.3: noise
+    assert "Is a larger teacher better? Cannot tell at this number of seeds." in md  # c (largest) - a (smallest) = -0.3
+    assert "smallest detectable" in md  # every "cannot tell" says what the seeds could have seen
 
 
 def test_the_size_question_is_answered_whichever_way_the_numbers_fall():
-    bigger_better = [_row("s", 10_000, [0.60, 0.601]), _row("m", 50_000, [0.62, 0.621]), _row("l", 200_000, [0.64, 0.641])]
+    bigger_better = [_row("s", 10_000, [0.60, 0.602]), _row("m", 50_000, [0.62, 0.621]), _row("l", 200_000, [0.64, 0.6405])]
     v = verdict(bigger_better)
     assert v["largest_vs_smallest"]["real"] and v["size_spearman"] == pytest.approx(1.0)
     assert "Is a larger teacher better? Yes." in format_markdown(bigger_better)
-    smaller_better = [_row("s", 10_000, [0.64, 0.641]), _row("l", 200_000, [0.60, 0.601], method="trades")]
+    smaller_better = [_row("s", 10_000, [0.64, 0.641]), _row("l", 200_000, [0.60, 0.6015], method="trades")]
     assert "No — the smaller one is better" in format_markdown(smaller_better)
 
 
@@ -66,9 +71,9 @@ def test_one_student_per_teacher_gives_no_noise_estimate_and_says_so():
 
 
 def test_spearman_handles_ties_and_too_few_points():
-    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
-    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+    assert spearman([1, 2, 3], [10, 20, 30]).rho == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [30, 20, 10]).rho == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2]).rho is None and spearman([1, 1, 1], [1, 2, 3]).rho is None
 
 
 def test_the_selection_plot_draws_error_bars_against_teacher_size(tmp_path, monkeypatch):
@@ -107,10 +112,43 @@ def test_teachers_are_compared_at_the_hyper_parameters_most_of_them_share():
 
 def test_one_student_per_teacher_uses_the_ground_truths_noise_when_the_yaml_gives_it():
     rows = [_row("a", 10_000, [0.62]), _row("b", 50_000, [0.60]), _row("c", 200_000, [0.615])]
-    v = verdict(rows, noise_std=0.5)
+    v = verdict(rows, noise_std=0.5, noise_dof=12)
     assert v["noise_source"] == "report.noise_std" and v["noise_std"] == 0.5
-    assert {c["b"]: c["real"] for c in v["vs_best"]} == {"c": False, "b": True}  # 2 * 0.5 * sqrt(2) = 1.41
-    md = format_markdown(rows, noise_std=0.5)
+    # t(12) x 0.5 x sqrt(2) = 1.54 points; a - b = 2.0 (p 0.015, Holm x2: 0.03), a - c = 0.5
+    assert {c["b"]: c["real"] for c in v["vs_best"]} == {"c": False, "b": True}
+    assert v["vs_best"][1]["noise"] == pytest.approx(2.178813 * 0.5 * 2 ** 0.5, rel=1e-5)
+    assert not any(c["real"] for c in verdict(rows, noise_std=0.5)["vs_best"])  # no degrees of freedom: no interval
+    md = format_markdown(rows, noise_std=0.5, noise_dof=12)
     assert "measured by a ground-truth sweep" in md and "Worse than the best beyond the noise: b" in md
     rows = [_row("a", 10_000, [0.62, 0.63]), _row("b", 50_000, [0.60, 0.61])]  # replicates: the sweep's own spread wins
     assert verdict(rows, noise_std=5.0)["noise_source"] == "this sweep"
+
+
+def _base(name: str, pgd20: list[float]) -> dict:
+    return _row(name, 0, pgd20) | {"baseline": True, "params": 0, "teacher_method": None}
+
+
+@pytest.mark.parametrize("teachers,case,words", [
+    # a teacher 3 points above the student trained alone, 3 shared seeds with a small spread: helps
+    ([_row("good", 50_000, [0.66, 0.667, 0.655]), _row("meh", 10_000, [0.62, 0.625, 0.615])], "helps",
+     ["**Distil, from good:** it helps by 3.07 ±", "over the student trained alone (none"]),
+    # every teacher 2-3 points below: hurts
+    ([_row("t1", 50_000, [0.61, 0.612, 0.605]), _row("t2", 10_000, [0.60, 0.605, 0.598])], "hurts",
+     ["**Do not distil:**", "even the best, t1, hurts by"]),
+    # within the noise of the baseline: cannot tell, with the smallest detectable difference
+    ([_row("close", 50_000, [0.632, 0.628, 0.635])], "cannot_tell",
+     ["**Cannot tell whether to distil at this number of seeds:**", "the smallest difference these seeds could detect"]),
+])
+def test_the_report_opens_with_should_i_distill(teachers, case, words):
+    rows = [_base("none", [0.63, 0.635, 0.625])] + teachers
+    v = verdict(rows)
+    assert v["should_distill"]["case"] == case and v["reference"] == "none" and "none" not in v["ranking"]
+    md = format_markdown(rows)
+    first = md.splitlines()[0]
+    assert all(w in first for w in words), first
+    assert "| reference | none |" in md and len(v["vs_baseline"]) == len(teachers)
+
+
+def test_a_sweep_without_a_baseline_says_it_cannot_answer_should_i_distill():
+    md = format_markdown([_row("a", 10_000, [0.62, 0.63])])
+    assert md.splitlines()[0].startswith("Cannot tell whether to distil: this sweep has no no-teacher baseline")

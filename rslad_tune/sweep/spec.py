@@ -121,6 +121,8 @@ class ReportSpec:
     n_aa: int = field(default=200, metadata=num(integer=True, lo=0))  # AutoAttack on the first n_aa of them (0: skip)
     # points of test PGD-20: one teacher's students' std over seeds, measured by a ground-truth sweep (None: from this sweep)
     noise_std: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))
+    # the degrees of freedom of noise_std (the ground truth's seeds minus its teachers): its t quantile
+    noise_dof: int | None = field(default=None, metadata=num(integer=True, lo=1, hi=100_000, optional=True))
 
 
 # --------------------------------------------------------------------------- the sweep

@@ -266,3 +266,24 @@ def difference_sentence(diff: float | None, halfwidth: float | None, n: int, mdd
     detect = (f"the smallest difference {seeds} could detect at 80 % power is {mdd:.2f} {unit}"
               if mdd is not None else f"{seeds} are too few to estimate the smallest detectable difference")
     return f"cannot tell on {what} at {seeds} ({spread}; {detect})"
+
+
+def t_difference(diff: float, se: float | None, dof: int | None, n: int, *, confidence: float = 0.95,
+                 power: float = 0.8, paired: bool = False) -> Difference:
+    """A difference whose standard error comes from elsewhere (a pooled seed std, or a ground truth's): t interval
+    and two-sided p at `dof`, and the smallest true difference that se and dof detect with `power`."""
+    if se is None or not dof or dof < 1:
+        return Difference(diff, None, n, dof, None, None, paired, confidence)
+    if se == 0:
+        return Difference(diff, 0.0, n, dof, 0.0 if diff else 1.0, 0.0, paired, confidence)
+    alpha = 1 - confidence
+    tcrit = float(stats.t.ppf(1 - alpha / 2, dof))
+    p = float(2 * stats.t.sf(abs(diff) / se, dof))
+
+    def gap(nc: float) -> float:
+        return float(stats.nct.sf(tcrit, dof, nc) + stats.nct.sf(tcrit, dof, -nc)) - power
+
+    hi = tcrit + 2 * float(stats.norm.ppf(power)) + 1
+    while gap(hi) < 0:
+        hi *= 2
+    return Difference(diff, tcrit * se, n, dof, p, float(optimize.brentq(gap, 0.0, hi, xtol=1e-12)) * se, paired, confidence)

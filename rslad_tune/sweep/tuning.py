@@ -119,7 +119,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
                          "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
                          "metric": spec.tune.metric, "registered_model": spec.registered_model,
-                         "report_noise_std": spec.report.noise_std}, spec.source)
+                         "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof}, spec.source)
         for name, card in cards.items():
             tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
 
@@ -242,6 +242,7 @@ def check_resumable(spec: SweepSpec) -> None:
 def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
     """Once per sweep, in the driver: every teacher's logits on every clean training view."""
     from ..teachers import soft_labels
+    from ..teachers.sources import distils
     from ..teachers.student import teacher_for_trial
     from ..trial.data import load_data, resolve_device
     from ..trial.errors import SpecError
@@ -249,6 +250,8 @@ def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], l
     device = resolve_device(trial.device)
     splits = load_data(trial, device)
     for name, folder in teacher_dirs.items():
+        if not distils(folder):  # a no-teacher baseline: nothing to cache
+            continue
         path = soft_labels.cache_path(folder, trial, splits)
         try:
             soft_labels.read_cache(path, splits)  # present, of the right shape, its digest matching

@@ -68,7 +68,7 @@ class Source:
         """The teacher module of a resolved folder this source owns (None: a teacher without a module)."""
         raise NotImplementedError
 
-    def method(self, trial: TrialConfig) -> str:
+    def method(self, saved: dict, trial: TrialConfig) -> str:
         """The method a student of this teacher trains with (a baseline replaces the trial's)."""
         return trial.method
 

@@ -17,11 +17,12 @@ from ..trial.config import TrialConfig, check_field, check_keys
 from ..trial.data import Splits
 from ..trial.errors import SpecError
 from ..trial.files import read_json
-from . import checkpoint, robustbench, train, zoo
+from . import baseline, checkpoint, labels, robustbench, train, zoo
 from .folders import load_weights_folder
 from .source import Log, Source, TeacherSpec
 
-SOURCES: dict[str, Source] = {s.key: s for s in (checkpoint.SOURCE, train.SOURCE, robustbench.SOURCE, zoo.SOURCE)}
+SOURCES: dict[str, Source] = {s.key: s for s in (checkpoint.SOURCE, train.SOURCE, robustbench.SOURCE, zoo.SOURCE,
+                                                 baseline.SOURCE, labels.SOURCE)}
 CARD_KEYS = ("card_examples", "card_aa_examples")
 _CARD_FIELDS = {f.name: f for f in fields(TeacherSpec) if f.name in CARD_KEYS}
 
@@ -87,3 +88,9 @@ def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.M
     source = source_of(saved)
     model = source.load(folder, saved, device) if source else load_weights_folder(folder, saved, device)
     return None if model is None else model.eval().requires_grad_(False)
+
+
+def distils(folder: str | Path) -> bool:
+    """Whether a resolved teacher's students distil from it (False: a no-teacher baseline)."""
+    source = source_of(read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}"))
+    return source.distils if source else True

@@ -23,8 +23,9 @@ def effective_config(cfg: TrialConfig, folder: str | Path | None) -> TrialConfig
     """The trial as it trains: a source may replace its method (the no-teacher baseline trains with its own)."""
     if folder is None:
         return cfg
-    source = source_of(read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}"))
-    method = source.method(cfg) if source else cfg.method
+    saved = read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}")
+    source = source_of(saved)
+    method = source.method(saved, cfg) if source else cfg.method
     return cfg if method == cfg.method else dataclasses.replace(cfg, method=method)
 
 

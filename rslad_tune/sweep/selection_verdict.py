@@ -1,0 +1,168 @@
+"""The selection report's verdict: should I distil at all, and from which teacher?
+
+The no-teacher baseline (a `baseline:` teacher: the same student trained with SAT/TRADES/MART alone at the same
+budget) is the reference of every distillation claim (shared/DESIGN.md "Claims and statistics"): each teacher's
+students minus the baseline's, paired by seed where they share seeds, else against the pooled seed noise (this
+sweep's replicates, or `report.noise_std` / `noise_dof` measured by a ground truth); t intervals at the degrees of
+freedom at hand; Holm-corrected families (teachers against the baseline; teachers against the best); and the
+smallest difference the seeds could detect (80 % power) beside every "cannot tell".
+"""
+from __future__ import annotations
+
+import math
+
+from . import stats
+
+ALPHA = 0.05
+
+
+def _values(row: dict) -> dict:
+    """seed -> test PGD-20 (points) of a teacher's compared students."""
+    return {s.get("seed", i): 100 * s["pgd20"] for i, s in enumerate(row["students"]) if s.get("pgd20") is not None}
+
+
+def noise(rows: list[dict], noise_std: float | None = None, noise_dof: int | None = None) -> tuple[float | None, int, str | None]:
+    """One teacher's students' spread over seeds: pooled over this sweep's teachers with two or more, else the
+    YAML's (a ground truth's), else unknown."""
+    sd, dof = stats.pooled_std([list(_values(r).values()) for r in rows if r["decided"]])
+    if sd is not None:
+        return sd, dof, "this sweep"
+    if noise_std is not None:
+        return noise_std, noise_dof or 0, "report.noise_std"
+    return None, 0, None
+
+
+def difference(a: dict, b: dict, sd: float | None, dof: int) -> dict:
+    """a's students minus b's (test PGD-20 points): paired by seed when both have the same two or more seeds,
+    else the difference of means against the pooled noise."""
+    va, vb = _values(a), _values(b)
+    if len(va) >= 2 and set(va) == set(vb):
+        d = stats.paired_difference(va, vb)
+    else:
+        diff = sum(va.values()) / len(va) - sum(vb.values()) / len(vb)
+        se = sd * math.sqrt(1 / len(va) + 1 / len(vb)) if sd is not None else None
+        d = stats.t_difference(diff, se, dof, min(len(va), len(vb)))
+    return {"a": a["teacher"], "b": b["teacher"], "diff": d.diff, "noise": d.halfwidth, "n": d.n, "dof": d.dof,
+            "p": d.pvalue, "mdd": d.mdd, "paired": d.paired}
+
+
+def _holm(family: list[dict]) -> list[dict]:
+    adjusted = stats.holm([1.0 if c["p"] is None else c["p"] for c in family]) if family else []
+    for c, p in zip(family, adjusted):
+        c["p_holm"] = p if c["p"] is not None else None
+        c["real"] = c["p"] is not None and p < ALPHA
+    return family
+
+
+def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: list[dict]) -> dict:
+    """The report's first sentence: helps (some teacher beats the baseline, Holm-corrected), hurts (the best
+    teacher is below it beyond the noise), or cannot tell (with the smallest detectable difference)."""
+    if reference is None:
+        return {"case": "no_baseline", "text": "Cannot tell whether to distil: this sweep has no no-teacher baseline "
+                "(add a teacher `none: {baseline: sat}` and search it like any other)."}
+    if not teachers:
+        return {"case": "cannot_tell", "text": "Cannot tell whether to distil: no teacher has a student that trained "
+                "every epoch at the compared hyper-parameters."}
+    best = max(vs_baseline, key=lambda c: c["diff"])
+    helps = [c for c in vs_baseline if c["real"] and c["diff"] > 0]
+    c = max(helps, key=lambda c: c["diff"]) if helps else best
+    n = f"{c['n']} seed{'s' if c['n'] != 1 else ''}" + (" paired" if c["paired"] else "")
+    base = reference["teacher"]
+    pm = "no interval" if c["noise"] is None else f"{c['diff']:+.2f} ± {c['noise']:.2f} points"
+    if helps:
+        case, text = "helps", (f"**Distil, from {c['a']}:** it helps by {c['diff']:.2f} ± {c['noise']:.2f} points of test "
+                               f"PGD-20 over the student trained alone ({base}; {n}, Holm-corrected over "
+                               f"{len(vs_baseline)} teachers).")
+    elif best["real"] and best["diff"] < 0:
+        case, text = "hurts", (f"**Do not distil:** every teacher's students score below the student trained alone "
+                               f"({base}); even the best, {c['a']}, hurts by {-c['diff']:.2f} ± {c['noise']:.2f} points of "
+                               f"test PGD-20 ({n}, Holm-corrected).")
+    else:
+        mdd = "unknown" if c["mdd"] is None else f"{c['mdd']:.2f} points"
+        case, text = "cannot_tell", (f"**Cannot tell whether to distil at this number of seeds:** the best teacher, "
+                                     f"{c['a']}, against the student trained alone ({base}): {pm} of test PGD-20 ({n}); "
+                                     f"the smallest difference these seeds could detect at 80 % power is {mdd}.")
+    return {"case": case, "teacher": c["a"], "diff": c["diff"], "halfwidth": c["noise"], "n": c["n"], "mdd": c["mdd"],
+            "text": text}
+
+
+def verdict(rows: list[dict], noise_std: float | None = None, noise_dof: int | None = None) -> dict:
+    """Teachers ranked by their compared students' mean test PGD-20 (the baseline apart, as the reference)."""
+    decided = sorted((r for r in rows if r["decided"]), key=lambda r: -r["student_pgd20_mean"])
+    teachers = [r for r in decided if not r.get("baseline")]
+    reference = next((r for r in decided if r.get("baseline")), None)
+    sd, dof, source = noise(rows, noise_std, noise_dof)
+    vs_baseline = _holm([difference(t, reference, sd, dof) for t in teachers]) if reference else []
+    out = {"ranking": [r["teacher"] for r in teachers], "reference": reference["teacher"] if reference else None,
+           "undecided": [r["teacher"] for r in rows if not r["decided"]], "noise_std": sd, "noise_dof": dof,
+           "noise_source": source, "vs_baseline": vs_baseline,
+           "should_distill": should_distill(teachers, reference, vs_baseline),
+           "vs_best": _holm([difference(teachers[0], r, sd, dof) for r in teachers[1:]]) if teachers else [],
+           "size_spearman": None, "largest_vs_smallest": None, "families": []}
+    sized = [r for r in teachers if r.get("params")]
+    rho = stats.spearman([r["params"] for r in sized], [r["student_pgd20_mean"] for r in sized])
+    out["size_spearman"], out["size_spearman_p"] = rho.rho, rho.pvalue
+    if len({r["params"] for r in sized}) > 1:
+        big = max(sized, key=lambda r: (r["params"], r["student_pgd20_mean"]))
+        small = min(sized, key=lambda r: (r["params"], -r["student_pgd20_mean"]))
+        out["largest_vs_smallest"] = _holm([difference(big, small, sd, dof)])[0]
+    by_method: dict[str, list[dict]] = {}
+    for r in sized:
+        if r.get("teacher_method"):
+            by_method.setdefault(r["teacher_method"], []).append(r)
+    families = [(m, sorted(rs, key=lambda r: r["params"])) for m, rs in sorted(by_method.items()) if len({r["params"] for r in rs}) > 1]
+    out["families"] = [c | {"method": m} for (m, _), c in zip(families, _holm([difference(rs[-1], rs[0], sd, dof) for _, rs in families]))]
+    return out
+
+
+def _d(c: dict) -> str:
+    if c["noise"] is None:
+        return f"{c['a']} − {c['b']} = {c['diff']:+.2f} points (noise unknown)"
+    mdd = "" if c["real"] or c["mdd"] is None else f"; smallest detectable {c['mdd']:.2f}"
+    return (f"{c['a']} − {c['b']} = {c['diff']:+.2f} ± {c['noise']:.2f} points (95 % t-interval, {c['dof']} dof"
+            f"{', paired by seed' if c['paired'] else ''}; {'beyond the noise' if c['real'] else 'within the noise'}{mdd})")
+
+
+def verdict_words(v: dict, rows: list[dict]) -> list[str]:
+    by = {r["teacher"]: r for r in rows}
+    words = []  # the report opens with v["should_distill"]["text"]
+    if v["vs_baseline"]:
+        words.append("Every teacher against the student trained alone (" + v["reference"] + "): "
+                     + "; ".join(_d(c) for c in v["vs_baseline"]) + ". Holm-corrected over the teachers.")
+    if not v["ranking"]:
+        return words + ["**Verdict: undecided.** No teacher has a student that trained every epoch: nothing can be ranked."]
+    best = by[v["ranking"][0]]
+    by_val = max((by[t] for t in v["ranking"]), key=lambda r: r["student_val_pgd_mean"])
+    words.append(f"**Best teacher on the test split: {best['teacher']}** — its {best['student_pgd20_count']} compared "
+                 f"student(s) score {best['student_pgd20_mean']:.2f} % test PGD-20 on average. The sweep's own pick, by "
+                 f"validation PGD-20 (what ASHA and the export rank by): **{by_val['teacher']}** "
+                 f"({by_val['student_val_pgd_mean']:.2f} %).")
+    if v["noise_std"] is None:
+        words.append("**Noise unknown**: no teacher has two compared students and the YAML gives no `report.noise_std`, "
+                     "so no difference below can be called real; run more seeds before trusting the ranking.")
+    else:
+        tied = [c["b"] for c in v["vs_best"] if not c["real"]]
+        beaten = [c["b"] for c in v["vs_best"] if c["real"]]
+        where = (f"pooled over this sweep's seeds, {v['noise_dof']} degrees of freedom" if v["noise_source"] == "this sweep"
+                 else f"`report.noise_std`, measured by a ground-truth sweep ({v['noise_dof'] or 'unknown'} degrees of freedom); "
+                 "this sweep has one student per teacher")
+        words.append(f"Noise: students of one teacher spread by {v['noise_std']:.2f} points ({where}); a difference counts "
+                     f"when a two-sided t-test rejects it at 5 %, Holm-corrected over the {len(v['vs_best'])} comparisons "
+                     "with the best. "
+                     + (f"Within the noise of the best: {', '.join(tied)}. " if tied else "")
+                     + (f"Worse than the best beyond the noise: {', '.join(beaten)}." if beaten else
+                        "No teacher is worse than the best beyond the noise." if not tied else ""))
+    if v["undecided"]:
+        words.append(f"Undecided (no student trained every epoch at the compared hyper-parameters; not ranked): "
+                     f"{', '.join(v['undecided'])}.")
+    lvs = v["largest_vs_smallest"]
+    if lvs is None:
+        words.append("**Is a larger teacher better?** Cannot tell: the decided teachers all have the same size.")
+    else:
+        answer = ("Cannot tell without a noise estimate" if lvs["noise"] is None else "Yes" if lvs["real"] and lvs["diff"] > 0
+                  else "No — the smaller one is better" if lvs["real"] else "Cannot tell at this number of seeds")
+        rho = "–" if v["size_spearman"] is None else f"{v['size_spearman']:+.2f} (exact p {v['size_spearman_p']:.2f})"
+        words.append(f"**Is a larger teacher better? {answer}.** Largest against smallest: {_d(lvs)}; Spearman "
+                     f"correlation of teacher parameters with student PGD-20 over {len(v['ranking'])} teachers: {rho}."
+                     + "".join(f" Same recipe ({c['method']}), larger against smaller: {_d(c)}." for c in v["families"]))
+    return words
