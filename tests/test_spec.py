@@ -22,9 +22,10 @@ def base() -> dict:
 def test_quickstart_parses():
     spec = load_sweep(QUICKSTART)
     assert spec.experiment == "quickstart" and spec.tune.num_samples >= 8 and spec.tune.max_concurrent == 2
-    assert set(spec.teachers) == {"sat_w16", "sat_w32"} and spec.search["teacher"].args == ["sat_w16", "sat_w32"]
+    assert set(spec.teachers) == {"sat_w16", "sat_w32", "none"} and spec.search["teacher"].args == ["sat_w16", "sat_w32", "none"]
     assert spec.trial.dataset == "fashion_mnist" and spec.trial.eval_epsilon == 0.1
-    assert all(t.source == "zoo" and "train" not in t.args for t in spec.teachers.values())  # shipped teachers: nothing to train
+    assert spec.teachers["none"].source == "baseline"  # the no-teacher reference of "should I distill?"
+    assert all(t.source == "zoo" for n, t in spec.teachers.items() if n != "none")  # shipped teachers: nothing to train
     trained = load_sweep(TRAINED)
     assert trained.teachers["sat_w16"].args["train"].method == "sat"
     assert cache_key(trained.teachers["sat_w16"].args["train"]) != cache_key(trained.teachers["sat_w24"].args["train"])
@@ -50,7 +51,7 @@ def test_shipped_comparison_and_teacher_spaces_parse(tmp_path, monkeypatch):
     teacher = load_sweep(ROOT / "search_spaces" / "teacher.yaml")
     assert len(teacher.teachers) >= 4 and teacher.search["teacher"].args == list(teacher.teachers)
     methods = {yaml.safe_load((zoo.zoo_folder(s.args["zoo"]) / "recipe.yaml").read_text())["teacher"]["train"]["method"]
-               for s in teacher.teachers.values()}
+               for s in teacher.teachers.values() if s.source == "zoo"}
     assert {"natural", "sat", "trades"} <= methods and len(teacher.teachers) >= 6
     assert teacher.tune.scheduler == "asha" and teacher.tune.searcher == "optuna" and teacher.report.n_aa > 0
     from rslad_tune.sweep.tuning import teacher_points
