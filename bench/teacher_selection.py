@@ -22,7 +22,8 @@ import statistics
 from pathlib import Path
 
 from rslad_tune.sweep.layout import ExperimentDir
-from rslad_tune.sweep.report import Z, spearman
+from rslad_tune.sweep.stats import difference_of_means_halfwidth
+from rslad_tune.sweep.stats import spearman as _spearman
 from rslad_tune.trial.files import read_json, write_json, write_text
 
 
@@ -71,13 +72,17 @@ def rung_correlations(curves: list[tuple[str, list[float]]]) -> list[dict]:
     return out
 
 
+def spearman(a: list[float], b: list[float]) -> float | None:
+    return _spearman(a, b).rho
+
+
 def gt_near(gt: dict) -> list[str]:
-    """The ground truth's teachers whose mean is within its noise of the best one's: a difference of at most
-    Z standard errors of two means (the pooled seed std, the seeds of each), as the selection report's verdict."""
+    """The ground truth's teachers whose mean is within its noise of the best one's: a difference inside the 95 %
+    t-interval of two means (the pooled seed std at its degrees of freedom, the seeds of each)."""
     table, best = gt["table"], gt["ranking"][0]
-    sd = gt["pooled_seed_std"]
+    sd, dof = gt["pooled_seed_std"], gt["pooled_seed_dof"]
     return [t for t in gt["ranking"] if table[best]["pgd20_mean"] - table[t]["pgd20_mean"]
-            <= Z * sd * (1 / len(table[best]["pgd20"]) + 1 / len(table[t]["pgd20"])) ** 0.5]
+            <= difference_of_means_halfwidth(sd, dof, len(table[best]["pgd20"]), len(table[t]["pgd20"]))]
 
 
 def score_sweep(exp: ExperimentDir, gt: dict) -> dict:
