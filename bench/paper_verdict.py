@@ -20,14 +20,13 @@ import statistics
 from pathlib import Path
 
 from bench.archive_trials import scored_rows
+from rslad_tune.sweep import stats
 from rslad_tune.sweep.compare import aggregate, format_markdown
 from rslad_tune.sweep.spec import load_sweep
 from rslad_tune.teachers import zoo
 from rslad_tune.trial.files import read_json, write_json, write_text
 from rslad_tune.trial.methods import METHODS
 
-# two-sided 95 % quantiles of Student's t by degrees of freedom (enough for a handful of seeds)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 REFERENCE = ("rslad", "batchmean")  # RSLAD at the per-sample scale, the lr every method shares
 BASELINES = ("natural", "sat", "trades", "mart", "ard", "iad")
 
@@ -53,11 +52,18 @@ def paired(ref: list[dict], other: list[dict], get) -> dict | None:
         return None
     d = [100 * (a[s] - b[s]) for s in seeds]
     out = {"seeds": seeds, "diffs": d, "mean": statistics.fmean(d), "n": len(d)}
-    if len(d) > 1:
-        out["std"] = statistics.stdev(d)
-        out["half_ci95"] = T95.get(len(d) - 1, 1.96) * out["std"] / len(d) ** 0.5
-        out["beyond_noise"] = abs(out["mean"]) > out["half_ci95"]
+    if len(d) > 1:  # t at n - 1 dof, the two-sided p (for Holm) and the smallest difference n seeds detect at 80 %
+        t = stats.paired_difference({s: 100 * a[s] for s in seeds}, {s: 100 * b[s] for s in seeds})
+        out |= {"std": statistics.stdev(d), "half_ci95": t.halfwidth, "p": t.pvalue, "mdd": t.mdd,
+                "beyond_noise": abs(out["mean"]) > t.halfwidth}
     return out
+
+
+def holm_family(pairs: list[dict | None]) -> None:
+    """Several comparisons with one reference: Holm-adjusted p, and "beyond noise" only when that is < 0.05."""
+    tested = [p for p in pairs if p and p.get("p") is not None]
+    for p, adj in zip(tested, stats.holm([p["p"] for p in tested])):
+        p["p_holm"], p["beyond_noise"] = adj, adj < 0.05
 
 
 def _pgd(which: str):
@@ -111,6 +117,8 @@ def verdict(rows: list[dict]) -> dict:
             out["against_baselines"].append({"baseline": arm_name(b_arm), "pgd20": pgd, "aa": aa,
                                              "pgd20_last": paired(ref, arms[b_arm], _pgd("last")),
                                              "clean": paired(ref, arms[b_arm], lambda r: r.get("Clean"))})
+    for key in ("pgd20", "pgd20_last", "clean"):  # RSLAD against every baseline: one family per measure
+        holm_family([b[key] for b in out["against_baselines"]])
     for method in (m for m, cls in METHODS.items() if "kl_reduction" in cls.knobs):
         base = arms.get((method, "batchmean", lr0))
         for a in sorted(k for k in arms if k[0] == method and k[1] == "paper"):
@@ -138,8 +146,9 @@ def _diff(p: dict | None) -> str:
     if not p:
         return "–"
     if "half_ci95" in p:
-        return (f"{p['mean']:+.2f} ± {p['half_ci95']:.2f} (sd {p['std']:.2f}, n {p['n']}) "
-                + ("**beyond noise**" if p["beyond_noise"] else "within noise"))
+        holm = f", Holm p {p['p_holm']:.3f}" if "p_holm" in p else ""
+        return (f"{p['mean']:+.2f} ± {p['half_ci95']:.2f} (sd {p['std']:.2f}, n {p['n']}{holm}) "
+                + ("**beyond noise**" if p["beyond_noise"] else f"within noise (smallest detectable {p['mdd']:.2f})"))
     if "noise_std" in p:
         return (f"{p['mean']:+.2f} (seed {p['seeds'][0]} only; noise sd {p['noise_std']:.2f}: seeds {p['seed_std']:.2f}, "
                 f"images {p['sampling_std']:.2f}) " + ("**beyond noise**" if p["beyond_noise"] else "within noise"))

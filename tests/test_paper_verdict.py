@@ -1,5 +1,6 @@
 """The paper comparison's verdict (bench/paper_verdict.py): paired-by-seed differences, loss scale, best-to-last."""
 import pytest
+import scipy.stats
 
 from bench.paper_verdict import format_verdict, verdict
 
@@ -25,7 +26,7 @@ def test_paired_differences_and_noise_by_hand():
     # rslad - sat per seed: 4, 3, 5 points -> mean 4, sd 1, half-interval 4.303 / sqrt(3)
     assert sat["pgd20"]["diffs"] == pytest.approx([4, 3, 5])
     assert sat["pgd20"]["std"] == pytest.approx(1.0)
-    assert sat["pgd20"]["half_ci95"] == pytest.approx(4.303 / 3 ** 0.5)
+    assert sat["pgd20"]["half_ci95"] == pytest.approx(scipy.stats.t.ppf(0.975, 2) / 3 ** 0.5)  # t at 2 dof, not a table
     assert sat["pgd20"]["beyond_noise"]
     assert sat["clean"]["diffs"] == pytest.approx([0, 0, 0])  # row() gives every trial 0.8 clean
     # rslad - mart: 0, -1, +1 -> mean 0, within noise
