@@ -6,9 +6,11 @@
     rslad-tune evaluate runs/<experiment>/best                # the paper's table: Clean FGSM PGD CW AA
     rslad-tune compare runs/<experiment>                      # the suite on every trial, mean ± std over seeds
     rslad-tune report runs/<experiment>                       # teacher selection: every teacher's students, the verdict
-    rslad-tune zoo list | zoo build fashion_mnist/sat_w32     # the shipped teachers; rebuild one from its recipe
+    rslad-tune zoo list [--json] | zoo build fashion_mnist/sat_w32   # the shipped teachers; rebuild one from its recipe
+    rslad-tune completion bash                                # a bash completion script (shtab)
 
-Bad input exits with status 2 and one line naming the key, the value and what is allowed.
+Bad input exits with status 2 and one line naming the key, the value and what is allowed. The arguments are
+built in cli_args.py, which imports nothing heavy: --help, --version and completion answer at once.
 """
 from __future__ import annotations
 
@@ -19,116 +21,23 @@ import sys
 import time
 from pathlib import Path
 
-VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume", "zoo")
+from .cli_args import build_parser, route
+
+_parser = build_parser  # (the name tests and callers know)
 
 
 def _log(msg: str) -> None:
     print(f"[rslad-tune] {msg}", flush=True)
 
 
-def _int_in(lo: int, hi: int | None, what: str):
-    """An argparse type: an integer in [lo, hi], else the one-line usage error saying `what` it must be."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = lo - 1
-        if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be {what}")
-        return v
-    return parse
-
-
-_positive_int = _int_in(1, None, "a positive integer")
-_count = _int_in(0, None, "a non-negative integer")
-_seed = _int_in(0, 2**32 - 1, "a seed in [0, 4294967295]")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line and exit 2, like every other bad input."""
-
-    def error(self, message: str):
-        self.exit(2, f"rslad-tune: error: {message} (see {self.prog} --help)\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="rslad-tune", description="Distil adversarial robustness (RSLAD) and tune it with Ray Tune + MLflow.")
-    sub = p.add_subparsers(dest="verb")
-
-    def space_args(sp):
-        sp.add_argument("--space", required=True, help="YAML search space, e.g. search_spaces/quickstart.yaml")
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a trial: value (repeatable)")
-        sp.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
-        sp.add_argument("--runs-dir", help="output folder (default: the YAML's runs_dir, else runs/)")
-
-    t = sub.add_parser("tune", help="run a sweep (default)")
-    space_args(t)
-    t.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///runs/mlflow.db; http://host:port for a server)")
-    t.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    t.add_argument("--no-export", action="store_true", help="skip exporting the best student")
-    t.add_argument("--resume", action="store_true", help="continue the interrupted sweep in runs/<experiment> "
-                   "(finished trials kept, unfinished ones from their last checkpoint; same YAML, no --set)")
-    t.add_argument("--no-report", action="store_true", help="skip the teacher selection report (written when teacher is searched)")
-
-    rs = sub.add_parser("resume", help="continue an interrupted sweep: rslad-tune resume runs/<experiment>")
-    rs.add_argument("experiment_dir", help="runs/<experiment> of the interrupted sweep")
-    rs.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    rs.add_argument("--no-export", action="store_true", help="skip exporting the best student")
-    rs.add_argument("--no-report", action="store_true", help="skip the teacher selection report")
-
-    tr = sub.add_parser("train", help="run one trial without Ray: the YAML's fixed values, searched keys at their centre")
-    space_args(tr)
-    tr.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///runs/mlflow.db)")
-    tr.add_argument("--out", help="checkpoint folder (default runs/<experiment>-train)")
-
-    e = sub.add_parser("export", help="export the best student of a sweep folder")
-    e.add_argument("experiment_dir", help="runs/<experiment>")
-
-    ev = sub.add_parser("evaluate", help="the paper's robustness table (Clean, FGSM, PGD SAT/TRADES, CW-inf, AutoAttack) of a model folder")
-    ev.add_argument("path", help="an exported student (runs/<experiment>/best) or a trial checkpoint folder (trial.json + model.safetensors + best.safetensors)")
-    ev.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images (default: the whole test split)")
-    ev.add_argument("--n-aa", default="500", metavar="N", help="AutoAttack on the first N of them (default 500; 'all' for every one). "
-                    "AutoAttack is slow on CPU: the progress lines give the rate and ETA")
-    ev.add_argument("--attacks", default="clean,fgsm,pgd_sat,pgd_trades,cw_inf,aa", help="comma-separated columns (default: all six)")
-    ev.add_argument("--out", help="JSON file for the numbers (default PATH/eval.json)")
-    ev.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    ev.add_argument("--seed", type=_seed, default=0, help="attack seed (default 0)")
-    ev.add_argument("--batch-size", type=_positive_int, default=500, help="images per attack batch (default 500)")
-
-    c = sub.add_parser("compare", help="the evaluation suite on every finished trial of a sweep, mean ± std over seeds")
-    c.add_argument("experiment_dir", help="runs/<experiment>, e.g. of search_spaces/paper_fmnist.yaml")
-    c.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images (default: all)")
-    c.add_argument("--n-aa", type=_count, default=500, metavar="N", help="AutoAttack on the first N images (default 500; 0: none)")
-    c.add_argument("--aa-seed", type=_seed, default=0, help="run AutoAttack for the trials of this seed only (default 0)")
-    c.add_argument("--last", action="store_true", help="also score each trial's last checkpoint (best versus last)")
-    c.add_argument("--attacks", default="clean,fgsm,pgd_sat,pgd_trades,cw_inf,aa",
-                   help="comma-separated columns (default: all six; e.g. clean,pgd_sat,aa for a ranking by PGD-20)")
-    c.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
-
-    r = sub.add_parser("report", help="teacher selection report: every teacher's students (mean ± std), the verdict against the noise")
-    r.add_argument("experiment_dir", help="runs/<experiment> of a sweep that used teachers, e.g. of search_spaces/teacher.yaml")
-    r.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images for clean / PGD-20 (default: all)")
-    r.add_argument("--n-aa", type=_count, default=200, metavar="N", help="AutoAttack on the first N images (default 200; 0: none)")
-    r.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
-
-    z = sub.add_parser("zoo", help="the teacher zoo shipped with rslad-tune: list it, or rebuild a teacher from its recipe")
-    z.add_argument("action", choices=("list", "build"), help="list: names and cards; build: retrain NAME from its recipe.yaml")
-    z.add_argument("name", nargs="?", help="a zoo teacher, e.g. fashion_mnist/sat_w32 (build)")
-    z.add_argument("--threads", type=_positive_int, help="torch threads for the build (default: torch's default)")
-    z.add_argument("--work-dir", default="runs", help="scratch folder for the build (default runs/)")
-    z.add_argument("--markdown", action="store_true", help="list: a Markdown table (the README's)")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in VERBS and argv[0] not in ("-h", "--help"):
-        argv.insert(0, "tune")
+    argv = route(list(sys.argv[1:] if argv is None else argv))  # (tune is the default verb)
     args = _parser().parse_args(argv)
     if args.verb is None:
         _parser().print_help()
         return 2
+    if args.verb == "completion":  # before anything else is imported
+        return cmd_completion(args)
     from .sweep.interrupts import Interrupted, handled
     from .trial.errors import DataError, SpecError
 
@@ -146,16 +55,19 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("rslad-tune: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # `rslad-tune zoo list --json | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
+            return 141
 
 
 def _load(args):
-    from .sweep.spec import check_tracking_uri, load_sweep, parse_set_overrides
+    from .sweep.spec import choose_tracking_uri, load_sweep, parse_set_overrides
 
     spec = load_sweep(args.space, parse_set_overrides(args.set), args.data_dir, sweep=args.verb == "tune")
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
-    if getattr(args, "tracking_uri", None):
-        check_tracking_uri(args.tracking_uri)
+    # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
+    choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if getattr(args, "resume", False) else None)
     from .sweep.preflight import check_sweep
 
     # the data, teacher files, the machine or cluster: checked before anything is written
@@ -167,12 +79,12 @@ def _load(args):
 def cmd_tune(args) -> int:
     from .sweep.tuning import check_resumable, experiment_dir
 
-    spec = _load(args)
-    if args.resume:
+    if args.resume and args.set:  # refused before the YAML is read or checked
         from .trial.errors import SpecError
 
-        if args.set:
-            raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
+        raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
+    spec = _load(args)
+    if args.resume:
         check_resumable(spec)
     exp = experiment_dir(spec)
     if not args.resume:
@@ -217,7 +129,9 @@ def _tune_locked(args, spec) -> int:
                                     device=spec.trial.device, log=_log)
         print("\n" + md + "\n", flush=True)
         _log(f"teacher selection report: {path} and {path.with_suffix('.png')}")
-    _log(f"MLflow UI: mlflow ui --backend-store-uri {args.tracking_uri or spec.tracking_uri or 'sqlite:///' + str(Path(spec.runs_dir) / 'mlflow.db')}")
+    from .sweep.layout import ExperimentDir
+
+    _log(f"MLflow UI: mlflow ui --backend-store-uri {ExperimentDir.open(exp_dir).tracking_uri}")
     return 0
 
 
@@ -238,6 +152,7 @@ def cmd_train(args) -> int:
     """One trial without Ray: the YAML's fixed values, each searched key at its domain's centre unless --set."""
     import dataclasses
 
+    from .sweep.spec import choose_tracking_uri, set_path
     from .sweep.tracking import TrainRun, resolve_tracking_uri, trial_run_name
     from .teachers.sources import prepare_teachers
     from .teachers.student import train_student
@@ -246,9 +161,10 @@ def cmd_train(args) -> int:
     from .trial.trainer import score_test_split
 
     spec = _load(args)
-    given = parse_set_keys(args.set)
-    for key in given:
-        _log(f"{key} = {getattr(spec.trial, key)!r} (--set)")
+    for key in parse_set_keys(args.set):
+        section, *rest = set_path(key)
+        if section in ("trial", "data") and len(rest) == 1:
+            _log(f"{key} = {getattr(spec.trial, rest[0])!r} (--set)")
     centres = {k: d.center() for k, d in spec.search.items()}
     for key, value in centres.items():
         _log(f"{key} = {value!r} (centre of the searched {spec.search[key].kind} {spec.search[key].args}; --set {key}=... to choose)")
@@ -256,7 +172,7 @@ def cmd_train(args) -> int:
     runs_dir = Path(spec.runs_dir).resolve()
     dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
     out = Path(args.out) if args.out else runs_dir / f"{spec.experiment}-train"
-    uri = resolve_tracking_uri(args.tracking_uri or spec.tracking_uri, runs_dir)
+    uri = resolve_tracking_uri(choose_tracking_uri(args.tracking_uri, spec.tracking_uri), runs_dir)
     run = TrainRun(uri, spec.experiment, runs_dir, "train-" + trial_run_name(time.strftime("%H%M%S"), cfg.to_dict()), cfg.to_dict())
     try:  # the same path as a sweep's trial: the teacher's soft-label cache is read (built first if missing)
         result = train_student(cfg, dirs, checkpoint_dir=out, log=_log, report=lambda m, _: run.epoch(m))
@@ -364,13 +280,24 @@ def cmd_zoo(args) -> int:
     from .trial.errors import SpecError
 
     if args.action == "list":
-        print(zoo.zoo_table(markdown=args.markdown))
+        print(json.dumps(zoo.zoo_records(), indent=2) if args.json else zoo.zoo_table(markdown=args.markdown))
         return 0
     if not args.name:
         raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")
     from .teachers.zoo_build import build_zoo_teacher
 
     build_zoo_teacher(args.name, threads=args.threads, work_dir=args.work_dir, log=_log)
+    return 0
+
+
+def cmd_completion(args) -> int:
+    """A completion script for `args.shell`, written by shtab from the same parser (nothing heavy is imported)."""
+    try:
+        import shtab
+    except ImportError:
+        print("rslad-tune: error: completion: shtab is not installed; pip install shtab", file=sys.stderr)
+        return 2
+    print(shtab.complete(_parser(), args.shell))
     return 0
 
 

@@ -7,6 +7,7 @@ names and RobustBench models it names exist is preflight.py's, before anything i
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,11 +162,64 @@ def _registered_model(v: Any) -> str | None:
     return v
 
 
+SCALAR_KEYS = ("experiment", "runs_dir", "tracking_uri", "registered_model")  # the top-level keys that are no section
+
+
+def set_path(key: str) -> list[str]:
+    """Where `--set key=value` goes in the YAML: a dotted key is a path from the top (`tune.scheduler.grace_period`,
+    `trial.alpha`, `data.train_subset`, `report.n_aa`); a plain key is a trial key (`alpha` is `trial.alpha`), or,
+    when it is a data key or a top-level one, that key (`train_subset` is `data.train_subset`, `runs_dir` itself)."""
+    if "." in key:
+        return key.split(".")
+    if key in SCALAR_KEYS:
+        return [key]
+    return ["data" if key in DATA_KEYS else "trial", key]
+
+
+def apply_overrides(raw: Any, overrides: dict[str, Any] | None) -> Any:
+    """The loaded YAML mapping with each `--set` value written at its path (set_path), so that it is validated like the
+    file. Only the mappings on a path are copied (a YAML alias elsewhere keeps its value). A trial key that is searched
+    is fixed: its search entry is dropped."""
+    if not overrides or not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for key, value in overrides.items():
+        path = set_path(key)
+        if not all(isinstance(p, str) and p.strip() == p and p for p in path):
+            raise SpecError(f"--set {key}", value, "a key is section.key, e.g. tune.num_samples=2 or trial.alpha=0.9 "
+                            "(a plain key is a trial key: alpha=0.9)")
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is not None and not isinstance(child, dict):
+                raise SpecError(f"--set {key}", value, f"{'.'.join(path[:i + 1])} is {child!r} in the YAML, not a "
+                                "mapping, so it has no keys to set")
+            node[part] = dict(child or {})
+            node = node[part]
+        node[path[-1]] = value
+        if path[0] == "trial" and len(path) == 2 and isinstance(out.get("search"), dict) and path[1] in out["search"]:
+            out["search"] = {k: v for k, v in out["search"].items() if k != path[1]}  # `--set alpha=0.9` fixes alpha
+    return out
+
+
+def _from_set(e: SpecError, overrides: dict[str, Any] | None) -> SpecError | None:
+    """The error named after `--set` when the key it is about came from one (None: the YAML file's own)."""
+    for key in overrides or {}:
+        p = ".".join(set_path(key))
+        if p.startswith(f"{e.key}."):  # a section on the way is the trouble: say which
+            return SpecError(f"--set {p}", overrides[key], f"{e.key}: {e.allowed}")
+        if e.key == p or e.key.startswith(f"{p}."):
+            return SpecError(f"--set {e.key}", e.value, e.allowed)
+    return None
+
+
 def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[str, Any] | None = None,
                 data_dir: str | None = None, sweep: bool = True) -> SweepSpec:
-    """Validate a loaded YAML mapping. `overrides` are `--set key=value` pairs applied to `trial:`;
+    """Validate a loaded YAML mapping. `overrides` are `--set key=value` pairs, written into the mapping first
+    (apply_overrides: dotted keys for any section, a plain key for trial:) and then checked like the file;
     `sweep=False` (one trial, `rslad-tune train`) allows an empty search section."""
     where = path
+    raw = apply_overrides(raw, overrides)
     try:
         if not isinstance(raw, dict):
             raise SpecError("(top level)", type(raw).__name__, "the file must hold a mapping with keys " + ", ".join(TOP_KEYS))
@@ -193,10 +247,8 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         for k in trial_raw:
             if k in DATA_KEYS:
                 raise SpecError(f"trial.{k}", trial_raw[k], "data keys belong in the data section")
-        trial_raw.update(overrides or {})
         search_raw = as_mapping(raw.get("search"), "search")
-        # `--set key=value` of a searched key fixes that dimension for this run
-        search = {k: _parse_domain(k, v, names) for k, v in search_raw.items() if k not in (overrides or {})}
+        search = {k: _parse_domain(k, v, names) for k, v in search_raw.items()}
         for k in search:
             if k in (raw.get("trial") or {}):
                 raise SpecError(f"search.{k}", search_raw[k], f"{k!r} is also fixed in trial:; a key is either fixed or searched")
@@ -227,7 +279,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path,
                          parse_section(ReportSpec, raw.get("report"), "report"), _registered_model(raw.get("registered_model")))
     except SpecError as e:
-        raise e.located(where) if where and not e.where else e
+        raise _from_set(e, overrides) or (e.located(where) if where and not e.where else e) from None
 
 
 def check_tracking_uri(uri: Any, key: str = "--tracking-uri") -> str:
@@ -243,12 +295,33 @@ def check_tracking_uri(uri: Any, key: str = "--tracking-uri") -> str:
     return uri
 
 
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+
+def choose_tracking_uri(flag: str | None, yaml_uri: str | None, env: dict[str, str] | None = None) -> str | None:
+    """The MLflow store of a sweep or a train run: `--tracking-uri`, else the YAML's `tracking_uri`, else
+    $MLFLOW_TRACKING_URI (empty: unset), else None, which tracking.resolve_tracking_uri makes the default
+    sqlite:///<runs_dir>/mlflow.db. Each is checked and named by where it came from."""
+    if flag is not None:
+        return check_tracking_uri(flag, "--tracking-uri")
+    if yaml_uri is not None:
+        return check_tracking_uri(yaml_uri, "tracking_uri")
+    value = (os.environ if env is None else env).get(TRACKING_ENV)
+    if not value:
+        return None
+    try:
+        return check_tracking_uri(value, TRACKING_ENV)
+    except SpecError as e:
+        raise SpecError(f"${TRACKING_ENV}", value, f"{e.allowed} (the environment variable; unset it or give "
+                        "--tracking-uri)") from None
+
+
 def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
     """`--set key=value` pairs; values are parsed as YAML scalars (0.1, 1e-3, 5, true, null, cosine)."""
     out = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SpecError("--set", pair, "must be key=value, e.g. --set epochs=3")
+            raise SpecError("--set", pair, "must be key=value, e.g. --set epochs=3 or --set tune.num_samples=2")
         k, v = pair.split("=", 1)
         try:
             out[k.strip()] = load_yaml(v)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..trial.config import TrialConfig
 from ..trial.methods import METHODS
-from .spec import Domain, SweepSpec
+from .spec import Domain, SweepSpec, choose_tracking_uri
 
 
 def tune_domain(d: Domain):
@@ -95,7 +95,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     exp = experiment_dir(spec)
     runs_dir, exp_dir = exp.path.parent, exp.path
     runs_dir.mkdir(parents=True, exist_ok=True)
-    uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri, runs_dir)
+    # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI, the default (a resumed sweep keeps its own: sweep.json)
+    uri = resolve_tracking_uri(choose_tracking_uri(tracking_uri, spec.tracking_uri, {} if resume else None), runs_dir)
 
     needed = set(spec.search["teacher"].args) if "teacher" in spec.search else (
         {spec.trial.teacher} if spec.trial.teacher else set())

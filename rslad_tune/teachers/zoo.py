@@ -11,7 +11,7 @@ A YAML names one as `teachers: {sat_w32: {zoo: fashion_mnist/sat_w32}}`: its wei
 into `runs/teachers/zoo-<dataset>-<name>-<digest of the weights>/` (where its soft-label caches go); nothing is
 trained or re-scored, and the weights are loaded into their architecture before anything runs.
 
-    rslad-tune zoo list
+    rslad-tune zoo list [--markdown | --json]
     rslad-tune zoo build fashion_mnist/sat_w32      # retrain from recipe.yaml, replace the files, print the time
 """
 from __future__ import annotations
@@ -58,6 +58,20 @@ def zoo_folder(name: object, key: str = "zoo", built: bool = True) -> Path:
 def read_recipe(name: str) -> dict:
     # YamlLoader: yaml.safe_load's loader, but `lr: 1e-3` is a float
     return yaml.load((zoo_folder(name, built=False) / "recipe.yaml").read_text(), Loader=YamlLoader)
+
+
+CARD_FIELDS = ("params", "macs", "clean_acc", "pgd20_acc", "eval_n", "aa_acc", "aa_n", "build_time_s")
+
+
+def zoo_records() -> list[dict[str, Any]]:
+    """Every zoo teacher as data (`rslad-tune zoo list --json`): its name, the card's numbers (accuracies as
+    fractions; None where a teacher is not built or a number was not measured) and its recipe's `train:` mapping."""
+    rows = []
+    for name in zoo_names():
+        card = ZOO_ROOT / name / "card.json"
+        c = json.loads(card.read_text()) if card.is_file() else {}
+        rows.append({"name": name, **{k: c.get(k) for k in CARD_FIELDS}, "recipe": read_recipe(name)["teacher"]["train"]})
+    return rows
 
 
 def zoo_table(markdown: bool = False) -> str:

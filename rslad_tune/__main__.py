@@ -1,0 +1,6 @@
+"""`python -m rslad_tune ...` is `rslad-tune ...`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
