@@ -380,6 +380,8 @@ def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
             out[k.strip()] = load_yaml(v)
         except yaml.YAMLError:
             raise SpecError(f"--set {k}", v, "the value must be a YAML scalar") from None
+        except SpecError as e:  # the loader's caps (a 5000-digit integer, deep nesting) and duplicate keys
+            raise SpecError(f"--set {k}" + (f" ({e.key})" if e.key != "(top level)" else ""), e.value, e.allowed) from None
     return out
 
 
@@ -397,4 +399,6 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, data_d
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise SpecError("--space", str(path), f"is not valid YAML{at}") from None
+    except SpecError as e:  # duplicate keys, and the loader's caps on nesting, aliases and integers
+        raise e.located(str(p)) from None
     return parse_sweep(raw, path=str(p), source=text, overrides=overrides, data_dir=data_dir, sweep=sweep)

@@ -136,6 +136,20 @@ def _sweep_dir(sweep_json: str | None, verb: str, *extra: str, trial: bool = Fal
     return make
 
 
+def _alias_bomb(levels: int) -> str:
+    """A "billion laughs": `levels` lists of 9 aliases of the one before, 9**(levels + 1) values expanded."""
+    lines = ['  a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "lol:\n" + "\n".join(lines) + "\n"
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+HUGE_INT = "1" + "0" * 5000  # int() and str() of more than 4300 digits raise ValueError
+
+
 def _foreign_student(d: Path) -> list[str]:
     (d / "model").mkdir()
     (d / "model" / "config.json").write_text(json.dumps({"arch": "small_cnn", "layers": 3}))
@@ -278,6 +292,16 @@ ROWS = [
     ("--set of a seed out of range", _with_yaml("--set", f"seed={2**32}"), ["trial.seed", "4294967296", "4294967295"]),
     ("--set of a huge width", _with_yaml("--set", "width=100000"), ["trial.width", "100000", "[1, 4096]"]),
     ("--set with a key given twice", _with_yaml("--set", "milestones={a: 1, a: 2}"), ["a", "given twice"]),
+    # --- input that cost minutes and gigabytes, or ended in a traceback: refused in one line
+    ("YAML alias bomb under an unknown key", _yaml_text("tune:\n", _alias_bomb(6) + "tune:\n"),
+     ["space.yaml", "lol.a5", "aliases expanded", "at most 100,000 values"]),
+    ("YAML nested 10,000 deep", _yaml_text("  epochs: 2\n", f"  epochs: 2\n  lr: {_nested(10_000)}\n"),
+     ["space.yaml", "trial.lr", "nested over 50 levels deep", "at most 50 levels"]),
+    ("integer of 5001 digits", _yaml_text("  epochs: 2\n", f"  epochs: {HUGE_INT}\n"),
+     ["trial.epochs", "5001 digits", "10000000000000000000…", "at most 30 digits"]),
+    ("integer of 5001 digits in a domain", _yaml_text("  alpha:\n", f"  seed: {{randint: [0, {HUGE_INT}]}}\n  alpha:\n"),
+     ["search.seed.randint", "5001 digits"]),
+    ("--set of an integer of 5001 digits", _with_yaml("--set", f"epochs={HUGE_INT}"), ["--set epochs", "5001 digits"]),
 ]
 
 
@@ -350,3 +374,21 @@ def test_yaml_anchors_and_merge_keys_are_accepted(tmp_path):
     spec = load_sweep(tmp_path / "space.yaml")
     assert spec.teachers["t"].train.width == 4 and spec.teachers["u"].train.width == 6
     assert spec.teachers["u"].train.epochs == 1
+
+
+def test_an_error_shows_a_short_head_of_a_huge_value():
+    """A value is shown by its repr's head (a string: head and tail), built without formatting all of it."""
+    from rslad_tune.config import SpecError, load_yaml
+
+    lol = ["lol"] * 9
+    for _ in range(6):  # 9**7 values: repr() makes 34 MB of them (9**13, terabytes, is refused by the loader)
+        lol = [lol] * 9
+    for value, shown in [(lol, "[[[[[[['lol', 'lol'"), (list(range(10**6)), "[0, 1, 2, 3"), (10**5000, "5001 digits"),
+                         ("/a/" + "b" * 10**6 + "/best.safetensors", "/best.safetensors'")]:
+        msg = str(SpecError("trial.lr", value, "must be a finite number"))
+        assert len(msg) < 150 and shown in msg and msg.endswith("is not allowed; must be a finite number"), msg
+    with pytest.raises(SpecError, match="an alias at line 1 inside the section it names"):
+        load_yaml("a: &a [1, *a]")  # a recursive alias: a value that contains itself
+    with pytest.raises(SpecError, match="b: 'nested over 50 levels deep at line 2, aliases expanded'"):
+        load_yaml(f"a: &a {_nested(30)}\nb: {'[' * 25}*a{']' * 25}\n")  # 25 levels holding 30 through an alias
+    assert load_yaml("a: " + _nested(45)) == {"a": load_yaml(_nested(45))}  # 46 levels: allowed
