@@ -385,16 +385,27 @@ def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+SPACE_MAX_BYTES = 1_000_000  # a search space is a few kB; a 50 MB file took a minute and 1 GB to refuse
+
+
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, data_dir: str | None = None,
                sweep: bool = True) -> SweepSpec:
     p = Path(path)
     if not p.is_file():
-        raise SpecError("--space", str(path), "file not found; give a YAML search space such as search_spaces/quickstart.yaml")
+        why = "is a directory, not a file" if p.is_dir() else "file not found"
+        raise SpecError("--space", str(path), f"{why}; give a YAML search space such as search_spaces/quickstart.yaml")
     try:
-        text = p.read_text()
-        raw = load_yaml(text)
+        size = p.stat().st_size  # before reading a byte
+        if size <= SPACE_MAX_BYTES:
+            with p.open() as f:
+                text = f.read(SPACE_MAX_BYTES + 1)  # bounded: the file may have grown since stat
+            size = max(size, len(text))
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError("--space", str(path), f"cannot be read ({type(e).__name__})") from None
+    if size > SPACE_MAX_BYTES:
+        raise SpecError("--space", str(path), f"is {size:,} bytes; a search space is at most {SPACE_MAX_BYTES:,} bytes")
+    try:
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -295,6 +295,7 @@ ROWS = [
     # --- input that cost minutes and gigabytes, or ended in a traceback: refused in one line
     ("YAML alias bomb under an unknown key", _yaml_text("tune:\n", _alias_bomb(6) + "tune:\n"),
      ["space.yaml", "lol.a5", "aliases expanded", "at most 100,000 values"]),
+    ("space file over 1 MB", _space_file(b"x" * 2_000_001), ["--space", "x.yaml", "2,000,001 bytes", "at most 1,000,000 bytes"]),
     ("YAML nested 10,000 deep", _yaml_text("  epochs: 2\n", f"  epochs: 2\n  lr: {_nested(10_000)}\n"),
      ["space.yaml", "trial.lr", "nested over 50 levels deep", "at most 50 levels"]),
     ("integer of 5001 digits", _yaml_text("  epochs: 2\n", f"  epochs: {HUGE_INT}\n"),
@@ -302,6 +303,7 @@ ROWS = [
     ("integer of 5001 digits in a domain", _yaml_text("  alpha:\n", f"  seed: {{randint: [0, {HUGE_INT}]}}\n  alpha:\n"),
      ["search.seed.randint", "5001 digits"]),
     ("--set of an integer of 5001 digits", _with_yaml("--set", f"epochs={HUGE_INT}"), ["--set epochs", "5001 digits"]),
+    ("--space is a directory", lambda d: ["--space", str(d)], ["--space", "is a directory, not a file"]),
 ]
 
 
