@@ -15,6 +15,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Collection
 
 import yaml
@@ -81,6 +82,14 @@ def short_repr(v: Any, limit: int = 80) -> str:
             return "".join(out)[:limit] + "…"
     return "".join(out)
 
+
+def expand_user(key: str, path: str) -> Path:
+    """Path(path).expanduser(), or one line when `~name` is no user here (pathlib raises RuntimeError)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise SpecError(key, path, "~name must be a user of this machine (and ~ needs a home directory); "
+                        "give the path without ~ or with an existing user") from None
 
 
 # --------------------------------------------------------------------------- YAML as people write it
@@ -299,6 +308,7 @@ def _teacher_name(name: str, v: Any, teachers: tuple[str, ...] | None = None, **
 def _directory(name: str, v: Any, **ctx) -> str:
     if not isinstance(v, str) or not v:
         raise SpecError(name, v, "must be a directory path (a string)")
+    expand_user(name, v)  # `~nouser/data` is refused now, not when the data is loaded
     return v
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
-from .config import SpecError
+from .config import SpecError, expand_user
 from .spec import SweepSpec
 
 
@@ -21,7 +20,8 @@ def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune")
     from .data import load_data
     from .teachers import check_teacher_files
 
-    runs_dir = Path(spec.runs_dir)
+    runs_dir = expand_user("runs_dir", spec.runs_dir)  # the YAML's or --runs-dir: `~nouser/runs` is one line
+    spec.runs_dir = str(runs_dir)  # `~/runs` is the home's runs folder, not a folder named ~ in the cwd
     if runs_dir.exists() and not runs_dir.is_dir():
         raise SpecError("runs_dir", spec.runs_dir, "is a file, not a folder; give a folder for the sweeps (default runs/)")
     # the data (a data dir without data, val_size too large, ...), then every weights file a teacher names

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .config import SpecError
+from .config import SpecError, expand_user
 
 # RobustBench dataset -> the data.dataset values whose images it takes (3x32x32 in [0, 1])
 DATASETS = {"cifar10": ("cifar10", "synthetic_cifar"), "cifar100": ("cifar100",)}
@@ -78,7 +78,7 @@ def check_teacher(label: str, raw: dict, data_dataset: str, base_dir: Path) -> d
     model_dir = raw.get("model_dir", os.environ.get("RSLAD_TUNE_MODEL_DIR", DEFAULT_MODEL_DIR))
     if not isinstance(model_dir, str) or not model_dir:
         raise SpecError(f"{label}.model_dir", model_dir, "must be a directory path")
-    d = Path(model_dir).expanduser()
+    d = expand_user(f"{label}.model_dir", model_dir)
     d = d if d.is_absolute() else ((base_dir if "model_dir" in raw else Path.cwd()) / d)
     check_entry(f"{label}.robustbench", model, dataset, threat)
     path = checkpoint_path(d, dataset, threat, model)

@@ -22,8 +22,8 @@ from . import robustbench_zoo as rbz
 # SpecError, TrialConfig, the *_KEYS, check_trial_value, make_trial_config and check_trial_config are
 # config.py's; they are imported here also for the modules that import them from spec
 from .config import (DATA_KEYS, RUNTIME_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, SpecError, TrialConfig, as_mapping, check_field,
-                     check_keys, check_trial_config, check_trial_value, choice, custom, did_you_mean, flag, load_yaml,
-                     make_trial_config, num, parse_section)
+                     check_keys, check_trial_config, check_trial_value, choice, custom, did_you_mean, expand_user, flag,
+                     load_yaml, make_trial_config, num, parse_section)
 from .layout import check_experiment_name
 from .methods import METHODS
 from .models import REGISTRY as MODELS
@@ -163,7 +163,7 @@ def _checkpoint_teacher(label: str, raw: dict, data_values: dict[str, Any], base
     path = raw["checkpoint"]
     if not isinstance(path, str) or not path:
         raise SpecError(f"{label}.checkpoint", path, "must be a file path")
-    p = Path(path).expanduser()
+    p = expand_user(f"{label}.checkpoint", path)
     p = p if p.is_absolute() else (base_dir / p)
     if not p.is_file():
         raise SpecError(f"{label}.checkpoint", path, f"file not found (looked at {p})")

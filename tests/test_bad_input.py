@@ -303,6 +303,13 @@ ROWS = [
     ("integer of 5001 digits in a domain", _yaml_text("  alpha:\n", f"  seed: {{randint: [0, {HUGE_INT}]}}\n  alpha:\n"),
      ["search.seed.randint", "5001 digits"]),
     ("--set of an integer of 5001 digits", _with_yaml("--set", f"epochs={HUGE_INT}"), ["--set epochs", "5001 digits"]),
+    ("teacher checkpoint of an unknown ~user", _yaml(teachers={"t": {"checkpoint": "~nosuchuser_rslad/t.safetensors",
+                                                                      "arch": "small_cnn"}}),
+     ["teachers.t.checkpoint", "'~nosuchuser_rslad/t.safetensors'", "user of this machine"]),
+    ("data_dir of an unknown ~user", _yaml(data__dataset="fashion_mnist", data__data_dir="~nosuchuser_rslad/data"),
+     ["data.data_dir", "'~nosuchuser_rslad/data'", "user of this machine"]),
+    ("--data-dir of an unknown ~user", lambda d: _yaml(data__dataset="fashion_mnist")(d) + ["--data-dir", "~nosuchuser_rslad/data"],
+     ["data.data_dir", "user of this machine"]),
     ("--space is a directory", lambda d: ["--space", str(d)], ["--space", "is a directory, not a file"]),
 ]
 
@@ -376,6 +383,20 @@ def test_yaml_anchors_and_merge_keys_are_accepted(tmp_path):
     spec = load_sweep(tmp_path / "space.yaml")
     assert spec.teachers["t"].train.width == 4 and spec.teachers["u"].train.width == 6
     assert spec.teachers["u"].train.epochs == 1
+
+
+@pytest.mark.parametrize("where", ["runs_dir", "--runs-dir"])
+def test_runs_dir_of_an_unknown_user_is_one_line(where, tmp_path, monkeypatch):
+    """runs_dir was used as written: `~nosuchuser/runs` became a folder named so in the cwd, after training."""
+    from rslad_tune.cli import _load, _parser
+    from rslad_tune.spec import SpecError
+
+    monkeypatch.chdir(tmp_path)
+    argv = _yaml(**({"runs_dir": "~nosuchuser_rslad/runs"} if where == "runs_dir" else {}))(tmp_path)
+    argv += ["--runs-dir", "~nosuchuser_rslad/runs"] if where == "--runs-dir" else []
+    with pytest.raises(SpecError, match=r"runs_dir: '~nosuchuser_rslad/runs' is not allowed; ~name must be a user"):
+        _load(_parser().parse_args(["tune", *argv]))
+    assert not (tmp_path / "~nosuchuser_rslad").exists()
 
 
 def test_an_error_shows_a_short_head_of_a_huge_value():
