@@ -79,8 +79,8 @@ def _parse_domain(key: str, raw: Any, teachers: tuple[str, ...]) -> Domain:
         raise SpecError(f"{label}.{kind}", args, "randint bounds must be integers")
     if kind != "randint" and isinstance(lo, int):  # float keys arrive as floats from check_trial_value
         raise SpecError(f"{label}.{kind}", args, f"{key!r} is an integer: use randint or choice")
-    if lo >= hi:
-        raise SpecError(f"{label}.{kind}", args, "needs low < high")
+    if lo > hi or (lo == hi and kind != "randint"):  # randint's bounds are inclusive: [3, 3] is the constant 3
+        raise SpecError(f"{label}.{kind}", args, "needs low <= high" if kind == "randint" else "needs low < high")
     if kind == "loguniform" and lo <= 0:
         raise SpecError(f"{label}.{kind}", args, "loguniform needs low > 0")
     return Domain(key, kind, [lo, hi])

@@ -311,6 +311,7 @@ ROWS = [
     ("--data-dir of an unknown ~user", lambda d: _yaml(data__dataset="fashion_mnist")(d) + ["--data-dir", "~nosuchuser_rslad/data"],
      ["data.data_dir", "user of this machine"]),
     ("--space is a directory", lambda d: ["--space", str(d)], ["--space", "is a directory, not a file"]),
+    ("randint with low > high", _yaml(search={"attack_steps": {"randint": [4, 3]}}), ["search.attack_steps.randint", "low <= high"]),
 ]
 
 
@@ -397,6 +398,16 @@ def test_runs_dir_of_an_unknown_user_is_one_line(where, tmp_path, monkeypatch):
     with pytest.raises(SpecError, match=r"runs_dir: '~nosuchuser_rslad/runs' is not allowed; ~name must be a user"):
         _load(_parser().parse_args(["tune", *argv]))
     assert not (tmp_path / "~nosuchuser_rslad").exists()
+
+
+def test_randint_with_equal_bounds_is_a_constant(tmp_path, monkeypatch):
+    """randint's bounds are inclusive here, so [3, 3] is the constant 3 (uniform's [0.7, 0.7] stays refused)."""
+    from rslad_tune.cli import _load, _parser
+
+    monkeypatch.chdir(tmp_path)
+    argv = _yaml(search={"alpha": {"uniform": [0.5, 1.0]}, "attack_steps": {"randint": [3, 3]}})(tmp_path)
+    spec = _load(_parser().parse_args(["tune", *argv]))
+    assert spec.search["attack_steps"].args == [3, 3] and spec.search["attack_steps"].center() == 3
 
 
 def test_an_error_shows_a_short_head_of_a_huge_value():
