@@ -426,3 +426,40 @@ def test_an_error_shows_a_short_head_of_a_huge_value():
     with pytest.raises(SpecError, match="b: 'nested over 50 levels deep at line 2, aliases expanded'"):
         load_yaml(f"a: &a {_nested(30)}\nb: {'[' * 25}*a{']' * 25}\n")  # 25 levels holding 30 through an alias
     assert load_yaml("a: " + _nested(45)) == {"a": load_yaml(_nested(45))}  # 46 levels: allowed
+
+
+def test_the_worst_inputs_are_refused_in_seconds_and_megabytes(tmp_path):
+    """In a fresh process: a billion laughs (9**11 values), a 50 MB file, 10,000 levels and a 5001-digit integer.
+    Before their caps they took minutes and gigabytes. Memory is measured as the rise of the child's peak RSS
+    over its peak after the imports (torch alone is ~650 MB here); 15 s is a timeout, not a timing."""
+    import subprocess
+    import sys
+
+    good = yaml.safe_dump(GOOD)
+    inputs = {"bomb.yaml": good + _alias_bomb(10), "big.yaml": "x" * 50_000_000,
+              "deep.yaml": good + f"junk: {_nested(10_000)}\n", "int.yaml": good.replace("  epochs: 2\n", f"  epochs: {HUGE_INT}\n")}
+    for name, text in inputs.items():
+        (tmp_path / name).write_text(text)
+    child = f"""
+import json, resource, sys
+from rslad_tune.cli import main
+main(["--space", "."])  # imports everything a refusal needs (the tune verb imports tuning first)
+print("imported", flush=True)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+rcs = [main(["--space", name]) for name in {list(inputs)!r}]
+print(json.dumps({{"rcs": rcs, "rise_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}}), flush=True)
+"""
+    env = {**os.environ, "RSLAD_TUNE_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == "imported", proc.communicate()[1]  # importing torch: no timeout
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    result = json.loads(out.splitlines()[-1])
+    lines = [line for line in err.splitlines() if line.startswith("rslad-tune: error: ")]
+    assert result["rcs"] == [2] * len(inputs) and len(lines) == 1 + len(inputs), err
+    assert all(len(line) < 400 for line in lines), lines
+    assert result["rise_kib"] < 500 * 1024, result
