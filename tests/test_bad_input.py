@@ -136,6 +136,20 @@ def _sweep_dir(sweep_json: str | None, verb: str, *extra: str, trial: bool = Fal
     return make
 
 
+def _alias_bomb(levels: int) -> str:
+    """A "billion laughs": `levels` lists of 9 aliases of the one before, 9**(levels + 1) values expanded."""
+    lines = ['  a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "lol:\n" + "\n".join(lines) + "\n"
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+HUGE_INT = "1" + "0" * 5000  # int() and str() of more than 4300 digits raise ValueError
+
+
 def _foreign_student(d: Path) -> list[str]:
     (d / "model").mkdir()
     (d / "model" / "config.json").write_text(json.dumps({"arch": "small_cnn", "layers": 3}))
@@ -278,6 +292,26 @@ ROWS = [
     ("--set of a seed out of range", _with_yaml("--set", f"seed={2**32}"), ["trial.seed", "4294967296", "4294967295"]),
     ("--set of a huge width", _with_yaml("--set", "width=100000"), ["trial.width", "100000", "[1, 4096]"]),
     ("--set with a key given twice", _with_yaml("--set", "milestones={a: 1, a: 2}"), ["a", "given twice"]),
+    # --- input that cost minutes and gigabytes, or ended in a traceback: refused in one line
+    ("YAML alias bomb under an unknown key", _yaml_text("tune:\n", _alias_bomb(6) + "tune:\n"),
+     ["space.yaml", "lol.a5", "aliases expanded", "at most 100,000 values"]),
+    ("space file over 1 MB", _space_file(b"x" * 2_000_001), ["--space", "x.yaml", "2,000,001 bytes", "at most 1,000,000 bytes"]),
+    ("YAML nested 10,000 deep", _yaml_text("  epochs: 2\n", f"  epochs: 2\n  lr: {_nested(10_000)}\n"),
+     ["space.yaml", "trial.lr", "nested over 50 levels deep", "at most 50 levels"]),
+    ("integer of 5001 digits", _yaml_text("  epochs: 2\n", f"  epochs: {HUGE_INT}\n"),
+     ["trial.epochs", "5001 digits", "10000000000000000000…", "at most 30 digits"]),
+    ("integer of 5001 digits in a domain", _yaml_text("  alpha:\n", f"  seed: {{randint: [0, {HUGE_INT}]}}\n  alpha:\n"),
+     ["search.seed.randint", "5001 digits"]),
+    ("--set of an integer of 5001 digits", _with_yaml("--set", f"epochs={HUGE_INT}"), ["--set epochs", "5001 digits"]),
+    ("teacher checkpoint of an unknown ~user", _yaml(teachers={"t": {"checkpoint": "~nosuchuser_rslad/t.safetensors",
+                                                                      "arch": "small_cnn"}}),
+     ["teachers.t.checkpoint", "'~nosuchuser_rslad/t.safetensors'", "user of this machine"]),
+    ("data_dir of an unknown ~user", _yaml(data__dataset="fashion_mnist", data__data_dir="~nosuchuser_rslad/data"),
+     ["data.data_dir", "'~nosuchuser_rslad/data'", "user of this machine"]),
+    ("--data-dir of an unknown ~user", lambda d: _yaml(data__dataset="fashion_mnist")(d) + ["--data-dir", "~nosuchuser_rslad/data"],
+     ["data.data_dir", "user of this machine"]),
+    ("--space is a directory", lambda d: ["--space", str(d)], ["--space", "is a directory, not a file"]),
+    ("randint with low > high", _yaml(search={"attack_steps": {"randint": [4, 3]}}), ["search.attack_steps.randint", "low <= high"]),
 ]
 
 
@@ -350,3 +384,83 @@ def test_yaml_anchors_and_merge_keys_are_accepted(tmp_path):
     spec = load_sweep(tmp_path / "space.yaml")
     assert spec.teachers["t"].args["train"].width == 4 and spec.teachers["u"].args["train"].width == 6
     assert spec.teachers["u"].args["train"].epochs == 1
+
+
+@pytest.mark.parametrize("where", ["runs_dir", "--runs-dir"])
+def test_runs_dir_of_an_unknown_user_is_one_line(where, tmp_path, monkeypatch):
+    """runs_dir was used as written: `~nosuchuser/runs` became a folder named so in the cwd, after training."""
+    from rslad_tune.cli import _load, _parser
+    from rslad_tune.trial.errors import SpecError
+
+    monkeypatch.chdir(tmp_path)
+    argv = _yaml(**({"runs_dir": "~nosuchuser_rslad/runs"} if where == "runs_dir" else {}))(tmp_path)
+    argv += ["--runs-dir", "~nosuchuser_rslad/runs"] if where == "--runs-dir" else []
+    with pytest.raises(SpecError, match=r"runs_dir: '~nosuchuser_rslad/runs' is not allowed; ~name must be a user"):
+        _load(_parser().parse_args(["tune", *argv]))
+    assert not (tmp_path / "~nosuchuser_rslad").exists()
+
+
+def test_randint_with_equal_bounds_is_a_constant(tmp_path, monkeypatch):
+    """randint's bounds are inclusive here, so [3, 3] is the constant 3 (uniform's [0.7, 0.7] stays refused)."""
+    from rslad_tune.cli import _load, _parser
+
+    monkeypatch.chdir(tmp_path)
+    argv = _yaml(search={"alpha": {"uniform": [0.5, 1.0]}, "attack_steps": {"randint": [3, 3]}})(tmp_path)
+    spec = _load(_parser().parse_args(["tune", *argv]))
+    assert spec.search["attack_steps"].args == [3, 3] and spec.search["attack_steps"].center() == 3
+
+
+def test_an_error_shows_a_short_head_of_a_huge_value():
+    """A value is shown by its repr's head (a string: head and tail), built without formatting all of it."""
+    from rslad_tune.trial.config import load_yaml
+    from rslad_tune.trial.errors import SpecError
+
+    lol = ["lol"] * 9
+    for _ in range(6):  # 9**7 values: repr() makes 34 MB of them (9**13, terabytes, is refused by the loader)
+        lol = [lol] * 9
+    for value, shown in [(lol, "[[[[[[['lol', 'lol'"), (list(range(10**6)), "[0, 1, 2, 3"), (10**5000, "5001 digits"),
+                         ("/a/" + "b" * 10**6 + "/best.safetensors", "/best.safetensors'")]:
+        msg = str(SpecError("trial.lr", value, "must be a finite number"))
+        assert len(msg) < 400 and shown in msg and msg.endswith("is not allowed; must be a finite number"), msg
+    with pytest.raises(SpecError, match="an alias at line 1 inside the section it names"):
+        load_yaml("a: &a [1, *a]")  # a recursive alias: a value that contains itself
+    with pytest.raises(SpecError, match="b: 'nested over 50 levels deep at line 2, aliases expanded'"):
+        load_yaml(f"a: &a {_nested(30)}\nb: {'[' * 25}*a{']' * 25}\n")  # 25 levels holding 30 through an alias
+    assert load_yaml("a: " + _nested(45)) == {"a": load_yaml(_nested(45))}  # 46 levels: allowed
+
+
+def test_the_worst_inputs_are_refused_in_seconds_and_megabytes(tmp_path):
+    """In a fresh process: a billion laughs (9**11 values), a 50 MB file, 10,000 levels and a 5001-digit integer.
+    Before their caps they took minutes and gigabytes. Memory is measured as the rise of the child's peak RSS
+    over its peak after the imports (torch alone is ~650 MB here); 15 s is a timeout, not a timing."""
+    import subprocess
+    import sys
+
+    good = yaml.safe_dump(GOOD)
+    inputs = {"bomb.yaml": good + _alias_bomb(10), "big.yaml": "x" * 50_000_000,
+              "deep.yaml": good + f"junk: {_nested(10_000)}\n", "int.yaml": good.replace("  epochs: 2\n", f"  epochs: {HUGE_INT}\n")}
+    for name, text in inputs.items():
+        (tmp_path / name).write_text(text)
+    child = f"""
+import json, resource, sys
+from rslad_tune.cli import main
+main(["--space", "."])  # imports everything a refusal needs (the tune verb imports tuning first)
+print("imported", flush=True)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+rcs = [main(["--space", name]) for name in {list(inputs)!r}]
+print(json.dumps({{"rcs": rcs, "rise_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}}), flush=True)
+"""
+    env = {**os.environ, "RSLAD_TUNE_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == "imported", proc.communicate()[1]  # importing torch: no timeout
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    result = json.loads(out.splitlines()[-1])
+    lines = [line for line in err.splitlines() if line.startswith("rslad-tune: error: ")]
+    assert result["rcs"] == [2] * len(inputs) and len(lines) == 1 + len(inputs), err
+    assert all(len(line) < 400 for line in lines), lines
+    assert result["rise_kib"] < 500 * 1024, result

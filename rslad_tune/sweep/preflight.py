@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
+from ..trial.config import expand_user
 from ..trial.errors import SpecError
 from .spec import SweepSpec
 
@@ -22,7 +22,8 @@ def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune")
     from ..trial.config import DATA_KEYS
     from ..trial.data import load_data
 
-    runs_dir = Path(spec.runs_dir)
+    runs_dir = expand_user("runs_dir", spec.runs_dir)  # the YAML's or --runs-dir: `~nouser/runs` is one line
+    spec.runs_dir = str(runs_dir)  # `~/runs` is the home's runs folder, not a folder named ~ in the cwd
     if runs_dir.exists() and not runs_dir.is_dir():
         raise SpecError("runs_dir", spec.runs_dir, "is a file, not a folder; give a folder for the sweeps (default runs/)")
     # the teachers' files and names (zoo, RobustBench's list, the network when a file must be downloaded), the data

@@ -75,8 +75,8 @@ def _parse_domain(key: str, raw: Any, teachers: tuple[str, ...]) -> Domain:
         raise SpecError(f"{label}.{kind}", args, "randint bounds must be integers")
     if kind != "randint" and isinstance(lo, int):  # float keys arrive as floats from check_trial_value
         raise SpecError(f"{label}.{kind}", args, f"{key!r} is an integer: use randint or choice")
-    if lo >= hi:
-        raise SpecError(f"{label}.{kind}", args, "needs low < high")
+    if lo > hi or (lo == hi and kind != "randint"):  # randint's bounds are inclusive: [3, 3] is the constant 3
+        raise SpecError(f"{label}.{kind}", args, "needs low <= high" if kind == "randint" else "needs low < high")
     if kind == "loguniform" and lo <= 0:
         raise SpecError(f"{label}.{kind}", args, "loguniform needs low > 0")
     return Domain(key, kind, [lo, hi])
@@ -327,21 +327,36 @@ def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
             out[k.strip()] = load_yaml(v)
         except yaml.YAMLError:
             raise SpecError(f"--set {k}", v, "the value must be a YAML scalar") from None
+        except SpecError as e:  # the loader's caps (a 5000-digit integer, deep nesting) and duplicate keys
+            raise SpecError(f"--set {k}" + (f" ({e.key})" if e.key != "(top level)" else ""), e.value, e.allowed) from None
     return out
+
+
+SPACE_MAX_BYTES = 1_000_000  # a search space is a few kB; a 50 MB file took a minute and 1 GB to refuse
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, data_dir: str | None = None,
                sweep: bool = True) -> SweepSpec:
     p = Path(path)
     if not p.is_file():
-        raise SpecError("--space", str(path), "file not found; give a YAML search space such as search_spaces/quickstart.yaml")
+        why = "is a directory, not a file" if p.is_dir() else "file not found"
+        raise SpecError("--space", str(path), f"{why}; give a YAML search space such as search_spaces/quickstart.yaml")
     try:
-        text = p.read_text()
-        raw = load_yaml(text)
+        size = p.stat().st_size  # before reading a byte
+        if size <= SPACE_MAX_BYTES:
+            with p.open() as f:
+                text = f.read(SPACE_MAX_BYTES + 1)  # bounded: the file may have grown since stat
+            size = max(size, len(text))
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError("--space", str(path), f"cannot be read ({type(e).__name__})") from None
+    if size > SPACE_MAX_BYTES:
+        raise SpecError("--space", str(path), f"is {size:,} bytes; a search space is at most {SPACE_MAX_BYTES:,} bytes")
+    try:
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise SpecError("--space", str(path), f"is not valid YAML{at}") from None
+    except SpecError as e:  # duplicate keys, and the loader's caps on nesting, aliases and integers
+        raise e.located(str(p)) from None
     return parse_sweep(raw, path=str(p), source=text, overrides=overrides, data_dir=data_dir, sweep=sweep)

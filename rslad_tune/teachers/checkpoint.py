@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..trial.config import TrialConfig, check_trial_value
+from ..trial.config import TrialConfig, check_trial_value, expand_user
 from ..trial.data import Splits
 from ..trial.errors import SpecError
 from ..trial.files import load_weights, read_json
@@ -25,10 +25,7 @@ class CheckpointSource(Source):
         path = raw["checkpoint"]
         if not isinstance(path, str) or not path:
             raise SpecError(f"{label}.checkpoint", path, "must be a file path")
-        try:
-            p = Path(path).expanduser()
-        except RuntimeError:  # ~user that does not exist
-            raise SpecError(f"{label}.checkpoint", path, "names a home folder that does not exist") from None
+        p = expand_user(f"{label}.checkpoint", path)
         if "arch" not in raw:
             raise SpecError(f"{label}.arch", None, f"a checkpoint teacher needs its architecture: one of {', '.join(MODELS)}")
         return {"checkpoint": str(p if p.is_absolute() else (base_dir / p)), "given": path,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..trial.config import TrialConfig
+from ..trial.config import TrialConfig, expand_user
 from ..trial.data import Splits
 from ..trial.errors import SpecError
 from ..trial.files import check_finite, load_torch_weights
@@ -62,10 +62,7 @@ class RobustBenchSource(Source):
         model_dir = raw.get("model_dir", os.environ.get("RSLAD_TUNE_MODEL_DIR", rbz.DEFAULT_MODEL_DIR))
         if not isinstance(model_dir, str) or not model_dir:
             raise SpecError(f"{label}.model_dir", model_dir, "must be a directory path")
-        try:
-            d = Path(model_dir).expanduser()
-        except RuntimeError:
-            raise SpecError(f"{label}.model_dir", model_dir, "names a home folder that does not exist") from None
+        d = expand_user(f"{label}.model_dir", model_dir)
         d = d if d.is_absolute() else ((base_dir if "model_dir" in raw else Path.cwd()) / d)
         return {"robustbench": model, "dataset": dataset, "threat_model": threat, "model_dir": str(d)}
 

@@ -2,16 +2,17 @@
 and exits 2 (SpecError, DataError); TrialDiverged ends a trial as failed."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
 class SpecError(ValueError):
-    """Bad user input. `str(err)` is one line: where, key, value, what is allowed."""
+    """Bad user input. `str(err)` is one line: where, key, value (its repr, cut short), what is allowed."""
 
     def __init__(self, key: str, value: Any, allowed: str, where: str = ""):
         self.key, self.value, self.allowed, self.where = key, value, allowed, where
         prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{key}: {value!r} is not allowed; {allowed}")
+        super().__init__(f"{prefix}{_cut(str(key), 120)}: {short_repr(value)} is not allowed; {allowed}")
 
     def located(self, where: str) -> "SpecError":
         return SpecError(self.key, self.value, self.allowed, where)
@@ -23,3 +24,47 @@ class DataError(ValueError):
 
 class TrialDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+STR_LIMIT = 300  # a string value (a path, most often) is shown whole up to this: users need the file it names
+
+
+def _cut(text: str, limit: int) -> str:
+    """Head and tail of a long text, in `limit` characters: a path's file name stays visible."""
+    return text if len(text) <= limit else text[:limit // 2] + "…" + text[-(limit - limit // 2 - 1):]
+
+
+_BRACKETS = {list: "[]", dict: "{}"}  # what YAML makes; the caps bound the rest
+
+
+def _repr_pieces(v: Any):
+    """repr(v) in pieces, lazily: a value that aliases expand to millions of items is never formatted whole."""
+    if type(v) in _BRACKETS:
+        yield _BRACKETS[type(v)][0]
+        for i, item in enumerate(v.items() if type(v) is dict else v):
+            yield ", " if i else ""
+            if type(v) is dict:
+                yield from _repr_pieces(item[0])
+                yield ": "
+                item = item[1]
+            yield from _repr_pieces(item)
+        yield _BRACKETS[type(v)][1]
+    elif isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 300:  # str() of >4300 digits raises
+        yield f"<an integer of about {int(v.bit_length() * math.log10(2)) + 1} digits>"
+    elif isinstance(v, str):
+        yield repr(_cut(v, STR_LIMIT))
+    else:
+        yield repr(v)
+
+
+def short_repr(v: Any, limit: int = 80) -> str:
+    """repr(v) in about `limit` characters: a long string keeps its head and tail, a long list or mapping its head."""
+    if isinstance(v, str):
+        return repr(_cut(v, max(limit, STR_LIMIT)))
+    out, n = [], 0
+    for piece in _repr_pieces(v):
+        out.append(piece)
+        n += len(piece)
+        if n > limit:
+            return "".join(out)[:limit] + "…"
+    return "".join(out)
