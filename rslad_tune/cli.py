@@ -282,6 +282,10 @@ def cmd_zoo(args) -> int:
     if args.action == "list":
         print(json.dumps(zoo.zoo_records(), indent=2) if args.json else zoo.zoo_table(markdown=args.markdown))
         return 0
+    if args.action == "proxies":
+        from .teachers.zoo_build import store_zoo_proxies
+
+        return store_zoo_proxies([args.name] if args.name else None, log=_log) or 0
     if not args.name:
         raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")
     from .teachers.zoo_build import build_zoo_teacher

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
 
     z = sub.add_parser("zoo", help="the teacher zoo shipped with rslad-tune: list it, or rebuild a teacher from its recipe")
-    z.add_argument("action", choices=("list", "build"), help="list: names and cards; build: retrain NAME from its recipe.yaml")
+    z.add_argument("action", choices=("list", "build", "proxies"), help="list: names and cards; build: retrain NAME from its "
+                   "recipe.yaml; proxies: store every (or NAME's) teacher's proxies on teacher.yaml's data in its card.json")
     z.add_argument("name", nargs="?", help="a zoo teacher, e.g. fashion_mnist/sat_w32 (build)")
     z.add_argument("--threads", type=_positive_int, help="torch threads for the build (default: torch's default)")
     _file(z.add_argument("--work-dir", default="runs", help="scratch folder for the build (default runs/)"), _DIR)
