@@ -92,3 +92,44 @@ def test_folder_proxies_are_cached_in_the_card_per_data_and_a_baseline_has_none(
     assert len(json.loads((folder / "card.json").read_text())["proxies"]) == 2  # one entry per data
     base = SOURCES["baseline"].resolve(TeacherSpec("b", "baseline", {"method": "sat"}), cfg, tmp_path, log=lambda s: None)
     assert folder_proxies(base, cfg) is None
+
+
+def _rank_space(tmp_path) -> str:
+    import yaml
+
+    from rslad_tune.trial.files import save_weights
+    from rslad_tune.trial.models import build_model
+
+    teachers = {"none": {"baseline": "sat"}}
+    for seed, name in enumerate(("a", "b")):
+        torch.manual_seed(seed)
+        save_weights(build_model("small_cnn", 1, 10, 4), tmp_path / f"{name}.safetensors")
+        teachers[name] = {"checkpoint": f"{name}.safetensors", "arch": "small_cnn", "width": 4, "card_aa_examples": 0}
+    raw = {"experiment": "rank", "runs_dir": str(tmp_path / "runs"), "teachers": teachers,
+           "data": {"dataset": "synthetic", "train_subset": 200, "test_subset": 40, "val_size": 40},
+           "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "teacher": "a", "eval_steps": 2, "num_threads": 1}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(raw))
+    return str(tmp_path / "space.yaml")
+
+
+def test_teachers_rank_prints_one_table_sorted_by_the_proxy(tmp_path, capsys):
+    from rslad_tune.cli import main
+
+    space = _rank_space(tmp_path)
+    assert main(["teachers", "rank", "--space", space, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    value = {r["teacher"]: r["train"] and r["train"]["nll"] for r in rows}
+    assert value["none"] is None and value["a"] != value["b"] and rows[-1]["teacher"] == "none"
+    for by, lower_first in (("true_prob", False), ("nll", True)):
+        assert main(["teachers", "rank", "--space", space, "--by", by]) == 0
+        out = capsys.readouterr().out
+        lines = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"], ["–"])]
+        assert [line[1] for line in lines][-1] == "none" and lines[-1][2] == "–"  # no proxies: last, unranked
+        col = 2 + PROXIES.index(by)
+        got = [float(line[col]) for line in lines[:2]]
+        assert got == sorted(got, reverse=not lower_first) and [line[0] for line in lines[:2]] == ["1", "2"]
+        assert f"sorted by {by}, {'lower' if lower_first else 'higher'} first" in out
+    assert main(["teachers", "rank", "--space", space, "--by", "accuracy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("rslad-tune: error: --by: 'accuracy' is not allowed; must be one of the proxies true_prob, clean_acc, "
+                   "nll, ece, entropy (docs/teacher-proxies/predictions.md)")

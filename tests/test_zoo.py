@@ -115,7 +115,7 @@ def test_a_zoo_teacher_whose_shipped_weights_changed_is_refused_before_anything_
 
 def test_zoo_list_shows_true_prob_only_once_zoo_proxies_stored_it(fake_zoo, monkeypatch, capsys):
     monkeypatch.setattr(zoo, "LIST_DATA", {"train_subset": 320, "val_size": 64})
-    row = lambda: next(line for line in zoo.zoo_table().splitlines() if line.startswith("synthetic/w4")).split()  # noqa: E731
+    row = lambda: next(line for line in zoo.zoo_table().splitlines() if line.startswith("synthetic/w4")).split()
     assert row()[7:9] == ["–", "–"]  # not stored yet: not computed by `zoo list`
     before = json.loads((fake_zoo / "card.json").read_text())
     assert main(["zoo", "proxies"]) == 0  # every built teacher (synthetic/todo has no weights)
