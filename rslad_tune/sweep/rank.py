@@ -12,23 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..teachers.folders import read_card
-from ..teachers.proxies import HIGHER_IS_BETTER, PROXIES, all_proxies
+from ..teachers.proxies import (
+    HIGHER_IS_BETTER,
+    PROXIES,
+    all_proxies,
+    best_first,
+    check_proxy,
+)
 from ..teachers.sources import is_control, prepare_teachers
-from ..trial.errors import SpecError
 from .spec import SweepSpec, load_sweep
-
-
-def check_by(by: object, key: str = "--by") -> str:
-    if by not in PROXIES:
-        raise SpecError(key, by, f"must be one of the proxies {', '.join(PROXIES)} (docs/teacher-proxies/predictions.md)")
-    return by
-
-
-def best_first(values: dict[str, float | None], by: str) -> list[str]:
-    """The names, best first by proxy `by` in its predicted direction (ties keep their order); None last."""
-    sign = -1 if HIGHER_IS_BETTER[by] else 1
-    known = sorted((n for n, v in values.items() if v is not None), key=lambda n: sign * values[n])
-    return known + [n for n, v in values.items() if v is None]
 
 
 def rank_rows(spec: SweepSpec, log: Callable[[str], None] = print) -> list[dict]:
@@ -75,7 +67,7 @@ def cmd_rank(args, log: Callable[[str], None] = print) -> int:
 
     from .preflight import check_sweep
 
-    by = check_by(args.by)
+    by = check_proxy(args.by, "--by")
     spec = load_sweep(args.space, sweep=False)
     check_sweep(spec, verb="teachers")  # the teachers' files and names, the data: one line before anything is written
     rows = rank_rows(spec, (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else log)  # stdout: the JSON

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..trial.config import TrialConfig
 from ..trial.data import Splits, load_data, resolve_device
+from ..trial.errors import SpecError
 from ..trial.files import read_json, write_json
 from .folders import read_card
 from .soft_labels import data_key
@@ -27,6 +28,19 @@ from .sources import load_teacher, source_of
 HIGHER_IS_BETTER = {"true_prob": True, "clean_acc": True, "nll": False, "ece": False, "entropy": True}
 PROXIES = tuple(HIGHER_IS_BETTER)
 ECE_BINS = 15
+
+
+def check_proxy(by: object, key: str) -> str:
+    if by not in PROXIES:
+        raise SpecError(key, by, f"must be one of the proxies {', '.join(PROXIES)} (docs/teacher-proxies/predictions.md)")
+    return by
+
+
+def best_first(values: dict[str, float | None], by: str) -> list[str]:
+    """The names, best first by proxy `by` in its predicted direction (ties keep their order); None last."""
+    sign = -1 if HIGHER_IS_BETTER[by] else 1
+    known = sorted((n for n, v in values.items() if v is not None), key=lambda n: sign * values[n])
+    return known + [n for n, v in values.items() if v is None]
 
 
 @torch.no_grad()
