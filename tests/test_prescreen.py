@@ -79,13 +79,13 @@ def test_prescreen_narrows_the_searched_teachers_and_says_which_it_dropped(tmp_p
         write_json({"arch": "small_cnn"}, tmp_path / name / "config.json")
         dirs[name] = str(tmp_path / name)
     spec.search["teacher"].args.append("base")
-    proxies = {"base": None, "sat_w16": {"train": dict.fromkeys(PROXIES.split(", "), 0.4)},
-               "sat_w24": {"train": dict.fromkeys(PROXIES.split(", "), 0.3)}}
+    proxies = {"base": None, "sat_w16": {"training": dict.fromkeys(PROXIES.split(", "), 0.4)},
+               "sat_w24": {"training": dict.fromkeys(PROXIES.split(", "), 0.3)}}
     lines = []
     record = prescreen(spec, dirs, proxies, lines.append)
     assert spec.search["teacher"].args == ["sat_w24", "base"] and set(dirs) == {"sat_w24", "base"}
     assert record["kept"] == ["sat_w24", "base"] and record["dropped"] == ["sat_w16"]
-    assert record["teachers"]["sat_w16"] == {"kept": False, "control": False, **proxies["sat_w16"]["train"]}
+    assert record["teachers"]["sat_w16"] == {"kept": False, "control": False, **proxies["sat_w16"]["training"]}
     assert record["teachers"]["base"]["control"] and record["teachers"]["base"]["nll"] is None
     (line,) = lines
     assert "dropped sat_w16 (nll 0.4000)" in line and "base: reference, always kept" in line

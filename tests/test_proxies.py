@@ -84,11 +84,11 @@ def test_folder_proxies_are_cached_in_the_card_per_data_and_a_baseline_has_none(
     spec = TeacherSpec("l", "labels", {"smoothing": 0.1})
     folder = SOURCES["labels"].resolve(spec, cfg, tmp_path, log=lambda s: None)
     got = folder_proxies(folder, cfg)
-    assert got["train"]["n"] == 160 and got["val"]["n"] == 40 and got["train"]["true_prob"] == pytest.approx(0.91, abs=1e-3)
+    assert got["training"]["n"] == 160 and got["validation"]["n"] == 40 and got["training"]["true_prob"] == pytest.approx(0.91, abs=1e-3)
     (entry,) = json.loads((folder / "card.json").read_text())["proxies"].values()
     assert entry == got and folder_proxies(folder, cfg) == got  # the second call reads the card
     other = TrialConfig(**{**cfg.to_dict(), "train_subset": 120})
-    assert folder_proxies(folder, other)["train"]["n"] == 80
+    assert folder_proxies(folder, other)["training"]["n"] == 80
     assert len(json.loads((folder / "card.json").read_text())["proxies"]) == 2  # one entry per data
     base = SOURCES["baseline"].resolve(TeacherSpec("b", "baseline", {"method": "sat"}), cfg, tmp_path, log=lambda s: None)
     assert folder_proxies(base, cfg) is None
@@ -118,7 +118,7 @@ def test_teachers_rank_prints_one_table_sorted_by_the_proxy(tmp_path, capsys):
     space = _rank_space(tmp_path)
     assert main(["teachers", "rank", "--space", space, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    value = {r["teacher"]: r["train"] and r["train"]["nll"] for r in rows}
+    value = {r["teacher"]: r["training"] and r["training"]["nll"] for r in rows}
     assert value["none"] is None and value["a"] != value["b"] and rows[-1]["teacher"] == "none"
     for by, lower_first in (("true_prob", False), ("nll", True)):
         assert main(["teachers", "rank", "--space", space, "--by", by]) == 0

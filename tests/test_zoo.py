@@ -122,8 +122,8 @@ def test_zoo_list_shows_true_prob_only_once_zoo_proxies_stored_it(fake_zoo, monk
     assert "zoo teacher synthetic/w4: true_prob" in capsys.readouterr().out
     card = json.loads((fake_zoo / "card.json").read_text())
     (entry,) = card.pop("proxies").values()
-    assert card == before and entry["train"]["n"] == 256 and entry["val"]["n"] == 64
-    assert row()[7:9] == [f"{entry['train']['true_prob']:.4f}", f"{100 * entry['train']['clean_acc']:.2f}"]
+    assert card == before and entry["training"]["n"] == 256 and entry["validation"]["n"] == 64
+    assert row()[7:9] == [f"{entry['training']['true_prob']:.4f}", f"{100 * entry['training']['clean_acc']:.2f}"]
 
 
 def test_the_zoo_lists_proxies_on_teacher_yamls_data():
@@ -131,4 +131,4 @@ def test_the_zoo_lists_proxies_on_teacher_yamls_data():
     assert {"dataset": "fashion_mnist", **zoo.LIST_DATA} == space["data"]
     for name in zoo.zoo_names():  # the shipped cards hold them (rslad-tune zoo proxies)
         (entry,) = json.loads((zoo.ZOO_ROOT / name / "card.json").read_text())["proxies"].values()
-        assert entry["data"] == space["data"] and entry["train"]["n"] == 9000 and entry["val"]["n"] == 1000
+        assert entry["data"] == space["data"] and entry["training"]["n"] == 9000 and entry["validation"]["n"] == 1000

@@ -30,7 +30,7 @@ def prescreen(spec: SweepSpec, teacher_dirs: dict[str, str], proxies: dict[str, 
     by, keep, d = spec.tune.prescreen_by, spec.tune.prescreen_keep, spec.search.get("teacher")
     if keep is None or d is None or not teacher_dirs:
         return None
-    train = {n: (proxies.get(n) or {}).get("train") for n in d.args}
+    train = {n: (proxies.get(n) or {}).get("training") for n in d.args}
     controls = {n for n in d.args if is_control(teacher_dirs[n])}
     kept, dropped = top_k({n: (p or {}).get(by) for n, p in train.items()}, by, keep, controls)
     d.args = kept

@@ -30,14 +30,14 @@ def rank_rows(spec: SweepSpec, log: Callable[[str], None] = print) -> list[dict]
     rows = []
     for name, folder in dirs.items():
         c, p = read_card(folder), proxies[name] or {}
-        rows.append({"teacher": name, "control": is_control(folder), "train": p.get("train"), "val": p.get("val"),
+        rows.append({"teacher": name, "control": is_control(folder), "training": p.get("training"), "validation": p.get("validation"),
                      "pgd20": c.get("pgd20_acc"), "pgd20_n": c.get("eval_n"), "aa": c.get("aa_acc"), "aa_n": c.get("aa_n"),
                      "params": c.get("params"), "source": c.get("source"), "folder": folder})
     return rows
 
 
 def sort_rows(rows: list[dict], by: str) -> list[dict]:
-    order = best_first({r["teacher"]: (r["train"] or {}).get(by) for r in rows}, by)
+    order = best_first({r["teacher"]: (r["training"] or {}).get(by) for r in rows}, by)
     return sorted(rows, key=lambda r: order.index(r["teacher"]))
 
 
@@ -45,7 +45,7 @@ def format_rank(rows: list[dict], by: str, trial) -> str:
     head = ["rank", "teacher", *PROXIES, "PGD-20", "AutoAttack", "params", "source"]
     table, rank = [], 0
     for r in sort_rows(rows, by):
-        t = r["train"]
+        t = r["training"]
         rank += t is not None
         table.append([str(rank) if t else "–", r["teacher"], *(f"{t[k]:.4f}" if t else "–" for k in PROXIES),
                       "–" if r["pgd20"] is None else f"{100 * r['pgd20']:.2f} ({r['pgd20_n']})",
@@ -53,7 +53,7 @@ def format_rank(rows: list[dict], by: str, trial) -> str:
                       "–" if not r["params"] else f"{r['params']:,}", str(r["source"] or "–")])
     widths = [max(len(x) for x in col) for col in zip(head, *table)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *table]]
-    n = next((r["train"]["n"] for r in rows if r["train"]), 0)
+    n = next((r["training"]["n"] for r in rows if r["training"]), 0)
     lines.append(f"sorted by {by}, {'higher' if HIGHER_IS_BETTER[by] else 'lower'} first"
                  + (" (entropy: no predicted direction)" if by == "entropy" else "") + f"; proxies on the {n} training "
                  f"images of {trial.dataset} (train_subset {trial.train_subset}, val_size {trial.val_size}); PGD-20 and "

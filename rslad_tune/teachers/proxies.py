@@ -88,7 +88,7 @@ def _on(folder: Path, model: nn.Module | None, trial: TrialConfig, splits: Split
 
 def folder_proxies(folder: str | Path, trial: TrialConfig, splits: Splits | None = None, log=None,
                    name: str | None = None) -> dict | None:
-    """{"train": proxies, "val": proxies, "data": ...} of a resolved teacher on the student's data (`trial`'s data
+    """{"training": proxies, "validation": proxies, "data": ...} of a resolved teacher on the student's data (`trial`'s data
     keys): read from card.json, else computed once and written into it atomically. None: no teacher to measure."""
     folder = Path(folder)
     device = resolve_device(trial.device)
@@ -101,7 +101,7 @@ def folder_proxies(folder: str | Path, trial: TrialConfig, splits: Splits | None
     train = _on(folder, model, trial, splits, splits.train_x, splits.train_y)
     if train is None:
         return None
-    entry = {"train": train, "val": _on(folder, model, trial, splits, splits.val_x, splits.val_y),
+    entry = {"training": train, "validation": _on(folder, model, trial, splits, splits.val_x, splits.val_y),
              "data": {"dataset": trial.dataset, "train_subset": trial.train_subset, "val_size": trial.val_size}}
     card = read_card(folder)  # re-read: another command may have added its own data's entry meanwhile
     write_json(card | {"proxies": card.get("proxies", {}) | {key: entry}}, folder / "card.json")

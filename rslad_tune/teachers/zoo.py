@@ -94,7 +94,7 @@ def zoo_table(markdown: bool = False) -> str:
         aa = f"{100 * c['aa_acc']:.2f} ({c['aa_n']})" if "aa_acc" in c else "–"
         build = f"{c['build_time_s'] / 60:.0f} min ({c.get('build_threads')} thread)" if "build_time_s" in c else "–"
         data = {"dataset": (read_recipe(name).get("data") or {}).get("dataset", TrialConfig.dataset), **LIST_DATA}
-        p = next((e["train"] for e in c.get("proxies", {}).values() if e.get("data") == data), None)
+        p = next((e["training"] for e in c.get("proxies", {}).values() if e.get("data") == data), None)
         rows.append([name, f"{c['params']:,}", f"{c['macs'] / 1e6:.2f}M", f"{100 * c['clean_acc']:.2f}",
                      f"{100 * c['pgd20_acc']:.2f} ({c['eval_n']})", aa, f"{p['true_prob']:.4f}" if p else "–",
                      f"{100 * p['clean_acc']:.2f}" if p else "–", build, recipe])

@@ -72,6 +72,6 @@ def store_zoo_proxies(names: list[str] | None = None, log: Callable[[str], None]
         folder = zoo.zoo_folder(name, "zoo proxies")
         dataset = (zoo.read_recipe(name).get("data") or {}).get("dataset", TrialConfig.dataset)
         t0 = time.perf_counter()
-        p = folder_proxies(folder, TrialConfig(dataset=dataset, **zoo.LIST_DATA))["train"]
+        p = folder_proxies(folder, TrialConfig(dataset=dataset, **zoo.LIST_DATA))["training"]
         log(f"zoo teacher {name}: {', '.join(f'{k} {p[k]:.4f}' for k in PROXIES)} on {p['n']} training images "
             f"({time.perf_counter() - t0:.1f}s) -> {folder / 'card.json'}")
