@@ -112,3 +112,57 @@ def test_the_num_samples_warning_counts_the_teachers_after_the_prescreen():
     assert not any("num_samples" in w for w in _check_schedule(parse_sweep(raw)))
     raw["tune"]["num_samples"] = 3
     assert any("fewer than the 4 teachers searched after the prescreen" in w for w in _check_schedule(parse_sweep(raw)))
+
+
+def test_a_sweep_prescreens_before_any_trial_and_records_it(tmp_path):
+    """One tiny Ray sweep (two 1-epoch trials): three weights-file teachers and the baseline, keep 1 by true_prob."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from rslad_tune.trial.files import save_weights
+    from rslad_tune.trial.models import build_model
+
+    teachers = {"none": {"baseline": "sat"}}
+    for seed, name in enumerate(("a", "b", "c")):
+        torch.manual_seed(seed)
+        save_weights(build_model("small_cnn", 1, 10, 4), tmp_path / f"{name}.safetensors")
+        teachers[name] = {"checkpoint": f"{name}.safetensors", "arch": "small_cnn", "width": 4, "card_aa_examples": 0}
+    space = {"experiment": "pre", "runs_dir": str(tmp_path / "runs"), "teachers": teachers,
+             "data": {"dataset": "synthetic", "train_subset": 200, "test_subset": 40, "val_size": 40},
+             "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1, "eval_steps": 2,
+                       "batch_size": 50},
+             "search": {"teacher": {"choice": ["a", "b", "none", "c"]}, "alpha": {"uniform": [0.5, 1.0]}},
+             "tune": {"num_samples": 2, "max_concurrent": 2, "scheduler": {"type": "fifo"}, "resources": {"cpu": 1},
+                      "prescreen": {"by": "true_prob", "keep": 1}},
+             "report": {"n_examples": 40, "n_aa": 0}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    proc = subprocess.run([sys.executable, "-m", "rslad_tune.cli", "--space", str(tmp_path / "space.yaml"), "--no-export"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONPATH": str(TRAINED.parents[2])})  # this checkout, not an installed one
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "runs" / "pre"
+    sweep = json.loads((exp / "sweep.json").read_text())
+    record, dirs = sweep["prescreen"], sweep["teacher_dirs"]
+    values = {n: record["teachers"][n]["true_prob"] for n in "abc"}
+    best = max(values, key=values.get)
+    assert record["kept"] == [n for n in ["a", "b", "none", "c"] if n in (best, "none")] and set(dirs) == {best, "none"}
+    assert sorted(record["dropped"]) == sorted(set("abc") - {best})
+    cards = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "teachers").glob("file-*/card.json")]
+    assert len(cards) == 3 and all(next(iter(c["proxies"].values()))["training"]["n"] == 160 for c in cards)  # kept or not
+    (line,) = [x for x in proc.stdout.splitlines() if "prescreen by true_prob" in x]
+    assert all(f"{n} (true_prob {values[n]:.4f})" in line for n in record["dropped"])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    parent = client.get_run(sweep["parent_run_id"])
+    assert (parent.data.params["prescreen_by"], parent.data.params["prescreen_keep"]) == ("true_prob", "1")
+    art = client.download_artifacts(parent.info.run_id, "prescreen.json", str(tmp_path / "artifacts"))
+    assert json.loads(Path(art).read_text()) == record
+    children = client.search_runs([parent.info.experiment_id], "tags.`rslad_tune.kind` = 'trial'")
+    assert {c.data.params["teacher"] for c in children} == {best, "none"}  # no dropped teacher trained a student
+    md = (exp / "selection.md").read_text()
+    assert "Prescreened out before any trial (tune.prescreen: by true_prob, keep 1" in md
+    assert all(f"| {n} | {values[n]:.4f} |" in md for n in record["dropped"])
