@@ -290,7 +290,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
 
 
 def _check_prescreen(raw_tune: Any, tune: TuneSpec, search: dict[str, Domain], overrides: dict[str, Any]) -> None:
-    """A `prescreen:` section needs `keep` and a searched teacher (unless --set fixes the teacher); `by` defaults to
+    """A `prescreen:` section needs `keep` and a searched teacher (unless --set fixes it); `by` defaults to
     true_prob, the proxy predicted best (docs/teacher-proxies/predictions.md)."""
     if not isinstance(raw_tune, dict) or "prescreen" not in raw_tune:
         return
@@ -299,7 +299,8 @@ def _check_prescreen(raw_tune: Any, tune: TuneSpec, search: dict[str, Domain], o
                         ">= 1, e.g. prescreen: {by: true_prob, keep: 3}")
     tune.prescreen_by = tune.prescreen_by or "true_prob"
     d = search.get("teacher")
-    if "teacher" not in overrides and (d is None or d.kind not in ("choice", "grid")):
+    fixed = any(".".join(set_path(k)) == "trial.teacher" for k in overrides)  # `--set teacher=x`: nothing to screen
+    if not fixed and (d is None or d.kind not in ("choice", "grid")):
         raise SpecError("tune.prescreen", raw_tune["prescreen"], "prescreens the searched teachers: it needs "
                         "search.teacher: {choice: [...]}")
 
