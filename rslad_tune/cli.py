@@ -7,6 +7,7 @@
     rslad-tune compare runs/<experiment>                      # the suite on every trial, mean ± std over seeds
     rslad-tune report runs/<experiment>                       # teacher selection: every teacher's students, the verdict
     rslad-tune zoo list [--json] | zoo build fashion_mnist/sat_w32   # the shipped teachers; rebuild one from its recipe
+    rslad-tune teachers rank --space FILE [--by true_prob]   # a YAML's teachers by a proxy, before any student trains
     rslad-tune completion bash                                # a bash completion script (shtab)
 
 Bad input exits with status 2 and one line naming the key, the value and what is allowed. The arguments are
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
         try:
             return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export,
-                    "evaluate": cmd_evaluate, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo}[args.verb](args)
+                    "evaluate": cmd_evaluate, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo,
+                    "teachers": lambda a: __import__("rslad_tune.sweep.rank").sweep.rank.cmd_rank(a, _log)}[args.verb](args)
         except (SpecError, DataError) as e:
             print(f"rslad-tune: error: {e}", file=sys.stderr)
             return 2
@@ -282,6 +284,10 @@ def cmd_zoo(args) -> int:
     if args.action == "list":
         print(json.dumps(zoo.zoo_records(), indent=2) if args.json else zoo.zoo_table(markdown=args.markdown))
         return 0
+    if args.action == "proxies":
+        from .teachers.zoo_build import store_zoo_proxies
+
+        return store_zoo_proxies([args.name] if args.name else None, log=_log) or 0
     if not args.name:
         raise SpecError("zoo build", None, f"needs a teacher name, one of {', '.join(zoo.zoo_names())}")
     from .teachers.zoo_build import build_zoo_teacher

@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume", "zoo", "completion")
+VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume", "zoo", "teachers", "completion")
 DEVICES = ("auto", "cpu", "cuda")
 SHELLS = ("bash", "zsh", "tcsh")  # what shtab writes completion scripts for (and tests here)
 # shtab's FILE and DIRECTORY hints, written out so that building the parser needs no shtab
@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
 
     z = sub.add_parser("zoo", help="the teacher zoo shipped with rslad-tune: list it, or rebuild a teacher from its recipe")
-    z.add_argument("action", choices=("list", "build"), help="list: names and cards; build: retrain NAME from its recipe.yaml")
+    z.add_argument("action", choices=("list", "build", "proxies"), help="list: names and cards; build: retrain NAME from its "
+                   "recipe.yaml; proxies: store every (or NAME's) teacher's proxies on teacher.yaml's data in its card.json")
     z.add_argument("name", nargs="?", help="a zoo teacher, e.g. fashion_mnist/sat_w32 (build)")
     z.add_argument("--threads", type=_positive_int, help="torch threads for the build (default: torch's default)")
     _file(z.add_argument("--work-dir", default="runs", help="scratch folder for the build (default runs/)"), _DIR)
@@ -163,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--markdown", action="store_true", help="list: a Markdown table (the README's)")
     fmt.add_argument("--json", action="store_true", help="list: a JSON list of the cards (name, params, macs, clean_acc, "
                    "pgd20_acc, eval_n, aa_acc, aa_n, build_time_s, recipe)")
+
+    tp = sub.add_parser("teachers", help="rank a YAML's teachers by a proxy (one pass of each teacher), before any student trains")
+    tp.add_argument("action", choices=("rank",), help="rank: every teacher's proxies on the YAML's data, one sorted table")
+    _file(tp.add_argument("--space", required=True, help="YAML search space, e.g. search_spaces/teacher.yaml"))
+    tp.add_argument("--by", default="true_prob", help="the proxy to sort by: true_prob (default), clean_acc, nll, ece, entropy")
+    tp.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     co = sub.add_parser("completion", help="print a shell completion script (shtab), e.g. rslad-tune completion bash",
                         description="e.g. rslad-tune completion bash > ~/.local/share/bash-completion/completions/rslad-tune")

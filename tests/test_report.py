@@ -92,6 +92,10 @@ def test_the_selection_plot_draws_error_bars_against_teacher_size(tmp_path, monk
     calls.clear()  # with the verdict's noise: the standard error of each mean, noise / sqrt(n)
     plot_selection(rows, tmp_path / "s.png", noise=0.5)
     assert calls[0][2] == pytest.approx([0.5 / 2 ** 0.5] * 2)
+    calls.clear()  # the no-teacher baseline, as selection_rows makes it: no teacher size or PGD-20 to draw it at
+    base = _row("none", 0, [0.58, 0.59]) | {"baseline": True, "teacher_pgd20": None, "teacher_aa": None}
+    plot_selection([*rows, base], tmp_path / "s.png")
+    assert len(calls) == 4 and all(len(c[1]) == 2 for c in calls)
 
 
 def test_teachers_are_compared_at_the_hyper_parameters_most_of_them_share():

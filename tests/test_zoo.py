@@ -19,7 +19,7 @@ def fake_zoo(tmp_path, monkeypatch):
     root = tmp_path / "zoo"
     folder = root / "synthetic" / "w4"
     folder.mkdir(parents=True)
-    recipe = {"data": {"dataset": "synthetic"}, "teacher": {"train": {"method": "sat", "arch": "small_cnn", "width": 4}}}
+    recipe = {"data": {"dataset": "synthetic"}, "teacher": {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1}}}
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     save_weights(build_model("small_cnn", 1, 10, 4), folder / "model.safetensors")
     write_json(model_config("small_cnn", 4, 1, 10, 28), folder / "config.json")
@@ -111,3 +111,24 @@ def test_a_zoo_teacher_whose_shipped_weights_changed_is_refused_before_anything_
     err = capsys.readouterr().err.strip()
     assert "teachers.t.zoo" in err and "damaged" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_zoo_list_shows_true_prob_only_once_zoo_proxies_stored_it(fake_zoo, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "LIST_DATA", {"train_subset": 320, "val_size": 64})
+    row = lambda: next(line for line in zoo.zoo_table().splitlines() if line.startswith("synthetic/w4")).split()
+    assert row()[7:9] == ["–", "–"]  # not stored yet: not computed by `zoo list`
+    before = json.loads((fake_zoo / "card.json").read_text())
+    assert main(["zoo", "proxies"]) == 0  # every built teacher (synthetic/todo has no weights)
+    assert "zoo teacher synthetic/w4: true_prob" in capsys.readouterr().out
+    card = json.loads((fake_zoo / "card.json").read_text())
+    (entry,) = card.pop("proxies").values()
+    assert card == before and entry["training"]["n"] == 256 and entry["validation"]["n"] == 64
+    assert row()[7:9] == [f"{entry['training']['true_prob']:.4f}", f"{100 * entry['training']['clean_acc']:.2f}"]
+
+
+def test_the_zoo_lists_proxies_on_teacher_yamls_data():
+    space = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "teacher.yaml").read_text())
+    assert {"dataset": "fashion_mnist", **zoo.LIST_DATA} == space["data"]
+    for name in zoo.zoo_names():  # the shipped cards hold them (rslad-tune zoo proxies)
+        (entry,) = json.loads((zoo.ZOO_ROOT / name / "card.json").read_text())["proxies"].values()
+        assert entry["data"] == space["data"] and entry["training"]["n"] == 9000 and entry["validation"]["n"] == 1000

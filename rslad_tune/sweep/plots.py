@@ -57,9 +57,11 @@ def plot_selection(rows: list[dict], path: Path, title: str = "", noise: float |
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120, sharey=True)
     for ax, key, label, log_x in ((axes[0], "params", "teacher parameters (size)", True),
                                   (axes[1], "teacher_pgd20", "teacher PGD-20 accuracy (%)", False)):
-        xs = [r[key] * (100 if key != "params" else 1) for r in done]
+        # a no-teacher baseline has no teacher size or PGD-20 (its card has neither): no point on these axes
+        drawn = [r for r in done if r.get(key) is not None and not (log_x and r[key] <= 0)]
+        xs = [r[key] * (100 if key != "params" else 1) for r in drawn]
         for metric, marker, name, shift in (("pgd20", "o", "student PGD-20", 0.97), ("aa", "s", "student AutoAttack", 1.03)):
-            pts = [(x, r) for x, r in zip(xs, done) if r.get(f"student_{metric}_mean") is not None]
+            pts = [(x, r) for x, r in zip(xs, drawn) if r.get(f"student_{metric}_mean") is not None]
             if not pts:
                 continue
             # a small horizontal offset keeps the two error bars of one teacher apart
@@ -68,7 +70,7 @@ def plot_selection(rows: list[dict], path: Path, title: str = "", noise: float |
                    else r[f"student_{metric}_std"] or 0 for _, r in pts]
             ax.errorbar(px, [r[f"student_{metric}_mean"] for _, r in pts], yerr=err, fmt=marker, ms=6, capsize=4,
                         label=name + (" (mean ± noise/√n)" if metric == "pgd20" and noise is not None else " (mean ± std)"))
-        for x, r in zip(xs, done):
+        for x, r in zip(xs, drawn):
             ax.annotate(f"{r['teacher']} (n={r['student_pgd20_count']})", (x, r["student_pgd20_mean"]),
                         textcoords="offset points", xytext=(6, 6), fontsize=7)
         if log_x:

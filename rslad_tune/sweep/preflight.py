@@ -80,10 +80,20 @@ def _check_schedule(spec: SweepSpec) -> list[str]:
         out.append(f"tune.scheduler.grace_period: {t.grace_period} equals trial.epochs: ASHA stops no trial early; "
                    "lower it or use scheduler.type: fifo")
     d = spec.search.get("teacher")
-    if d is not None and d.kind == "choice" and t.num_samples < len(d.args):
-        out.append(f"tune.num_samples: {t.num_samples} is fewer than the {len(d.args)} teachers searched: some teachers "
-                   "get no student (and no row in the selection report)")
+    if d is not None and d.kind == "choice" and t.num_samples < _searched(spec, d.args):
+        out.append(f"tune.num_samples: {t.num_samples} is fewer than the {_searched(spec, d.args)} teachers searched"
+                   f"{' after the prescreen' if t.prescreen_keep else ''}: some teachers get no student (and no row in "
+                   "the selection report)")
     return out
+
+
+def _searched(spec: SweepSpec, names: list[str]) -> int:
+    """How many teachers the trials search: after a prescreen, its `keep` and the references it always keeps."""
+    from ..teachers.sources import SOURCES
+
+    keep = spec.tune.prescreen_keep
+    controls = sum(SOURCES[spec.teachers[n].source].control for n in names if n in spec.teachers)
+    return len(names) if keep is None else min(len(names), keep + controls)
 
 
 def check_ray_address(address: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..teachers.folders import read_card
+from ..teachers.proxies import PROXIES
 from ..teachers.sources import distils
 from ..trial.data import load_data, resolve_device
 from ..trial.errors import SpecError
@@ -136,7 +137,7 @@ def _pct(v) -> str:
 
 
 def format_markdown(rows: list[dict], noise_std: float | None = None, v: dict | None = None,
-                    noise_dof: int | None = None) -> str:
+                    noise_dof: int | None = None, prescreen: dict | None = None) -> str:
     v = v or verdict(rows, noise_std, noise_dof)
     head = ["rank", "teacher", "params", "T clean", "T PGD-20", "T AA", "trials (full-length)", "S val PGD-20", "S clean",
             "S PGD-20", "S AA"]
@@ -169,7 +170,18 @@ def format_markdown(rows: list[dict], noise_std: float | None = None, v: dict | 
                "|---|---|---|---|---|---|---|---|---|"]
         md += [f"| {r['teacher']} | {s['trial_id']} | {c} | {_num(s['alpha'])} | {_num(s['epsilon'])} | {_pct(s['val_pgd'])} | "
                f"{_pct(s['clean'])} | {_pct(s['pgd20'])} | {_pct(s['aa'])} |" for r, s, c in every]
-    return "\n".join(md)
+    return "\n".join(md + _prescreened(prescreen))
+
+
+def _prescreened(p: dict | None) -> list[str]:
+    """The teachers the sweep's prescreen dropped before any trial (no student, no row above), with their proxies."""
+    if not p or not p.get("dropped"):
+        return []
+    md = ["", (f"Prescreened out before any trial (tune.prescreen: by {p['by']}, keep {p['keep']}; proxies on the "
+               "students' training images, docs/teacher-proxies/predictions.md): no student trained."), "",
+          "| teacher | " + " | ".join(PROXIES) + " |", "|---|" + "---|" * len(PROXIES)]
+    return md + ["| " + " | ".join([n] + ["–" if (v := p["teachers"][n][k]) is None else f"{v:.4f}" for k in PROXIES])
+                 + " |" for n in p["dropped"]]
 
 
 def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
@@ -179,8 +191,8 @@ def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     sweep = ExperimentDir.open(exp)
     noise_std = sweep.sweep.get("report_noise_std")  # the YAML's report.noise_std
     v = verdict(rows, noise_std, sweep.sweep.get("report_noise_dof"))
-    md = format_markdown(rows, v=v)
-    write_json({"rows": rows, "verdict": v}, exp / "selection.json")
+    md = format_markdown(rows, v=v, prescreen=sweep.sweep.get("prescreen"))
+    write_json({"rows": rows, "verdict": v, "prescreen": sweep.sweep.get("prescreen")}, exp / "selection.json")
     write_text(md + "\n", exp / "selection.md")
     png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's students at equal hyper-parameters",
                          noise=v["noise_std"])

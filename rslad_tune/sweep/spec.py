@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ..teachers.proxies import check_proxy
 from ..teachers.source import TeacherSpec
 from ..teachers.sources import parse_teacher
 from ..trial.config import (DATA_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, TrialConfig, as_mapping, check_keys, check_trial_config,
@@ -111,6 +112,11 @@ class TuneSpec:
     cpus_per_trial: float = field(default=1.0, metadata=num(lo=0, lo_open=True, yaml=("resources.cpu",)))
     gpus_per_trial: float = field(default=0.0, metadata=num(lo=0, yaml=("resources.gpu",)))
     max_failures: int = field(default=0, metadata=num(integer=True, lo=0, hi=1000))
+    # prescreen: {by: proxy, keep: K}: before any trial, only the K searched teachers best by a proxy (prescreen.py)
+    prescreen_by: str | None = field(default=None, metadata=custom(lambda name, v, **ctx: check_proxy(v, name), optional=True,
+                                                                   yaml=("prescreen.by",)))
+    prescreen_keep: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True, yaml=("prescreen.keep",),
+                                                                  why="keep 0 would drop every teacher"))
 
 
 @dataclass
@@ -257,6 +263,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         if tune.searcher == "optuna" and any(d.kind == "grid" for d in search.values()):
             k = next(d.key for d in search.values() if d.kind == "grid")
             raise SpecError(f"search.{k}.grid", search[k].args, "grid needs tune.searcher.type: random (Optuna proposes points itself); use choice")
+        _check_prescreen(raw.get("tune"), tune, search, overrides or {})
         if tune.scheduler == "asha" and tune.grace_period > trial.epochs:
             raise SpecError("tune.scheduler.grace_period", tune.grace_period, f"must be <= trial.epochs ({trial.epochs})")
         if sweep and not search:
@@ -280,6 +287,22 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
                          parse_section(ReportSpec, raw.get("report"), "report"), _registered_model(raw.get("registered_model")))
     except SpecError as e:
         raise _from_set(e, overrides) or (e.located(where) if where and not e.where else e) from None
+
+
+def _check_prescreen(raw_tune: Any, tune: TuneSpec, search: dict[str, Domain], overrides: dict[str, Any]) -> None:
+    """A `prescreen:` section needs `keep` and a searched teacher (unless --set fixes it); `by` defaults to
+    true_prob, the proxy predicted best (docs/teacher-proxies/predictions.md)."""
+    if not isinstance(raw_tune, dict) or "prescreen" not in raw_tune:
+        return
+    if tune.prescreen_keep is None:
+        raise SpecError("tune.prescreen.keep", None, "required: how many of the searched teachers to keep, an integer "
+                        ">= 1, e.g. prescreen: {by: true_prob, keep: 3}")
+    tune.prescreen_by = tune.prescreen_by or "true_prob"
+    d = search.get("teacher")
+    fixed = any(".".join(set_path(k)) == "trial.teacher" for k in overrides)  # `--set teacher=x`: nothing to screen
+    if not fixed and (d is None or d.kind not in ("choice", "grid")):
+        raise SpecError("tune.prescreen", raw_tune["prescreen"], "prescreens the searched teachers: it needs "
+                        "search.teacher: {choice: [...]}")
 
 
 def check_tracking_uri(uri: Any, key: str = "--tracking-uri") -> str:

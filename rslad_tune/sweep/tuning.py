@@ -88,8 +88,10 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     finished trials (not re-run) and unfinished ones from their last checkpoint, the Optuna study
     continues from `optuna.db` beside them, and MLflow keeps the same parent and child runs."""
     from ..teachers.folders import read_card
+    from ..teachers.proxies import all_proxies
     from ..teachers.sources import prepare_teachers
     from .interrupts import Interrupted, received, tune_stops_on_signal
+    from .prescreen import prescreen
     from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
 
     exp = experiment_dir(spec)
@@ -103,6 +105,9 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     if not any(METHODS[m].needs_teacher for m in _methods(spec)):
         needed = set()
     teacher_dirs = prepare_teachers(spec.teachers, spec.trial, runs_dir, needed, log)
+    # every teacher's proxies on the students' data, into its card (cached there); then the prescreen, if asked,
+    # narrows the searched teachers (and teacher_dirs) before any trial or soft-label cache
+    screened = prescreen(spec, teacher_dirs, all_proxies(teacher_dirs, spec.trial, log), log)
     cards = {name: read_card(d) for name, d in teacher_dirs.items()}
     if teacher_dirs and spec.trial.soft_label_cache:
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
@@ -120,9 +125,12 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
                          "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
                          "metric": spec.tune.metric, "registered_model": spec.registered_model,
-                         "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof}, spec.source)
+                         "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof,
+                         "prescreen": screened}, spec.source)
         for name, card in cards.items():
             tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
+        if screened:
+            tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
 
     status = "FAILED"
     try:
@@ -287,7 +295,9 @@ def _methods(spec: SweepSpec) -> list[str]:
 def _parent_params(spec: SweepSpec) -> dict[str, Any]:
     params = {k: v for k, v in spec.trial.to_dict().items() if k not in spec.search}
     params.update({f"search.{k}": f"{d.kind}{d.args}" for k, d in spec.search.items()})
-    params.update({f"tune.{k}": v for k, v in vars(spec.tune).items()})
+    params.update({f"tune.{k}": v for k, v in vars(spec.tune).items() if not k.startswith("prescreen_")})
+    if spec.tune.prescreen_keep is not None and "teacher" in spec.search:
+        params.update(prescreen_by=spec.tune.prescreen_by, prescreen_keep=spec.tune.prescreen_keep)
     return params
 
 

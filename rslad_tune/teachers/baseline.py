@@ -22,6 +22,7 @@ class BaselineSource(Source):
     example = "`baseline:` (no teacher: the student trained alone with sat, trades or mart)"
     takes_card = False
     distils = False
+    control = True
     refusals = {"card_examples": "a baseline has no teacher to card", "card_aa_examples": "a baseline has no teacher to card"}
 
     def parse(self, label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict[str, Any]:

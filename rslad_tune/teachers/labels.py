@@ -23,6 +23,7 @@ class LabelSource(Source):
     key = "labels"
     example = "`labels:` (the true labels, e.g. {smoothing: 0.1})"
     takes_card = False
+    control = True
     refusals = {"card_examples": "a label teacher is exact on every image: nothing to card",
                 "card_aa_examples": "a label teacher is exact on every image: nothing to card"}
 

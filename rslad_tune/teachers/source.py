@@ -45,6 +45,7 @@ class Source:
     refusals: ClassVar[dict[str, str]] = {}      # why it refuses a key another source takes
     takes_card: ClassVar[bool] = True            # card_examples / card_aa_examples
     distils: ClassVar[bool] = True               # False: its "teacher" trains the student without distillation
+    control: ClassVar[bool] = False              # True: a reference (no teacher, the labels), never prescreened out
 
     def parse(self, label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         """The entry's fields (TeacherSpec.args), checked for form only: no file, package or network access."""

@@ -94,3 +94,9 @@ def distils(folder: str | Path) -> bool:
     """Whether a resolved teacher's students distil from it (False: a no-teacher baseline)."""
     source = source_of(read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}"))
     return source.distils if source else True
+
+
+def is_control(folder: str | Path) -> bool:
+    """Whether a resolved teacher is a reference (the no-teacher baseline, the label teacher), not a teacher to rank."""
+    source = source_of(read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}"))
+    return bool(source and source.control)

@@ -13,6 +13,7 @@ trained or re-scored, and the weights are loaded into their architecture before 
 
     rslad-tune zoo list [--markdown | --json]
     rslad-tune zoo build fashion_mnist/sat_w32      # retrain from recipe.yaml, replace the files, print the time
+    rslad-tune zoo proxies                          # the teachers' proxies on teacher.yaml's data, into card.json
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from .source import Log, Source, TeacherSpec
 
 ZOO_ROOT = Path(__file__).resolve().parents[1] / "teacher_zoo"
 FILES = ("model.safetensors", "config.json", "card.json")
+# the data `zoo list` shows the proxies on: teacher.yaml's, its students' 9,000 training images (`zoo proxies` stores them)
+LIST_DATA = {"train_subset": 10000, "val_size": 1000}
 
 
 def zoo_names() -> list[str]:
@@ -75,13 +78,14 @@ def zoo_records() -> list[dict[str, Any]]:
 
 
 def zoo_table(markdown: bool = False) -> str:
-    """Every zoo teacher with its card: parameters, MACs, clean / PGD-20 on the test split, AutoAttack, build."""
-    head = ["teacher", "params", "MACs", "clean", "PGD-20", "AutoAttack", "build", "recipe"]
+    """Every zoo teacher with its card: parameters, MACs, clean / PGD-20 on the test split, AutoAttack, build, and
+    true_prob / clean accuracy on LIST_DATA's training images where `zoo proxies` stored them."""
+    head = ["teacher", "params", "MACs", "clean", "PGD-20", "AutoAttack", "true_prob", "train clean", "build", "recipe"]
     rows = []
     for name in zoo_names():
         folder = ZOO_ROOT / name
         if not (folder / "card.json").is_file():
-            rows.append([name, "not built", "", "", "", "", "", f"rslad-tune zoo build {name}"])
+            rows.append([name, "not built", "", "", "", "", "", "", "", f"rslad-tune zoo build {name}"])
             continue
         c = json.loads((folder / "card.json").read_text())
         r = read_recipe(name)["teacher"]["train"]
@@ -89,8 +93,11 @@ def zoo_table(markdown: bool = False) -> str:
             f", PGD-{r.get('attack_steps')} eps {r.get('epsilon')}" if r["method"] != "natural" else "")
         aa = f"{100 * c['aa_acc']:.2f} ({c['aa_n']})" if "aa_acc" in c else "–"
         build = f"{c['build_time_s'] / 60:.0f} min ({c.get('build_threads')} thread)" if "build_time_s" in c else "–"
+        data = {"dataset": (read_recipe(name).get("data") or {}).get("dataset", TrialConfig.dataset), **LIST_DATA}
+        p = next((e["training"] for e in c.get("proxies", {}).values() if e.get("data") == data), None)
         rows.append([name, f"{c['params']:,}", f"{c['macs'] / 1e6:.2f}M", f"{100 * c['clean_acc']:.2f}",
-                     f"{100 * c['pgd20_acc']:.2f} ({c['eval_n']})", aa, build, recipe])
+                     f"{100 * c['pgd20_acc']:.2f} ({c['eval_n']})", aa, f"{p['true_prob']:.4f}" if p else "–",
+                     f"{100 * p['clean_acc']:.2f}" if p else "–", build, recipe])
     if markdown:
         return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]

@@ -13,12 +13,13 @@ from typing import Callable
 
 import torch
 
-from ..trial.config import check_trial_value
-from . import zoo
+from ..trial.config import TrialConfig, check_trial_value
 from ..trial.files import write_json
+from . import zoo
 from .folders import read_card
 from .sources import parse_teacher
 from .train import train_teacher
+
 
 def _git_commit() -> str | None:
     try:
@@ -59,3 +60,18 @@ def build_zoo_teacher(name: str, *, threads: int | None = None, work_dir: str | 
         f"clean {card['clean_acc']:.4f}, PGD-20 {card['pgd20_acc']:.4f} on {card['eval_n']} test images"
         + (f", AutoAttack {card['aa_acc']:.4f} on {card['aa_n']}" if "aa_acc" in card else "") + f" -> {folder}")
     return folder
+
+
+def store_zoo_proxies(names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
+    """`rslad-tune zoo proxies [NAME]`: each built zoo teacher's proxies (proxies.py) on the images of zoo.LIST_DATA
+    (teacher.yaml's students' data), stored in its shipped card.json (atomically) for `zoo list` and for every sweep
+    on that data, whose resolved copy of the card then holds them already. Seconds per teacher."""
+    from .proxies import PROXIES, folder_proxies
+
+    for name in names or [n for n in zoo.zoo_names() if all((zoo.ZOO_ROOT / n / f).is_file() for f in zoo.FILES)]:
+        folder = zoo.zoo_folder(name, "zoo proxies")
+        dataset = (zoo.read_recipe(name).get("data") or {}).get("dataset", TrialConfig.dataset)
+        t0 = time.perf_counter()
+        p = folder_proxies(folder, TrialConfig(dataset=dataset, **zoo.LIST_DATA))["training"]
+        log(f"zoo teacher {name}: {', '.join(f'{k} {p[k]:.4f}' for k in PROXIES)} on {p['n']} training images "
+            f"({time.perf_counter() - t0:.1f}s) -> {folder / 'card.json'}")
