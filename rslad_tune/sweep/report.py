@@ -113,6 +113,10 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
             row["students"].append(student | {"clean": ev["Clean"], "pgd20": ev["PGD_SAT"], "aa": ev.get("AA"),
                                               "n": ev["n"], "n_aa": ev["n_aa"]})
         row["decided"] = bool(row["students"])
+        # validation PGD-20 per epoch: of the students ASHA stopped, and of the compared ones (the rung evidence)
+        row["stopped_curves"] = [[h["pgd_acc"] for h in t.history] for t in mine if t not in full and t.history]
+        row["curves"] = [[h["pgd_acc"] for h in t.history] for t in full
+                         if t.config.get("teacher") == name and t.trial_id in compared]
         for key in ("val_pgd", "clean", "pgd20", "aa"):
             vals = [100 * s[key] for s in row["students"] if s.get(key) is not None]
             row[f"student_{key}_mean"], row[f"student_{key}_std"] = _spread(vals)

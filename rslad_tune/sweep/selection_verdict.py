@@ -54,7 +54,24 @@ def _holm(family: list[dict]) -> list[dict]:
     return family
 
 
-def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: list[dict]) -> dict:
+def _rung_evidence(stopped: list[dict], reference: dict) -> str:
+    """What ASHA saw when it stopped the teachers' students: each one's validation PGD-20 at its last epoch minus the
+    baseline student's at the same epoch (single students: no interval, a hint, not a finding)."""
+    base = reference.get("curves") or []
+    gaps = [(r["teacher"], len(c), 100 * (c[-1] - sum(b[len(c) - 1] for b in base) / len(base)))
+            for r in stopped for c in r.get("stopped_curves", []) if base and all(len(b) >= len(c) for b in base)]
+    if not gaps:
+        return ""
+    behind = [g for g in gaps if g[2] < 0]
+    epochs = sorted({e for _, e, _ in gaps})
+    return (f" ASHA stopped them at epoch {', '.join(map(str, epochs))}, where {len(behind)} of {len(gaps)} were behind the "
+            f"student trained alone ({reference['teacher']}) in validation PGD-20 ("
+            + ", ".join(f"{t} {d:+.2f}" for t, _, d in sorted(gaps, key=lambda g: -g[2])) + " points): one student each and "
+            "no interval, so a hint, not an answer; the ground truth or more seeds (`scheduler: {type: fifo}`) answer it.")
+
+
+def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: list[dict],
+                   stopped: list[dict] = ()) -> dict:
     """The report's first sentence: helps (some teacher beats the baseline, Holm-corrected), hurts (the best
     teacher is below it beyond the noise), or cannot tell (with the smallest detectable difference)."""
     if reference is None:
@@ -62,7 +79,7 @@ def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: li
                 "(add a teacher `none: {baseline: sat}` and search it like any other)."}
     if not teachers:
         return {"case": "cannot_tell", "text": "Cannot tell whether to distil: no teacher has a student that trained "
-                "every epoch at the compared hyper-parameters."}
+                "every epoch at the compared hyper-parameters." + _rung_evidence(stopped, reference)}
     best = max(vs_baseline, key=lambda c: c["diff"])
     helps = [c for c in vs_baseline if c["real"] and c["diff"] > 0]
     c = max(helps, key=lambda c: c["diff"]) if helps else best
@@ -96,7 +113,8 @@ def verdict(rows: list[dict], noise_std: float | None = None, noise_dof: int | N
     out = {"ranking": [r["teacher"] for r in teachers], "reference": reference["teacher"] if reference else None,
            "undecided": [r["teacher"] for r in rows if not r["decided"]], "noise_std": sd, "noise_dof": dof,
            "noise_source": source, "vs_baseline": vs_baseline,
-           "should_distill": should_distill(teachers, reference, vs_baseline),
+           "should_distill": should_distill(teachers, reference, vs_baseline,
+                                            [r for r in rows if not r["decided"] and not r.get("baseline")]),
            "vs_best": _holm([difference(teachers[0], r, sd, dof) for r in teachers[1:]]) if teachers else [],
            "size_spearman": None, "largest_vs_smallest": None, "families": []}
     sized = [r for r in teachers if r.get("params")]
