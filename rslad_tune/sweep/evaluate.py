@@ -13,10 +13,10 @@ import torch
 from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
 from ..trial.errors import SpecError
-from ..trial.files import load_weights, read_json
+from ..trial.files import file_digest, load_weights, read_json
 from ..trial.models import build_from_config
 from ..trial.robustness import ATTACK_NAMES, COLUMNS, resolve_columns, suite_protocol
-from ..trial.scoring import score, weights_digest
+from ..trial.scoring import score
 from ..trial.trainer import make_student
 from .export import load_student
 from .layout import ExperimentDir
@@ -114,7 +114,7 @@ def evaluate_folder(path: str | Path, *, n_examples: int | None = None, n_aa: in
         if log:
             log(f"{r['row']} checkpoint (epoch {r['epoch']}): {r['weights']}")
         res = score(load, x, y, eps, wanted, seed=seed, n_aa=n_aa_eff, cache=weights.with_suffix(".scores.json"),
-                    digest=weights_digest(weights), batch_size=batch_size, log=log)
+                    digest=file_digest(weights), batch_size=batch_size, log=log)
         report["rows"][r["row"]] = {"epoch": r["epoch"], "weights": r["weights"], **res}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report

@@ -125,15 +125,15 @@ class TrialDir:
               device="cpu", log=None) -> dict[str, float]:
         """The `which` checkpoint's accuracy per column on the first `n` test images (AutoAttack on the first
         `n_aa`), through the one scoring function: cached beside the weights (`<best|model>.scores.json`)."""
-        from ..trial.files import load_weights
-        from ..trial.scoring import score, weights_digest
+        from ..trial.files import file_digest, load_weights
+        from ..trial.scoring import score
         from ..trial.trainer import make_student
 
         cfg, weights = self.trial_config, self.weights(which)
         x, y = splits.test_x[:n], splits.test_y[:n]
         load = lambda: load_weights(make_student(cfg, splits), weights, f"{which} checkpoint").to(device)  # noqa: E731
         return score(load, x, y, cfg.eval_epsilon, columns, seed=seed, n_aa=n_aa, cache=weights.with_suffix(".scores.json"),
-                     digest=weights_digest(weights), log=log)
+                     digest=file_digest(weights), log=log)
 
     def cached(self, name: str) -> dict | None:
         f = self.path / name

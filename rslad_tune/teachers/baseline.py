@@ -8,9 +8,8 @@ from typing import Any
 
 from ..trial.config import TrialConfig
 from ..trial.errors import SpecError
-from ..trial.files import write_json
 from ..trial.methods import METHODS
-from .folders import publish
+from .folders import config_folder
 from .source import Log, Source, TeacherSpec
 
 # adversarial methods that need no teacher: what "the student trained alone" means for a robust student
@@ -33,13 +32,8 @@ class BaselineSource(Source):
 
     def resolve(self, spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Log) -> Path:
         method = spec.args["method"]
-        final = runs_dir / "teachers" / f"baseline-{method}"
-        if not final.is_dir():
-            tmp = final.with_name(f".{final.name}.tmp")
-            tmp.mkdir(parents=True, exist_ok=True)
-            write_json({"baseline": method}, tmp / "config.json")
-            write_json({"source": f"baseline:{method}", "baseline": method, "params": 0, "macs": 0}, tmp / "card.json")
-            publish(tmp, final)
+        final = config_folder(runs_dir / "teachers" / f"baseline-{method}", {"baseline": method},
+                              {"source": f"baseline:{method}", "baseline": method, "params": 0, "macs": 0})
         log(f"teacher {spec.name}: no teacher, the student trains with {method} alone (the baseline)")
         return final
 

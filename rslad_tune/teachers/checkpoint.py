@@ -9,10 +9,10 @@ from typing import Any
 from ..trial.config import TrialConfig, check_trial_value, expand_user
 from ..trial.data import Splits
 from ..trial.errors import SpecError
-from ..trial.files import load_weights, read_json
+from ..trial.files import file_digest, load_weights, read_json
 from ..trial.models import REGISTRY as MODELS
 from ..trial.models import build_from_config, model_config
-from .folders import carded, file_digest, load_weights_folder
+from .folders import carded, load_weights_folder
 from .source import Log, Source, TeacherSpec
 
 

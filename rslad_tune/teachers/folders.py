@@ -5,7 +5,6 @@ concurrent or interrupted build never leaves half a teacher behind; a damaged fo
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -76,12 +75,16 @@ def publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def config_folder(final: Path, config: dict, card: dict) -> Path:
+    """A resolved folder of a teacher without weights (a baseline, the label teacher): its config.json and
+    card.json, written once under a temporary name and renamed into place."""
+    if not final.is_dir():
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        write_json(config, tmp / "config.json")
+        write_json(card, tmp / "card.json")
+        publish(tmp, final)
+    return final
 
 
 # --------------------------------------------------------------------------- cards

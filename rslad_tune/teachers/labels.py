@@ -12,8 +12,7 @@ import torch
 from ..trial.config import TrialConfig
 from ..trial.data import Splits, num_views
 from ..trial.errors import SpecError
-from ..trial.files import write_json
-from .folders import publish
+from .folders import config_folder
 from .source import Log, Source, TeacherSpec
 
 FLOOR = -30.0  # the logit of a zero probability (exp(-30) ~ 1e-13): finite, so every KL term stays finite
@@ -38,13 +37,8 @@ class LabelSource(Source):
 
     def resolve(self, spec: TeacherSpec, trial: TrialConfig, runs_dir: Path, log: Log) -> Path:
         s = spec.args["smoothing"]
-        final = runs_dir / "teachers" / f"labels-s{s:g}"
-        if not final.is_dir():
-            tmp = final.with_name(f".{final.name}.tmp")
-            tmp.mkdir(parents=True, exist_ok=True)
-            write_json({"labels": {"smoothing": s}}, tmp / "config.json")
-            write_json({"source": "labels", "smoothing": s, "params": 0, "macs": 0, "clean_acc": 1.0}, tmp / "card.json")
-            publish(tmp, final)
+        final = config_folder(runs_dir / "teachers" / f"labels-s{s:g}", {"labels": {"smoothing": s}},
+                              {"source": "labels", "smoothing": s, "params": 0, "macs": 0, "clean_acc": 1.0})
         log(f"teacher {spec.name}: the true labels (smoothing {s:g})")
         return final
 

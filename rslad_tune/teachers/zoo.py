@@ -26,12 +26,13 @@ from typing import Any
 
 import yaml
 
-from ..trial.config import TrialConfig, YamlLoader
+from ..trial.config import TrialConfig
+from ..trial.yaml_loader import YamlLoader
 from ..trial.data import Splits
 from ..trial.errors import SpecError
-from ..trial.files import load_weights, read_json
+from ..trial.files import file_digest, load_weights, read_json
 from ..trial.models import build_from_config
-from .folders import file_digest, publish, refuse_damaged
+from .folders import publish, refuse_damaged
 from .source import Log, Source, TeacherSpec
 
 ZOO_ROOT = Path(__file__).resolve().parents[1] / "teacher_zoo"

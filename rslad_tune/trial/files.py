@@ -89,6 +89,15 @@ def state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks): what names a weights file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes (sorted by name): what a reader checks."""
     h = hashlib.sha256()

@@ -9,7 +9,6 @@ column computed inside any other set.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -33,15 +32,6 @@ BATCH = 500  # images per attack batch: the random starts are drawn per batch, s
 
 def protocol_key(column: str, eps: float, n: int, seed: int, batch_size: int = BATCH) -> str:
     return f"{column}|eps={eps:.6g}|n={n}|seed={seed}" + (f"|batch={batch_size}" if batch_size != BATCH else "")
-
-
-def weights_digest(path: str | Path) -> str:
-    """The digest that names a weights file's content (its bytes' sha256; cheap for these sizes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _compute(model: nn.Module, x: Tensor, y: Tensor, eps: float, column: str, seed: int, log: Log,
