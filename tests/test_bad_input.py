@@ -412,7 +412,7 @@ def test_randint_with_equal_bounds_is_a_constant(tmp_path, monkeypatch):
 
 def test_an_error_shows_a_short_head_of_a_huge_value():
     """A value is shown by its repr's head (a string: head and tail), built without formatting all of it."""
-    from rslad_tune.trial.config import load_yaml
+    from rslad_tune.trial.yaml_loader import load_yaml
     from rslad_tune.trial.errors import SpecError
 
     lol = ["lol"] * 9

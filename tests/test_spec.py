@@ -194,7 +194,7 @@ def test_exponent_floats_in_the_yaml_file_and_in_set(tmp_path):
 
 
 def test_the_yaml_loader_leaves_pyyaml_alone():
-    from rslad_tune.trial.config import load_yaml
+    from rslad_tune.trial.yaml_loader import load_yaml
 
     assert yaml.safe_load("1e-3") == "1e-3"  # other code that reads YAML keeps PyYAML's own rules
     assert load_yaml("[1e-3, 1.5e3, 10, 0x10, .5, 1e, e3, 1.2.3, 2024-01-02]")[:8] == [1e-3, 1500.0, 10, 16, 0.5, "1e", "e3", "1.2.3"]

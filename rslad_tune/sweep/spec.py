@@ -19,10 +19,11 @@ from ..teachers.proxies import check_proxy
 from ..teachers.source import TeacherSpec
 from ..teachers.sources import parse_teacher
 from ..trial.config import (DATA_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, TrialConfig, as_mapping, check_keys, check_trial_config,
-                            check_trial_value, choice, custom, did_you_mean, flag, load_yaml, make_trial_config, num,
+                            check_trial_value, choice, custom, did_you_mean, flag, make_trial_config, num,
                             parse_section)
 from ..trial.errors import SpecError
 from ..trial.methods import METHODS
+from ..trial.yaml_loader import load_yaml
 from .layout import check_experiment_name
 
 
