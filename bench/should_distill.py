@@ -140,8 +140,11 @@ def _near(pgd: dict, teachers: list[str]) -> list[str]:
 def score_sweep(exp: ExperimentDir, truth: dict, pgd: dict, gt_epochs: int) -> dict:
     """The sweep against the ground truth of seeds it did not train."""
     sel = read_json(exp.path / "selection.json", "selection.json (run `rslad-tune report` on the sweep first)")
-    decided = [r for r in sel["rows"] if r["decided"] and not r.get("baseline")]
-    pick = max(((s["val_pgd"], r["teacher"]) for r in decided for s in r["students"]), default=(None, None))[1]
+    # the sweep's answer: the teacher (or the baseline) of its best student by validation PGD-20 among the students
+    # that trained every epoch, which is what it exports
+    full = [r for r in sel["rows"] if r["students"]]
+    pick = max(((s["val_pgd"], r["teacher"]) for r in full for s in r["students"]), default=(None, None))[1]
+    choices = [a for a in truth["ranking"] if a in {r["teacher"] for r in sel["rows"]}]
     ranking = sel["verdict"]["ranking"]
     common = [a for a in truth["teacher_ranking"] if a in ranking]
     rho = stats.spearman([-ranking.index(a) for a in common], [truth["table"][a]["mean"] for a in common])
@@ -150,8 +153,8 @@ def score_sweep(exp: ExperimentDir, truth: dict, pgd: dict, gt_epochs: int) -> d
         [-ranking.index(a) for a in common], [statistics.fmean(pgd[a][s] for s in ss) for a in common])) if len(common) > 2 else None
     used = sum(t.result.get("epoch", 0) for t in exp.trials())
     return {"experiment": str(exp.path), "sweep_seeds": sorted({t.config.get("seed") for t in exp.trials()}),
-            "pick": pick, "gt_best": truth["teacher_ranking"][0], "pick_is_best": pick == truth["teacher_ranking"][0],
-            "pick_within_noise": pick in truth.get("near_best", []), "ranking": ranking, "undecided": sel["verdict"]["undecided"],
+            "pick": pick, "gt_best": choices[0], "pick_is_best": pick == choices[0],
+            "pick_within_noise": pick in _near(pgd, choices), "near_best": _near(pgd, choices), "ranking": ranking, "undecided": sel["verdict"]["undecided"],
             "spearman": rho.rho, "spearman_p_exact": rho.pvalue, "spearman_bootstrap": [boot.low, boot.high] if boot else None,
             "should_distill": sel["verdict"].get("should_distill", {}).get("case"),
             "epochs_trained": used, "compute_fraction": used / gt_epochs}
@@ -181,11 +184,14 @@ def asha_replay(curves: dict, truth: dict, *, grace: int = 3, rf: int = 2, n: in
         return order[0], set(_near(pg, order))
 
     point = rates({a: list(curves[a].values()) for a in arms}, *truth_of(truth_pgd))
+    # one resampled seed list for every arm: the ground truth's comparisons are paired by seed, so a bootstrap that
+    # drew each arm's seeds independently would break the pairs and widen every noise band
+    common = sorted(set.intersection(*(set(curves[a]) & set(truth_pgd.get(a, {})) for a in arms)))
     samples = []
     for _ in range(boots):
-        picks = {a: [rng.choice(list(curves[a])) for _ in curves[a]] for a in arms}
-        boot_pgd = {a: dict(enumerate(truth_pgd[a][s] for s in picks[a])) for a in arms if a in truth_pgd}
-        samples.append(rates({a: [curves[a][s] for s in picks[a]] for a in arms}, *truth_of(boot_pgd)))
+        ss = [rng.choice(common) for _ in common]
+        boot_pgd = {a: {i: truth_pgd[a][s] for i, s in enumerate(ss)} for a in arms}
+        samples.append(rates({a: [curves[a][s] for s in ss] for a in arms}, *truth_of(boot_pgd)))
     lo = lambda i: sorted(s[i] for s in samples)[int(0.025 * boots)]  # noqa: E731
     hi = lambda i: sorted(s[i] for s in samples)[int(0.975 * boots) - 1]  # noqa: E731
     best, near = truth_of(truth_pgd)
@@ -241,11 +247,13 @@ def markdown(full: dict, fresh: dict, sweeps: list[dict], asha: dict | None, fre
     for s in sweeps:
         b = s["spearman_bootstrap"]
         md += ["", f"### Sweep {s['experiment']} (trained seeds {s['sweep_seeds']}) against the fresh seeds", "",
-               f"- pick (best compared student by validation PGD-20): **{s['pick']}**; fresh ground truth's best: "
-               f"{s['gt_best']} (same: {s['pick_is_best']}); within its noise: {s['pick_within_noise']}",
+               f"- pick (the teacher of its best student by validation PGD-20, the student it exports; `none` = no "
+               f"teacher): **{s['pick']}**; the fresh ground truth's best of the sweep's choices (baseline included): "
+               f"{s['gt_best']} (same: {s['pick_is_best']}); within its noise ({', '.join(s['near_best'])}): {s['pick_within_noise']}",
                f"- report's ranking: {', '.join(s['ranking'])}; undecided: {', '.join(s['undecided']) or 'none'}; its "
                f"'should I distill?': {s['should_distill']}",
-               "- Spearman with the fresh ground truth's means: " + ("–" if s["spearman"] is None else
+               "- Spearman with the fresh ground truth's means: " + (f"none (the report ranked {len(s['ranking'])} "
+               "teacher(s): nothing to correlate)" if s["spearman"] is None else
                f"{s['spearman']:+.2f} (exact p {s['spearman_p_exact']:.2f}" + (f"; seed-bootstrap {b[0]:+.2f} to {b[1]:+.2f})" if b else ")")),
                f"- compute: {s['epochs_trained']} trained epochs = {100 * s['compute_fraction']:.0f} % of a 3-seed ground truth of the same arms"]
     if asha:
