@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--threads", type=_positive_int, help="torch threads for the build (default: torch's default)")
     _file(z.add_argument("--work-dir", default="runs", help="scratch folder for the build (default runs/)"), _DIR)
     fmt = z.add_mutually_exclusive_group()
-    fmt.add_argument("--markdown", action="store_true", help="list: a Markdown table (the README's)")
+    fmt.add_argument("--markdown", action="store_true", help="list: a Markdown table (docs/zoo.md's)")
     fmt.add_argument("--json", action="store_true", help="list: a JSON list of the cards (name, params, macs, clean_acc, "
                    "pgd20_acc, eval_n, aa_acc, aa_n, build_time_s, recipe)")
 

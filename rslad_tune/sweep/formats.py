@@ -2,7 +2,7 @@
 
     model.pt     TorchScript (`torch.jit.trace` of the eval-mode student; `torch.jit.load`, no Python class needed)
     model.onnx   ONNX, opset 18, input `images` N x C x H x W in [0, 1] with a dynamic batch axis, output `logits`
-                 (torch.onnx's exporter; needs the `[onnx]` extra: onnx, onnxscript; onnxruntime runs it)
+                 (torch.onnx's exporter; needs onnx and onnxscript, default dependencies; onnxruntime, in the `[onnx]` extra, runs it)
 
 Both are traced from the eval-mode student on CPU (the model passed is moved there) on an example batch of two
 or more images.

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..teachers.proxies import check_proxy
+from ..teachers.proxies import PROXIES, check_proxy
 from ..teachers.source import TeacherSpec
 from ..teachers.sources import parse_teacher
 from ..trial.config import (DATA_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, TrialConfig, as_mapping, check_keys, check_trial_config,
@@ -101,30 +101,30 @@ def _metric(name: str, v: Any, **ctx) -> str:
 class TuneSpec:
     """The `tune:` section. A field's `yaml` metadata says where the section holds it (default: its name)."""
 
-    num_samples: int = field(default=8, metadata=num(integer=True, lo=1, hi=100_000))
-    max_concurrent: int = field(default=2, metadata=num(integer=True, lo=1, hi=100_000))
-    metric: str = field(default="pgd_acc", metadata=custom(_metric))
+    num_samples: int = field(default=8, metadata=num(integer=True, lo=1, hi=100_000))  # trials in the sweep
+    max_concurrent: int = field(default=2, metadata=num(integer=True, lo=1, hi=100_000))  # trials running at a time
+    metric: str = field(default="pgd_acc", metadata=custom(_metric, allowed="pgd_acc"))  # validation PGD accuracy ranks epochs and trials
     mode: str = field(default="max", metadata=choice(("max",)))
-    scheduler: str = field(default="asha", metadata=choice(("asha", "fifo"), yaml=("scheduler.type",)))
-    grace_period: int = field(default=1, metadata=num(integer=True, lo=1, yaml=("scheduler.grace_period",)))
-    reduction_factor: float = field(default=2.0, metadata=num(lo=1, lo_open=True, yaml=("scheduler.reduction_factor",)))
+    scheduler: str = field(default="asha", metadata=choice(("asha", "fifo"), yaml=("scheduler.type",)))  # asha: early stopping; fifo: none
+    grace_period: int = field(default=1, metadata=num(integer=True, lo=1, yaml=("scheduler.grace_period",)))  # ASHA's first rung, in epochs
+    reduction_factor: float = field(default=2.0, metadata=num(lo=1, lo_open=True, yaml=("scheduler.reduction_factor",)))  # ASHA keeps 1 / reduction_factor of the trials at each rung
     searcher: str = field(default="optuna", metadata=choice(("optuna", "random"), yaml=("searcher.type",)))  # optuna (TPE)
     seed: int = field(default=0, metadata=num(integer=True, lo=0, hi=2**32 - 1, yaml=("seed", "searcher.seed")))  # searcher.seed wins
-    cpus_per_trial: float = field(default=1.0, metadata=num(lo=0, lo_open=True, yaml=("resources.cpu",)))
-    gpus_per_trial: float = field(default=0.0, metadata=num(lo=0, yaml=("resources.gpu",)))
-    max_failures: int = field(default=0, metadata=num(integer=True, lo=0, hi=1000))
+    cpus_per_trial: float = field(default=1.0, metadata=num(lo=0, lo_open=True, yaml=("resources.cpu",)))  # CPUs per trial
+    gpus_per_trial: float = field(default=0.0, metadata=num(lo=0, yaml=("resources.gpu",)))  # GPUs per trial (fractions share a GPU)
+    max_failures: int = field(default=0, metadata=num(integer=True, lo=0, hi=1000))  # retries of a trial whose process dies, from its last checkpoint
     # prescreen: {by: proxy, keep: K}: before any trial, only the K searched teachers best by a proxy (prescreen.py)
     prescreen_by: str | None = field(default=None, metadata=custom(lambda name, v, **ctx: check_proxy(v, name), optional=True,
-                                                                   yaml=("prescreen.by",)))
+                                                                   allowed=", ".join(PROXIES), yaml=("prescreen.by",)))
     prescreen_keep: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True, yaml=("prescreen.keep",),
-                                                                  why="keep 0 would drop every teacher"))
+                                                                  why="keep 0 would drop every teacher"))  # K
 
 
 @dataclass
 class ReportSpec:
     """The teacher selection report written at the end of a sweep that searches `teacher` (report.py)."""
 
-    enabled: bool = field(default=True, metadata=flag())
+    enabled: bool = field(default=True, metadata=flag())  # write the report (when teacher is searched)
     n_examples: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True))  # test images (None: all)
     n_aa: int = field(default=200, metadata=num(integer=True, lo=0))  # AutoAttack on the first n_aa of them (0: skip)
     # points of test PGD-20: one teacher's students' std over seeds, measured by a ground-truth sweep (None: from this sweep)

@@ -102,7 +102,8 @@ def _flag(key: str, v: Any) -> bool:
 
 # --------------------------------------------------------------------------- field metadata
 # Each helper returns a field's metadata: "check" (name, value, **context) -> the checked value,
-# "optional" (None is allowed), and any extra entries (`yaml`: where parse_section finds the field).
+# "optional" (None is allowed), what it takes in words ("allowed", or "choices": the names), and any extra entries
+# (`yaml`: where parse_section finds the field). The key reference (sweep/keyref.py) prints them.
 
 
 def num(*, integer: bool = False, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
@@ -110,20 +111,22 @@ def num(*, integer: bool = False, lo: float | None = None, hi: float | None = No
     """A number field; `why` says, after the range, why values outside it are refused."""
     def check(name, v, **ctx):
         return _number(name, v, integer=integer, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, why=why)
-    return {"check": check, "optional": optional, **meta}
+    allowed = f"{'an integer' if integer else 'a number'}{_range_text(lo, hi, lo_open, hi_open)}"
+    return {"check": check, "optional": optional, "allowed": allowed, **meta}
 
 
 def choice(allowed: Collection[str], **meta) -> dict:
     """One of `allowed`'s names (a registry dict is read when checking, so later entries count)."""
-    return {"check": lambda name, v, **ctx: _choice(name, v, allowed), "optional": False, **meta}
+    return {"check": lambda name, v, **ctx: _choice(name, v, allowed), "optional": False, "choices": allowed, **meta}
 
 
 def flag(**meta) -> dict:
-    return {"check": lambda name, v, **ctx: _flag(name, v), "optional": False, **meta}
+    return {"check": lambda name, v, **ctx: _flag(name, v), "optional": False, "allowed": "true or false", **meta}
 
 
-def custom(check: Callable[..., Any], *, optional: bool = False, **meta) -> dict:
-    return {"check": check, "optional": optional, **meta}
+def custom(check: Callable[..., Any], *, allowed: str, optional: bool = False, **meta) -> dict:
+    """A field checked by `check`; `allowed` says in words what it takes (the key reference's column)."""
+    return {"check": check, "optional": optional, "allowed": allowed, **meta}
 
 
 def check_field(f: dataclasses.Field, name: str, v: Any, **ctx) -> Any:
@@ -177,45 +180,45 @@ class TrialConfig:
 
     Field order and defaults are part of the teacher cache key (TeacherSpec.cache_key hashes to_dict())."""
 
-    # data
+    # -- data
     dataset: str = field(default="fashion_mnist", metadata=choice(LOADERS))
-    data_dir: str | None = field(default=None, metadata=custom(_directory, optional=True))
+    data_dir: str | None = field(default=None, metadata=custom(_directory, optional=True, allowed="a directory path"))  # dataset folder (None: the loader's default)
     train_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N training images (before the validation split)
     test_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N test images
     val_size: int = field(default=1000, metadata=num(integer=True, lo=1, why="with no validation images every validation "
                                                      "accuracy is 0 and no epoch or trial can be chosen"))  # held out from the training images with a fixed seed; used for selection
     augment: str = field(default="default", metadata=choice(AUGMENTS))  # default: crop+flip for CIFAR, none for Fashion-MNIST
-    # method and models
+    # -- method and models
     method: str = field(default="rslad", metadata=choice(METHODS))
-    arch: str = field(default="small_cnn", metadata=choice(MODELS))
+    arch: str = field(default="small_cnn", metadata=choice(MODELS))  # the student's architecture
     width: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))  # small_cnn width
-    teacher: str | None = field(default=None, metadata=custom(_teacher_name, optional=True))  # a name from the `teachers:` section
+    teacher: str | None = field(default=None, metadata=custom(_teacher_name, optional=True, allowed="a name from teachers:"))  # a name from the `teachers:` section
     alpha: float = field(default=5 / 6, metadata=num(lo=0, hi=1))  # RSLAD: weight of the adversarial KL term; ARD: weight of the KL term
-    temperature: float = field(default=1.0, metadata=num(lo=0, lo_open=True))
+    temperature: float = field(default=1.0, metadata=num(lo=0, lo_open=True))  # softmax temperature (ARD, IAD, RSLAD's teacher)
     lam: float = field(default=6.0, metadata=num(lo=0, lo_open=True))  # TRADES / MART: weight lambda of the KL term
     iad_beta: float = field(default=0.1, metadata=num(lo=0))  # IAD: exponent beta of the teacher's trust T_y(x')^beta
     kl_reduction: str = field(default="batchmean", metadata=choice(KL_REDUCTIONS))  # RSLAD/ARD KL: batchmean, or paper (mean over batch x classes)
     soft_label_cache: bool = field(default=True, metadata=flag())  # read the teacher's clean-view logits from a table built once (soft_labels.py)
-    # training attack
-    epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))
+    # -- training attack
+    epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))  # L-inf radius of the training attack
     step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))  # None: epsilon / 4 (2/255 at 8/255, the paper's ratio)
-    attack_steps: int = field(default=10, metadata=_positive_int(hi=10_000))
+    attack_steps: int = field(default=10, metadata=_positive_int(hi=10_000))  # PGD steps of the training attack
     attack_start: str = field(default="normal", metadata=choice(STARTS))  # normal: x + 0.001 N(0,1) (paper); uniform: U(-eps, eps)
-    # evaluation attack (validation each epoch, test at the end): PGD-20, CE, uniform start
-    eval_epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))
-    eval_steps: int = field(default=20, metadata=_positive_int(hi=10_000))
+    # -- evaluation attack (validation each epoch, test at the end): PGD-20, CE, uniform start
+    eval_epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))  # L-inf radius of the evaluation attack
+    eval_steps: int = field(default=20, metadata=_positive_int(hi=10_000))  # PGD steps of the evaluation attack
     eval_step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))  # None: eval_epsilon / 4
-    # optimisation
-    lr: float = field(default=0.1, metadata=num(lo=0, lo_open=True))
-    momentum: float = field(default=0.9, metadata=num(lo=0, hi=1, hi_open=True))
-    weight_decay: float = field(default=2e-4, metadata=num(lo=0))
-    batch_size: int = field(default=128, metadata=_positive_int(hi=1_000_000))
-    epochs: int = field(default=10, metadata=_positive_int(hi=10_000))
-    schedule: str = field(default="cosine", metadata=choice(SCHEDULES))
+    # -- optimisation
+    lr: float = field(default=0.1, metadata=num(lo=0, lo_open=True))  # SGD learning rate
+    momentum: float = field(default=0.9, metadata=num(lo=0, hi=1, hi_open=True))  # SGD momentum
+    weight_decay: float = field(default=2e-4, metadata=num(lo=0))  # SGD weight decay
+    batch_size: int = field(default=128, metadata=_positive_int(hi=1_000_000))  # training images per step
+    epochs: int = field(default=10, metadata=_positive_int(hi=10_000))  # training epochs (ASHA's max_t: fixed per sweep, not searchable)
+    schedule: str = field(default="cosine", metadata=choice(SCHEDULES))  # learning-rate schedule
     milestones: list[float] = field(default_factory=lambda: [215 / 300, 260 / 300, 285 / 300],
-                                    metadata=custom(_milestones))  # piecewise, fraction of epochs
-    # runtime
-    seed: int = field(default=0, metadata=num(integer=True, lo=0, hi=SEED_MAX))
+                                    metadata=custom(_milestones, allowed="fractions of the epochs in (0, 1)"))  # piecewise, fraction of epochs
+    # -- runtime
+    seed: int = field(default=0, metadata=num(integer=True, lo=0, hi=SEED_MAX))  # the trial's random seed
     device: str = field(default="auto", metadata=choice(DEVICES))
     num_threads: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))  # torch intra-op threads; None: leave torch's default
     precision: str = field(default="auto", metadata=choice(PRECISIONS))  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (perturbations stay fp32)
