@@ -1,4 +1,4 @@
-"""The README's main job, end to end on real Fashion-MNIST (about 13 minutes on 2 cores): slow-marked.
+"""The README's main job, end to end on real Fashion-MNIST (about 5 minutes on 2 cores): slow-marked.
 
     python -m pytest -m slow tests/test_quickstart_slow.py
 
@@ -21,7 +21,7 @@ from rslad_tune.trial.data import load_splits
 from rslad_tune.trial.robustness import clean_and_pgd
 model = rslad_tune.load_student(sys.argv[1])
 cfg = json.load(open(sys.argv[1] + '/config.json'))['trial']
-s = load_splits('fashion_mnist', data_dir=cfg['data_dir'], val_size=cfg['val_size'])
+s = load_splits('fashion_mnist', data_dir=cfg['data_dir'], val_size=cfg['val_size'], test_subset=cfg['test_subset'])
 print(json.dumps(clean_and_pgd(model, s.test_x, s.test_y, 0.1, 0.025, 20, seed=123)))
 """
 
@@ -32,7 +32,7 @@ def check_quickstart(runs: Path) -> dict:
     runs_ = client.search_runs([exp.experiment_id])
     parents = [r for r in runs_ if r.data.tags.get("rslad_tune.kind") == "sweep"]
     children = [r for r in runs_ if r.data.tags.get("rslad_tune.kind") == "trial"]
-    assert len(parents) == 1 and len(children) >= 8
+    assert len(parents) == 1 and len(children) >= 6
     for c in children:
         assert c.info.status == "FINISHED" and {"alpha", "epsilon", "attack_steps", "teacher"} <= set(c.data.params)
         steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "pgd_acc"))
@@ -41,7 +41,11 @@ def check_quickstart(runs: Path) -> dict:
     assert early, "no trial was stopped early by ASHA"
     best = runs / "quickstart" / "best"
     metrics = json.loads((best / "metrics.json").read_text())
-    assert metrics["test_n"] == 10000 and metrics["test_clean_acc"] >= 0.70 and metrics["test_pgd_acc"] >= 0.60
+    assert metrics["test_n"] == 2000 and metrics["test_clean_acc"] >= 0.70 and metrics["test_pgd_acc"] >= 0.55
+    assert all((best / f).is_file() for f in ("model.safetensors", "model.pt", "model.onnx"))
+    assert client.get_model_version_by_alias("quickstart-student", "champion")
+    first = (runs / "quickstart" / "selection.md").read_text().splitlines()[0]
+    assert "distil" in first and "no no-teacher baseline" not in first, first
     fresh = json.loads(subprocess.run([sys.executable, "-c", RELOAD, str(best)], capture_output=True, text=True,
                                       check=True).stdout)
     assert abs(fresh["clean_acc"] - metrics["test_clean_acc"]) <= 0.01

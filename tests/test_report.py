@@ -156,3 +156,14 @@ def test_the_report_opens_with_should_i_distill(teachers, case, words):
 def test_a_sweep_without_a_baseline_says_it_cannot_answer_should_i_distill():
     md = format_markdown([_row("a", 10_000, [0.62, 0.63])])
     assert md.splitlines()[0].startswith("Cannot tell whether to distil: this sweep has no no-teacher baseline")
+
+
+def test_a_baseline_stopped_by_asha_is_named_with_where_it_stood():
+    # the quickstart's case: ASHA stopped the student trained alone at epoch 1 and a teacher's student ran every epoch
+    teacher = _row("sat_w16", 50_000, [0.571]) | {"curves": [[0.556, 0.570, 0.578]]}
+    base = _row("none", 0, []) | {"baseline": True, "teacher_method": None, "trials": 1, "stopped_curves": [[0.520]]}
+    v = verdict([teacher, base])
+    first = format_markdown([teacher, base]).splitlines()[0]
+    assert v["should_distill"]["case"] == "cannot_tell" and "no no-teacher baseline" not in first
+    assert first.startswith("Cannot tell whether to distil: ASHA stopped every student trained alone (none) at epoch 1")
+    assert "sat_w16 +3.60 points" in first, first

@@ -21,8 +21,9 @@ def base() -> dict:
 
 def test_quickstart_parses():
     spec = load_sweep(QUICKSTART)
-    assert spec.experiment == "quickstart" and spec.tune.num_samples >= 8 and spec.tune.max_concurrent == 2
-    assert set(spec.teachers) == {"sat_w16", "sat_w32", "none"} and spec.search["teacher"].args == ["sat_w16", "sat_w32", "none"]
+    assert spec.experiment == "quickstart" and spec.tune.num_samples >= 6 and spec.tune.max_concurrent == 2
+    assert set(spec.teachers) == {"natural_w16", "sat_w16", "none"}
+    assert spec.search["teacher"].args == ["natural_w16", "sat_w16", "none"]
     assert spec.trial.dataset == "fashion_mnist" and spec.trial.eval_epsilon == 0.1
     assert spec.teachers["none"].source == "baseline"  # the no-teacher reference of "should I distill?"
     assert all(t.source == "zoo" for n, t in spec.teachers.items() if n != "none")  # shipped teachers: nothing to train

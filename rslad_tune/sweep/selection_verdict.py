@@ -70,10 +70,27 @@ def _rung_evidence(stopped: list[dict], reference: dict) -> str:
             "no interval, so a hint, not an answer; the ground truth or more seeds (`scheduler: {type: fifo}`) answer it.")
 
 
+def _baseline_stopped(base: dict, teachers: list[dict]) -> str:
+    """The baseline's students all stopped by ASHA: where they stood against the full-length teachers' students at
+    the epoch they stopped (validation PGD-20; single students, a hint)."""
+    gaps = [(t["teacher"], len(c), 100 * (sum(tc[len(c) - 1] for tc in t["curves"]) / len(t["curves"]) - c[-1]))
+            for c in base.get("stopped_curves", []) for t in teachers
+            if t.get("curves") and all(len(tc) >= len(c) for tc in t["curves"])]
+    epochs = sorted({e for _, e, _ in gaps})
+    where = (f" at epoch {', '.join(map(str, epochs))}, where the teachers' students were ahead of it by "
+             + ", ".join(f"{t} {d:+.2f}" for t, _, d in sorted(gaps, key=lambda g: -g[2]))
+             + " points of validation PGD-20 (one student each, no interval: a hint, not an answer)") if gaps else ""
+    return (f"Cannot tell whether to distil: ASHA stopped every student trained alone ({base['teacher']}){where}, so "
+            "no baseline student trained every epoch to compare on the test split; more samples or "
+            "`scheduler: {type: fifo}` answer it.")
+
+
 def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: list[dict],
-                   stopped: list[dict] = ()) -> dict:
+                   stopped: list[dict] = (), baseline_row: dict | None = None) -> dict:
     """The report's first sentence: helps (some teacher beats the baseline, Holm-corrected), hurts (the best
     teacher is below it beyond the noise), or cannot tell (with the smallest detectable difference)."""
+    if reference is None and baseline_row is not None:
+        return {"case": "cannot_tell", "text": _baseline_stopped(baseline_row, teachers)}
     if reference is None:
         return {"case": "no_baseline", "text": "Cannot tell whether to distil: this sweep has no no-teacher baseline "
                 "(add a teacher `none: {baseline: sat}` and search it like any other)."}
@@ -114,7 +131,8 @@ def verdict(rows: list[dict], noise_std: float | None = None, noise_dof: int | N
            "undecided": [r["teacher"] for r in rows if not r["decided"]], "noise_std": sd, "noise_dof": dof,
            "noise_source": source, "vs_baseline": vs_baseline,
            "should_distill": should_distill(teachers, reference, vs_baseline,
-                                            [r for r in rows if not r["decided"] and not r.get("baseline")]),
+                                            [r for r in rows if not r["decided"] and not r.get("baseline")],
+                                            next((r for r in rows if r.get("baseline")), None)),
            "vs_best": _holm([difference(teachers[0], r, sd, dof) for r in teachers[1:]]) if teachers else [],
            "size_spearman": None, "largest_vs_smallest": None, "families": []}
     sized = [r for r in teachers if r.get("params")]
