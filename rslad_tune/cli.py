@@ -244,12 +244,21 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from .sweep.report import selection_report
 
-    if args.n_aa < 0:
-        from .trial.errors import SpecError
+    from .sweep.spec import ReportSpec, load_sweep
+    from .trial.errors import SpecError
 
+    if args.n_aa is not None and args.n_aa < 0:
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer")
     _replay_pending(args.experiment_dir)
-    md, path = selection_report(Path(args.experiment_dir), n_examples=args.n_examples, n_aa=args.n_aa,
+    space = Path(args.experiment_dir) / "space.yaml"
+    try:  # the sweep's own report: section, unless a flag says otherwise
+        settings = load_sweep(space).report if space.is_file() else ReportSpec()
+    except SpecError as e:
+        _log(f"{space}: {e}; using the report defaults")
+        settings = ReportSpec()
+    n_examples = args.n_examples if args.n_examples is not None else settings.n_examples
+    n_aa = args.n_aa if args.n_aa is not None else settings.n_aa
+    md, path = selection_report(Path(args.experiment_dir), n_examples=n_examples, n_aa=n_aa,
                                 device=args.device, log=_log)
     print("\n" + md + "\n", flush=True)
     _log(f"wrote {path} and {path.with_suffix('.png')}")

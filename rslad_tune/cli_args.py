@@ -150,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="teacher selection report: every teacher's students (mean ± std), the verdict against the noise")
     _file(r.add_argument("experiment_dir", help="runs/<experiment> of a sweep that used teachers, e.g. of search_spaces/teacher.yaml"), _DIR)
-    r.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images for clean / PGD-20 (default: all)")
-    r.add_argument("--n-aa", type=_count, default=200, metavar="N", help="AutoAttack on the first N images (default 200; 0: none)")
+    r.add_argument("--n-examples", type=_positive_int, metavar="N", help="first N test images for clean / PGD-20 (default: the "
+                   "sweep's report.n_examples, else all)")
+    r.add_argument("--n-aa", type=_count, metavar="N", help="AutoAttack on the first N images (default: the sweep's "
+                   "report.n_aa, else 200; 0: none)")
     r.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
 
     z = sub.add_parser("zoo", help="the teacher zoo shipped with rslad-tune: list it, or rebuild a teacher from its recipe")

@@ -178,6 +178,10 @@ def test_selection_report_shows_every_teacher_and_is_logged(sweep, capsys):
     assert main(["report", str(exp), "--n-examples", "50", "--n-aa", "6", "--device", "cpu"]) == 0
     assert ": student " not in capsys.readouterr().out  # the evaluation log line of report.py
     assert json.loads((exp / "selection.json").read_text())["rows"] == rows
+    # without flags the verb uses the sweep's own report: section (n_examples 50, n_aa 6 here), not its own defaults
+    assert main(["report", str(exp), "--device", "cpu"]) == 0
+    assert ": student " not in capsys.readouterr().out
+    assert json.loads((exp / "selection.json").read_text())["rows"] == rows
 
 
 class _Payload:
