@@ -167,7 +167,8 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .optuna_study import PruningOptunaSearch, storage
 
     runs_dir, exp_dir = exp.path.parent, exp.path
     t = spec.tune
@@ -178,9 +179,10 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
         scheduler = FIFOScheduler()
     searcher = None
     if t.searcher == "optuna" and spec.search:  # the study lives in optuna.db: a resumed sweep continues it
-        storage = optuna.storages.RDBStorage(f"sqlite:///{exp.optuna_db.resolve()}")
-        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
-                                storage=storage, points_to_evaluate=teacher_points(spec))
+        # ASHA's stops are told PRUNED (not COMPLETE): optuna-dashboard and optuna.importance read them right
+        searcher = PruningOptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
+                                       storage=storage(exp.optuna_db), points_to_evaluate=teacher_points(spec),
+                                       max_t=spec.trial.epochs)
     exp.work_dir.mkdir(exist_ok=True)
     trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs, work_root=str(exp.work_dir)),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})

@@ -1,0 +1,37 @@
+"""Optuna's view of a sweep: a trial ASHA stopped is PRUNED in the study (its last value kept as its last
+intermediate value); a trial that ran every epoch is COMPLETE."""
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from rslad_tune.sweep.optuna_study import PruningOptunaSearch, load_study, storage
+
+
+def _result(epoch, value):
+    return {"training_iteration": epoch, "pgd_acc": value}
+
+
+def test_a_trial_stopped_early_is_pruned_with_its_last_value(tmp_path):
+    db = tmp_path / "optuna.db"
+    search = PruningOptunaSearch(space={"alpha": optuna.distributions.FloatDistribution(0.0, 1.0)}, metric="pgd_acc",
+                                 mode="max", study_name="s", storage=storage(db), max_t=3)
+    for tid in ("stopped", "full"):
+        assert "alpha" in search.suggest(tid)
+    search.on_trial_result("stopped", _result(1, 0.2))
+    search.on_trial_complete("stopped", _result(2, 0.3))  # ASHA's stop: Tune gives that result only to complete
+    for epoch in (1, 2):
+        search.on_trial_result("full", _result(epoch, 0.1 * epoch))
+    search.on_trial_complete("full", _result(3, 0.3))  # a trial's last result, too, reaches complete only
+    stopped, full = load_study(db, "s").trials
+    assert stopped.state == TrialState.PRUNED and stopped.intermediate_values == {1: 0.2, 2: 0.3}
+    assert stopped.value == 0.3  # Optuna's value of a pruned trial: its last intermediate value
+    assert full.state == TrialState.COMPLETE and full.value == 0.3 and full.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+    assert load_study(db, "nope") is None and load_study(tmp_path / "gone.db", "s") is None
+
+
+def test_rays_own_searcher_would_call_the_stopped_trial_complete():
+    """What PruningOptunaSearch corrects: Ray's OptunaSearch tells a stopped trial COMPLETE."""
+    search = OptunaSearch(space={"alpha": optuna.distributions.FloatDistribution(0.0, 1.0)}, metric="pgd_acc", mode="max")
+    search.suggest("stopped")
+    search.on_trial_complete("stopped", _result(2, 0.3))
+    assert search._ot_study.trials[0].state == TrialState.COMPLETE
