@@ -55,6 +55,8 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
     model = load_weights(build_from_config(mcfg), weights, "checkpoint").to(device)
     t0 = time.perf_counter()
     col = pgd_column(cfg.eval_epsilon, cfg.eval_steps, cfg.resolved_eval_step_size)  # the trial's own validation PGD
+    log(f"best trial {best.trial_id}: scoring its best epoch on the {len(splits.test_x)} test images (clean, "
+        f"PGD-{cfg.eval_steps}; a progress bar while it runs, nothing to do if it was scored before)")
     m = best.score("best", splits, ["Clean", col], seed=cfg.seed, device=device, log=log)
     test = {"test_clean_acc": m["Clean"], "test_pgd_acc": m[col], "test_n": len(splits.test_x)}
     log(f"best trial {best.trial_id}: test clean {test['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} "
