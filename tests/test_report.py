@@ -156,3 +156,31 @@ def test_the_report_opens_with_should_i_distill(teachers, case, words):
 def test_a_sweep_without_a_baseline_says_it_cannot_answer_should_i_distill():
     md = format_markdown([_row("a", 10_000, [0.62, 0.63])])
     assert md.splitlines()[0].startswith("Cannot tell whether to distil: this sweep has no no-teacher baseline")
+
+
+@pytest.mark.parametrize("n", [1, 12])
+def test_the_selection_plot_is_readable_for_one_teacher_and_for_twelve(tmp_path, monkeypatch, n):
+    """One teacher: the y axis is not zoomed into its 0.1-point error bar, and its label is not clipped; twelve:
+    every label inside the figure."""
+    from rslad_tune.sweep import plots
+
+    figs = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, layout=True: figs.append(fig) or real(fig, path, layout))
+    rows = [_row(f"teacher_{i}", int(10_000 * 1.5 ** i), [0.60 + 0.003 * i, 0.601 + 0.003 * i]) for i in range(n)]
+    rows[0]["teacher_pgd20"] = 0.99  # the right edge of the robustness panel
+    plot_selection(rows, tmp_path / "s.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figs[0]
+    canvas = FigureCanvasAgg(fig)  # the figure was closed after saving: draw it again to measure its labels
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        lo, hi = ax.get_ylim()
+        assert hi - lo >= plots.MIN_SPAN_POINTS
+        labels = [t for t in ax.texts if t.get_text().startswith("teacher_")]
+        assert len(labels) == n
+        for t in labels:  # inside the axes (matplotlib does not draw an annotation beyond them) and the figure
+            box, area = t.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert area.x0 - 1 <= box.x0 and box.x1 <= area.x1 + 1 and box.y1 <= fig.bbox.y1, t.get_text()

@@ -75,7 +75,7 @@ def test_sigkilled_sweep_resumes_without_losing_or_duplicating_a_trial(tmp_path)
     assert len(children) == 4 and len(set(trial_ids)) == 4  # every trial exactly once
     for c in children:
         assert c.info.status == "FINISHED" and c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        steps = [m.step for m in client.get_metric_history(c.info.run_id, "pgd_acc")]
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_pgd_acc")]
         assert sorted(steps) == [1, 2, 3, 4]  # each epoch logged once, none lost, none twice
     assert _progress(exp)[1] == 4  # finished trials == num_samples
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{exp / 'optuna.db'}")
