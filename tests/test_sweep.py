@@ -130,6 +130,7 @@ def test_the_sweep_reads_as_mlflow_and_optuna_users_expect(sweep, tmp_path):
     for c in children:  # each trial linked to the teacher it learnt from
         model_id = teachers[c.data.params["teacher"]].model_id
         assert c.data.tags["teacher_model_id"] == model_id
+        assert len(c.data.tags["ray.node_id"]) > 8  # the node that ran it (the parent's system metrics are the driver's)
         assert [m.model_id for m in c.inputs.model_inputs] == [model_id]
     assert {m.model_id for m in parent.inputs.model_inputs} == {m.model_id for m in teachers.values()}
     assert any(k.startswith("system/cpu_utilization") for k in parent.data.metrics)  # MLflow's system metrics

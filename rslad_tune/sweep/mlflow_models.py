@@ -16,8 +16,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient

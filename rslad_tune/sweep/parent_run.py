@@ -4,8 +4,9 @@ numbers, parameters and teacher) and the plots of the sweep (written to runs/<ex
 pgd_per_epoch.png). export.py adds the exported student's test numbers and model version."""
 from __future__ import annotations
 
-from pathlib import Path
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ..trial.errors import SpecError
 from .layout import ExperimentDir
@@ -42,9 +43,10 @@ def record_answer(tracker, spec: SweepSpec, exp_dir: Path, log: Callable[[str], 
     except SpecError:  # no finished trial: nothing to answer with
         return []
     val = next((h for h in best.history if h["epoch"] == best.result["best_epoch"]), {})
-    metrics = [["best_val_pgd_acc", float(best.result["best_pgd_acc"]), 0, 0]]
+    now = int(time.time() * 1000)
+    metrics = [["best_val_pgd_acc", float(best.result["best_pgd_acc"]), now, 0]]
     if "clean_acc" in val:
-        metrics.append(["best_val_clean_acc", float(val["clean_acc"]), 0, 0])
+        metrics.append(["best_val_clean_acc", float(val["clean_acc"]), now, 0])
     params = [[f"best.{k}", str(best.config.get(k))] for k in sorted(spec.search)]
     tags = [["best_trial_id", best.trial_id], ["best_trial_run", trial_run_name(best.trial_id, best.config)],
             ["best_teacher", str(best.config.get("teacher"))]]

@@ -153,7 +153,10 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         if png:
             tracker.do("log the curves", "artifact", tracker.parent_id, path=str(png))
             log(f"PGD accuracy per epoch of every trial: {png}")
-        record_answer(tracker, spec, exp_dir, log)
+        try:  # the trials' results stand whatever happens to the summary of them
+            record_answer(tracker, spec, exp_dir, log)
+        except Exception as e:
+            log(f"warning: the sweep's answer and plots were not recorded: {type(e).__name__}: {str(e)[:150]}")
     except KeyboardInterrupt as e:  # a signal outside fit(), or a second one
         status = "KILLED"
         tracker.end_interrupted()
