@@ -35,3 +35,22 @@ def test_rays_own_searcher_would_call_the_stopped_trial_complete():
     search.suggest("stopped")
     search.on_trial_complete("stopped", _result(2, 0.3))
     assert search._ot_study.trials[0].state == TrialState.COMPLETE
+
+
+def test_a_trial_asked_for_after_the_last_save_is_failed_on_restore(tmp_path):
+    """A driver killed between Optuna's ask and Tune's next searcher save leaves a RUNNING trial that no restored
+    Ray trial will ever finish: the resumed sweep tells it FAIL; the trials Tune resumes stay RUNNING."""
+    def searcher():
+        return PruningOptunaSearch(space={"alpha": optuna.distributions.FloatDistribution(0.0, 1.0)}, metric="pgd_acc",
+                                   mode="max", study_name="s", storage=storage(tmp_path / "optuna.db"), max_t=3)
+
+    first = searcher()
+    first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))
+    first.suggest("orphan")  # asked for, then the driver is killed before the next save
+    second = searcher()
+    second.restore(str(tmp_path / "searcher.pkl"))
+    states = [t.state for t in load_study(tmp_path / "optuna.db", "s").trials]
+    assert states == [TrialState.RUNNING, TrialState.FAIL]
+    second.on_trial_complete("a", _result(3, 0.5))  # the resumed trial still finishes normally
+    assert load_study(tmp_path / "optuna.db", "s").trials[0].state == TrialState.COMPLETE

@@ -59,14 +59,16 @@ class SplitRecords:
         return self.cache[key]
 
 
-def start_system_metrics(uri: str, run_id: str, log: Callable[[str], None], interval: float = 10.0):
+def start_system_metrics(uri: str, run_id: str, log: Callable[[str], None], interval: float = 10.0,
+                         resume: bool = False):
     """MLflow's system-metrics monitor on a run made with MlflowClient (mlflow.enable_system_metrics_logging acts on
-    fluent runs only): CPU, memory, disk, network and, with pynvml, GPU every `interval` s. Returns the monitor
-    (its .finish() stops it), or None when it cannot run here (one line)."""
+    fluent runs only): CPU, memory, disk, network and, with pynvml, GPU every `interval` s (`resume`: a resumed
+    sweep's parent run, whose steps continue). Returns the monitor (its .finish() stops it), or None when it cannot
+    run here (one line)."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=uri)
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=uri, resume_logging=resume)
         monitor.start()
         return monitor
     except Exception as e:  # psutil missing, or the monitor refuses this platform: the sweep runs without it

@@ -25,6 +25,15 @@ class PruningOptunaSearch(OptunaSearch):
         self.max_t = max_t  # these two are kept by OptunaSearch.save (its __dict__) for Tuner.restore
         self.last_step: dict[str, int] = {}  # trial id -> the last step reported to Optuna
 
+    def restore(self, checkpoint_path: str):
+        """Tuner.restore: the searcher state saved before a crash. A trial the killed driver had already asked
+        Optuna for, after that save, stays RUNNING in optuna.db for ever: it is told FAIL (it never ran)."""
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.number not in known:
+                self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
     def on_trial_result(self, trial_id: str, result: dict):
         super().on_trial_result(trial_id, result)
         self.last_step[trial_id] = result.get(TRAINING_ITERATION)

@@ -137,7 +137,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         teacher_models = record_inputs(tracker, spec, teacher_dirs, cards, log)
 
     status = "FAILED"
-    monitor = start_system_metrics(tracker.uri, tracker.parent_id, log)  # CPU, memory, GPU on the parent run
+    monitor = start_system_metrics(tracker.uri, tracker.parent_id, log, resume=resume)  # CPU, memory, GPU on the parent
     try:
         callback = MLflowTrialCallback(tracker, spec.trial.epochs, cards, teacher_models)
         tuner = _tuner(spec, exp, teacher_dirs, callback, address, resume)
