@@ -54,3 +54,27 @@ def test_a_trial_asked_for_after_the_last_save_is_failed_on_restore(tmp_path):
     assert states == [TrialState.RUNNING, TrialState.FAIL]
     second.on_trial_complete("a", _result(3, 0.5))  # the resumed trial still finishes normally
     assert load_study(tmp_path / "optuna.db", "s").trials[0].state == TrialState.COMPLETE
+
+
+def test_the_study_plots_leave_out_what_they_cannot_say(tmp_path, monkeypatch):
+    """Parallel coordinates of every searched key; importance only over keys that varied among COMPLETE trials,
+    and not drawn (one line why) with fewer than two of them."""
+    from optuna.visualization import matplotlib as ovm
+
+    from rslad_tune.sweep.plots import plot_study
+
+    asked = []
+    real = ovm.plot_param_importances
+    monkeypatch.setattr(ovm, "plot_param_importances", lambda study, **kw: asked.append(kw["params"]) or real(study, **kw))
+    study = optuna.create_study(direction="maximize")
+    dist = {"alpha": optuna.distributions.FloatDistribution(0.0, 1.0),
+            "epsilon": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"alpha": 0.5, "epsilon": 0.1}, distributions=dist, value=0.4))
+    written, skipped = plot_study(study, ["alpha", "epsilon"], tmp_path, "val_pgd_acc")
+    assert [p.name for p in written] == ["parallel_coordinates.png"] and "it needs 2" in skipped[0]
+    for a, v in ((0.7, 0.5), (0.9, 0.45)):
+        study.add_trial(optuna.trial.create_trial(params={"alpha": a, "epsilon": 0.1}, distributions=dist, value=v))
+    written, skipped = plot_study(study, ["alpha", "epsilon"], tmp_path, "val_pgd_acc")
+    assert [p.name for p in written] == ["parallel_coordinates.png", "param_importances.png"] and not skipped
+    assert asked == [["alpha"]]  # epsilon took one value: no share of importance for it
+    assert (tmp_path / "param_importances.png").read_bytes()[:4] == b"\x89PNG"

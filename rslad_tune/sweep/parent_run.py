@@ -15,6 +15,7 @@ from .mlflow_models import log_teachers
 from .plots import plot_pareto, plot_study
 from .provenance import trial_run_name
 from .spec import SweepSpec
+from .tracking import EPOCH_METRICS
 
 
 def record_inputs(tracker, spec: SweepSpec, teacher_dirs: dict[str, str], cards: dict[str, dict],
@@ -66,7 +67,8 @@ def record_answer(tracker, spec: SweepSpec, exp_dir: Path, log: Callable[[str], 
 
         study = load_study(exp.optuna_db, spec.experiment)
     if study is not None:
-        written, skipped = plot_study(study, sorted(spec.search), exp.path, f"validation {spec.tune.metric}")
+        metric = EPOCH_METRICS.get(spec.tune.metric, spec.tune.metric)  # the MLflow name: val_pgd_acc
+        written, skipped = plot_study(study, sorted(spec.search), exp.path, metric)
         plots += written
         for line in skipped:
             log(line)

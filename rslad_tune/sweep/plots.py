@@ -65,7 +65,8 @@ def plot_pareto(points: list[dict], path: Path, title: str = "") -> Path:
 def plot_study(study, params: list[str], folder: Path, target_name: str) -> tuple[list[Path], list[str]]:
     """The Optuna study's parallel coordinates (searched keys against the objective) and hyper-parameter importance,
     drawn by optuna.visualization.matplotlib into folder/{parallel_coordinates,param_importances}.png. Returns
-    (the files written, one line per plot that could not be drawn and why: too few COMPLETE trials for importance)."""
+    (the files written, one line per plot that could not be drawn and why: too few COMPLETE trials, or no searched
+    key that varied among them, for importance)."""
     import warnings
 
     import matplotlib
@@ -76,14 +77,19 @@ def plot_study(study, params: list[str], folder: Path, target_name: str) -> tupl
     from optuna.visualization import matplotlib as ovm
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # importance of a key that took one value among the finished trials is noise (fANOVA still gives it a share)
+    varied = [k for k in params if len({repr(t.params.get(k)) for t in done}) > 1]
     written, skipped = [], []
     for name, draw, needs in (("parallel_coordinates.png", lambda: ovm.plot_parallel_coordinate(
                                    study, params=params, target_name=target_name), 1),
                               ("param_importances.png", lambda: ovm.plot_param_importances(
-                                   study, params=params, target_name=target_name), 2)):
+                                   study, params=varied, target_name=target_name), 2)):
         if len(done) < needs:
             skipped.append(f"{name} not drawn: {len(done)} trial(s) ran every epoch (COMPLETE in the study), "
                            f"it needs {needs}")
+            continue
+        if name == "param_importances.png" and not varied:
+            skipped.append(f"{name} not drawn: no searched key took two values among the trials that ran every epoch")
             continue
         try:
             with warnings.catch_warnings():
