@@ -45,3 +45,22 @@ def test_pgd_leaves_model_parameters_without_grad():
     x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 10, (8,))
     pgd(model, x, ce_loss(y), 0.03, 0.01, 3)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_scoring_an_attack_shows_a_progress_bar_and_validation_does_not(capsys, monkeypatch):
+    """export's and report's test-split attacks show progress (images, rate, ETA) on stderr; a trial's per-epoch
+    validation (no log) stays silent."""
+    from rslad_tune.trial.models import build_model
+    from rslad_tune.trial.robustness import clean_and_pgd, evaluate_suite
+    from rslad_tune.trial.scoring import score
+
+    monkeypatch.setenv("RSLAD_TUNE_PROGRESS", "1")
+    model = build_model("small_cnn", 1, 10, 4).eval()
+    x, y = torch.rand(40, 1, 28, 28), torch.arange(40) % 10
+    clean_and_pgd(model, x, y, 0.1, 0.05, 2)
+    assert capsys.readouterr().err == ""
+    score(model, x, y, 0.1, ["Clean", "PGD-2@0.05"], log=lambda s: None, batch_size=16)
+    err = capsys.readouterr().err
+    assert "PGD-2@0.05" in err and "40/40" in err and "img" in err
+    evaluate_suite(model, x, y, 0.1, attacks=["PGD_SAT"], n_aa=0, progress=lambda s: None)
+    assert "PGD_SAT" in capsys.readouterr().err

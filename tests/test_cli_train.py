@@ -37,6 +37,6 @@ def test_train_runs_one_trial_with_overrides(tmp_path, capsys, monkeypatch):
     (run,) = client.search_runs([client.get_experiment_by_name("one").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["rslad_tune.kind"] == "train"
     assert run.data.params["alpha"] == "0.9" and run.data.params["teacher"] == "t"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "pgd_acc")) == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_pgd_acc")) == [1, 2]
     assert run.data.metrics["best_test_pgd_acc"] == pytest.approx(test["best"]["test_pgd_acc"])
     assert "checkpoint/best.safetensors" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]

@@ -10,8 +10,8 @@ import yaml
 from torch import nn
 
 from rslad_tune.sweep import formats
+from rslad_tune.sweep.mlflow_models import register_student
 from rslad_tune.sweep.spec import parse_sweep
-from rslad_tune.sweep.tracking import register_student
 from rslad_tune.trial.data import load_splits
 from rslad_tune.trial.errors import SpecError
 from rslad_tune.trial.models import build_model
@@ -124,6 +124,50 @@ x = torch.from_numpy(np.load(sys.argv[3]))
 with torch.no_grad():
     np.save(sys.argv[4], model(x).numpy())
 """
+
+
+FINE_TUNE = """
+import sys, numpy as np, torch, mlflow.pytorch
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pytorch.load_model(sys.argv[2])
+assert "rslad_tune" not in sys.modules, "loading the registered model imported rslad_tune"
+x = torch.from_numpy(np.load(sys.argv[3]))
+model.eval()
+with torch.no_grad():
+    np.save(sys.argv[4], model(x).numpy())
+model.train()
+assert model.training and all(m.training for m in model.modules())
+before = {k: v.clone() for k, v in model.state_dict().items()}
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+loss = torch.nn.functional.cross_entropy(model(x[:8]), torch.arange(8) % 10)
+loss.backward()
+opt.step()
+after = model.state_dict()
+changed = [k for k in before if not torch.equal(before[k], after[k])]
+assert any("running_mean" in k for k in changed), "train() did not put batch norm in training mode"
+assert any(k.endswith("weight") for k in changed), "the optimizer step changed no weight"
+print("fine-tuned", len(changed))
+"""
+
+
+def test_the_registered_student_is_a_module_in_a_process_without_this_package(student_and_images, tmp_path):
+    """eval(), train() (batch norm updating its statistics), an optimizer step, and logits equal to the exported
+    student's: the registered model is TorchScript, not torch.export's inference-only GraphModule."""
+    from mlflow.tracking import MlflowClient
+
+    model, x = student_and_images
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp).info.run_id
+    logs = []
+    assert register_student(uri, run, model, x[:2], "stud", {"teacher": "t1"}, logs.append) == "1", logs
+    np.save(tmp_path / "x.npy", x[:16].numpy())
+    proc = subprocess.run([sys.executable, "-c", FINE_TUNE, uri, "models:/stud@champion", str(tmp_path / "x.npy"),
+                           str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and "fine-tuned" in proc.stdout, proc.stderr[-3000:]
+    assert np.abs(np.load(tmp_path / "y.npy") - _logits(model, x[:16])).max() < 1e-5
+    assert client.get_model_version("stud", "1").tags["teacher"] == "t1"
 
 
 @pytest.mark.slow

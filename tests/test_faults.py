@@ -70,7 +70,7 @@ def test_killed_trial_is_retried_and_a_diverged_one_fails_with_its_reason(tmp_pa
     assert len(children) == 2  # the retried trial kept its one run
     ok, bad = children[0.05], children[1.0e12]
     assert ok.info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(ok.info.run_id, "pgd_acc")) == [1, 2, 3, 4]
+    assert sorted(m.step for m in client.get_metric_history(ok.info.run_id, "val_pgd_acc")) == [1, 2, 3, 4]
     assert bad.info.status == "FAILED" and "TrialDiverged" in bad.data.tags["error"] and "loss became" in bad.data.tags["error"]
     assert "failed: " in out and "loss became" in out  # the summary says which trial failed and why
 

@@ -83,7 +83,7 @@ def test_an_interrupted_sweep_stops_cleanly_and_resumes(tmp_path, signum, to_gro
     assert len(children) == 2 and len(set(ids)) == 2  # each trial's run exactly once
     for c in children:
         assert c.info.status == "FINISHED"
-        assert sorted(m.step for m in client.get_metric_history(c.info.run_id, "pgd_acc")) == list(range(1, EPOCHS + 1))
+        assert sorted(m.step for m in client.get_metric_history(c.info.run_id, "val_pgd_acc")) == list(range(1, EPOCHS + 1))
     assert (exp / "best" / "model.safetensors").is_file() and not _leftovers(tmp_path)
 
 

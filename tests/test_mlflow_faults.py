@@ -78,12 +78,12 @@ def test_failing_log_batch_costs_one_warning_line_and_is_replayed(sweep, monkeyp
     ops = [r["op"] for r in read_records(sweep.pending)]
     assert ops == ["log_batch", "log_batch", "log_batch"]  # two epochs and the end-of-trial tags
     run = _child(sweep, trial.trial_id)
-    assert run.info.status == "FINISHED" and "pgd_acc" not in run.data.metrics  # status went through, metrics did not
+    assert run.info.status == "FINISHED" and "val_pgd_acc" not in run.data.metrics  # status went through, metrics did not
     monkeypatch.undo()
 
     assert replay_pending(sweep.pending, sweep.uri, "faulty", sweep.parent, log=lambda s: None) == 3
     client = MlflowClient(sweep.uri)
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "pgd_acc")) == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_pgd_acc")) == [1, 2]
     assert _child(sweep, trial.trial_id).data.tags["epochs_run"] == "2"
     assert not sweep.pending.exists()
 
@@ -106,7 +106,7 @@ def test_a_store_away_for_the_whole_trial_is_replayed_by_the_next_command(sweep,
     run = _child(sweep, "t0002")
     assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.05"
     assert run.data.tags["mlflow.parentRunId"] == sweep.parent
-    assert sorted(m.step for m in MlflowClient(sweep.uri).get_metric_history(run.info.run_id, "pgd_acc")) == [1, 2]
+    assert sorted(m.step for m in MlflowClient(sweep.uri).get_metric_history(run.info.run_id, "val_pgd_acc")) == [1, 2]
     assert not sweep.pending.exists()
     main(["export", str(sweep.exp)])  # nothing pending: nothing replayed twice
     assert _child(sweep, "t0002").info.run_id == run.info.run_id

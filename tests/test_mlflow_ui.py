@@ -1,7 +1,8 @@
 """The MLflow UI in a real browser: `mlflow ui` on 127.0.0.1 over a sweep's tracking database, opened in
 headless Chromium (Debian `chromium` + `chromium-driver`, driven by Selenium). The experiment page must
-show the sweep's parent run and its child runs, a child run's page its `pgd_acc` metric; screenshots
-are saved (RSLAD_TUNE_UI_SHOTS=dir keeps them, e.g. docs/).
+show the sweep's parent run and its child runs with their datasets in the Dataset column, a child run's page its
+`val_pgd_acc` metric, the parent run's artifacts its plots (pareto.png); screenshots are saved
+(RSLAD_TUNE_UI_SHOTS=dir keeps them, e.g. docs/).
 
 By default a tiny synthetic sweep makes the database; RSLAD_TUNE_UI_DB=runs/mlflow.db (and
 RSLAD_TUNE_UI_EXPERIMENT, default quickstart) points the test at the quickstart's database instead."""
@@ -35,7 +36,7 @@ def tracking(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                     reason="needs Debian chromium and chromium-driver")
-def test_mlflow_ui_shows_parent_children_and_pgd_acc(tracking, tmp_path):
+def test_mlflow_ui_shows_parent_children_datasets_metrics_and_plots(tracking, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -81,6 +82,8 @@ def test_mlflow_ui_shows_parent_children_and_pgd_acc(tracking, tmp_path):
         for button in driver.find_elements(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"):
             click(button)  # expand the parent: its child runs (the trials) are nested under it
         wait.until(lambda d: sum(c.info.run_name in body(d) for c in children) >= min(len(children), 3))
+        dataset = client.get_run(parent.info.run_id).inputs.dataset_inputs[0].dataset.name
+        wait.until(lambda d: dataset in body(d))  # the Dataset column: the splits logged with mlflow.data
         for close in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
             click(close)  # the assistant side panel
         time.sleep(1)
@@ -88,9 +91,16 @@ def test_mlflow_ui_shows_parent_children_and_pgd_acc(tracking, tmp_path):
 
         child = children[0]
         driver.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{child.info.run_id}?workflowType=machine_learning")
-        wait.until(lambda d: "pgd_acc" in body(d))
+        wait.until(lambda d: "val_pgd_acc" in body(d))
         time.sleep(1)
         driver.save_screenshot(str(shots / "mlflow-trial.png"))
+
+        # the parent run's plots: the sweep's Pareto front, opened in its artifact viewer
+        driver.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}/artifacts/pareto.png"
+                   "?workflowType=machine_learning")
+        wait.until(lambda d: "pareto.png" in body(d) and d.find_elements(By.CSS_SELECTOR, "img"))
+        time.sleep(2)
+        driver.save_screenshot(str(shots / "mlflow-sweep-plots.png"))
 
         models = client.search_registered_models()  # an exported sweep (the quickstart's) registers its student
         if models:
@@ -105,5 +115,6 @@ def test_mlflow_ui_shows_parent_children_and_pgd_acc(tracking, tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert (shots / "mlflow-experiment.png").read_bytes()[:4] == b"\x89PNG"
+    assert (shots / "mlflow-sweep-plots.png").read_bytes()[:4] == b"\x89PNG"
     assert not models or (shots / "mlflow-model.png").read_bytes()[:4] == b"\x89PNG"
     print(f"MLflow UI browser test: {time.time() - t0:.0f}s, screenshots in {shots}")

@@ -35,7 +35,7 @@ def check_quickstart(runs: Path) -> dict:
     assert len(parents) == 1 and len(children) >= 6
     for c in children:
         assert c.info.status == "FINISHED" and {"alpha", "epsilon", "attack_steps", "teacher"} <= set(c.data.params)
-        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "pgd_acc"))
+        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val_pgd_acc"))
         assert steps == list(range(1, int(c.data.tags["epochs_run"]) + 1))
     early = [c for c in children if c.data.tags["early_stopped"] == "true"]
     assert early, "no trial was stopped early by ASHA"

@@ -167,3 +167,31 @@ def test_a_baseline_stopped_by_asha_is_named_with_where_it_stood():
     assert v["should_distill"]["case"] == "cannot_tell" and "no no-teacher baseline" not in first
     assert first.startswith("Cannot tell whether to distil: ASHA stopped every student trained alone (none) at epoch 1")
     assert "sat_w16 +3.60 points" in first, first
+
+
+@pytest.mark.parametrize("n", [1, 12])
+def test_the_selection_plot_is_readable_for_one_teacher_and_for_twelve(tmp_path, monkeypatch, n):
+    """One teacher: the y axis is not zoomed into its 0.1-point error bar, and its label is not clipped; twelve:
+    every label inside the figure."""
+    from rslad_tune.sweep import plots
+
+    figs = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, layout=True: figs.append(fig) or real(fig, path, layout))
+    rows = [_row(f"teacher_{i}", int(10_000 * 1.5 ** i), [0.60 + 0.003 * i, 0.601 + 0.003 * i]) for i in range(n)]
+    rows[0]["teacher_pgd20"] = 0.99  # the right edge of the robustness panel
+    plot_selection(rows, tmp_path / "s.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figs[0]
+    canvas = FigureCanvasAgg(fig)  # the figure was closed after saving: draw it again to measure its labels
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        lo, hi = ax.get_ylim()
+        assert hi - lo >= plots.MIN_SPAN_POINTS
+        labels = [t for t in ax.texts if t.get_text().startswith("teacher_")]
+        assert len(labels) == n
+        for t in labels:  # inside the axes (matplotlib does not draw an annotation beyond them) and the figure
+            box, area = t.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert area.x0 - 1 <= box.x0 and box.x1 <= area.x1 + 1 and box.y1 <= fig.bbox.y1, t.get_text()

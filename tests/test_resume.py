@@ -75,11 +75,18 @@ def test_sigkilled_sweep_resumes_without_losing_or_duplicating_a_trial(tmp_path)
     assert len(children) == 4 and len(set(trial_ids)) == 4  # every trial exactly once
     for c in children:
         assert c.info.status == "FINISHED" and c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        steps = [m.step for m in client.get_metric_history(c.info.run_id, "pgd_acc")]
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_pgd_acc")]
         assert sorted(steps) == [1, 2, 3, 4]  # each epoch logged once, none lost, none twice
     assert _progress(exp)[1] == 4  # finished trials == num_samples
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len({t.params["alpha"] for t in study.trials}) == 4
+    # the restored searcher (optuna_study.PruningOptunaSearch) tells a trial that ran every epoch COMPLETE, with
+    # the last epoch among its intermediate values (FIFO here: no trial was stopped early); a trial the killed
+    # driver had asked Optuna for after its last save is FAIL, not RUNNING for ever
+    states = optuna.trial.TrialState
+    complete = [t for t in study.trials if t.state == states.COMPLETE]
+    assert len(complete) == 4 and all(4 in t.intermediate_values for t in complete)
+    assert all(t.state in (states.COMPLETE, states.FAIL) for t in study.trials)
 
 
 def test_resume_refuses_a_folder_written_by_someone_else(tmp_path, monkeypatch, capsys):

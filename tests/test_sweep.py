@@ -52,7 +52,7 @@ def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
     alphas = set()
     for c in children:
         assert c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert re.fullmatch(r"[0-9a-f]{5}-t[12]-a0\.\d\d-e0\.\d{3}", c.info.run_name), c.info.run_name  # readable
+        assert re.fullmatch(r"[0-9a-f]{8}-t[12]-a0\.\d\d-e0\.\d{3}", c.info.run_name), c.info.run_name  # readable
         assert c.info.status == "FINISHED"
         assert c.data.params["method"] == "rslad" and c.data.params["teacher"] in ("t1", "t2")
         assert int(c.data.params["teacher_params"]) > 0 and 0 <= float(c.data.params["teacher_pgd20_acc"]) <= 1
@@ -60,7 +60,7 @@ def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
             assert 0 <= float(c.data.params["teacher_aa_acc"]) <= float(c.data.params["teacher_pgd20_acc"]) + 1 / 16
         alphas.add(c.data.params["alpha"])
         assert 0.5 <= float(c.data.params["alpha"]) <= 1.0
-        hist = client.get_metric_history(c.info.run_id, "pgd_acc")
+        hist = client.get_metric_history(c.info.run_id, "val_pgd_acc")
         assert sorted(m.step for m in hist) == list(range(1, int(c.data.tags["epochs_run"]) + 1))
         assert all(0 <= m.value <= 1 for m in hist)
         arts = [a.path for a in client.list_artifacts(c.info.run_id, "checkpoint")]
@@ -92,6 +92,88 @@ print(json.dumps(clean_and_pgd(m, s.test_x, s.test_y, 0.1, 0.025, 3)))
     assert {"model.pt", "model.onnx"} <= {p.name for p in best.iterdir()}  # tests/test_export_formats.py checks them
     mv = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}").get_model_version_by_alias("tiny-student", "champion")
     assert mv.run_id == metrics["mlflow_run_id"] and float(mv.tags["test_pgd_acc"]) == metrics["test_pgd_acc"]
+
+
+def test_the_sweep_reads_as_mlflow_and_optuna_users_expect(sweep, tmp_path):
+    """Datasets, system metrics, teachers as logged models, the answer on the parent run, ASHA's stops PRUNED in
+    optuna.db, the sweep's plots; the registered student fine-tunes in a process without rslad_tune."""
+    import getpass
+
+    import numpy as np
+    import optuna
+    import torch
+    from test_export_formats import FINE_TUNE
+
+    import rslad_tune
+
+    d, out = sweep
+    exp_dir = d / "runs" / "tiny"
+    uri = f"sqlite:///{d / 'runs' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tiny")
+    runs = [client.get_run(r.info.run_id) for r in client.search_runs([exp.experiment_id])]  # get_run: model inputs too
+    parent = next(r for r in runs if r.data.tags.get("rslad_tune.kind") == "sweep")
+    children = [r for r in runs if r.data.tags.get("rslad_tune.kind") == "trial"]
+    teachers = {m.tags["teacher"]: m for m in client.search_logged_models([exp.experiment_id])
+                if m.tags.get("rslad_tune.kind") == "teacher"}
+    assert set(teachers) == {"t1", "t2"}  # each logged once, with its weights, card and digest
+    for m in teachers.values():
+        assert {a.path for a in client.list_logged_model_artifacts(m.model_id)} >= {"model.safetensors", "card.json"}
+        assert len(m.tags["rslad_tune.weights_digest"]) == 64 and m.tags["teacher_source"] == "train"
+        assert int(m.params["params"]) > 0
+    for run in [parent, *children]:
+        assert run.data.tags["mlflow.user"] == getpass.getuser()
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "validation", "testing"}
+        assert inputs["training"].name == "synthetic-train" and json.loads(inputs["training"].profile)["features_shape"][0] == 500
+        assert inputs["testing"].digest and inputs["validation"].source_type == "code"
+    for c in children:  # each trial linked to the teacher it learnt from
+        model_id = teachers[c.data.params["teacher"]].model_id
+        assert c.data.tags["teacher_model_id"] == model_id
+        assert len(c.data.tags["ray.node_id"]) > 8  # the node that ran it (the parent's system metrics are the driver's)
+        assert [m.model_id for m in c.inputs.model_inputs] == [model_id]
+    assert {m.model_id for m in parent.inputs.model_inputs} == {m.model_id for m in teachers.values()}
+    assert any(k.startswith("system/cpu_utilization") for k in parent.data.metrics)  # MLflow's system metrics
+
+    # the answer: best validation metric, parameters and teacher; the export's test numbers and model version
+    best = json.loads((exp_dir / "best" / "metrics.json").read_text())
+    p = parent.data
+    assert p.tags["best_trial_id"] == best["trial_id"] == p.tags["exported_trial_id"] and p.tags["best_teacher"] == best["teacher"]
+    assert p.metrics["best_val_pgd_acc"] == pytest.approx(max(c.data.metrics["best_val_pgd_acc"] for c in children))
+    assert p.metrics["best_val_pgd_acc"] == pytest.approx(best["val_pgd_acc"])
+    assert p.params["best.teacher"] == best["teacher"] and float(p.params["best.alpha"]) == pytest.approx(0.75)
+    assert p.metrics["test_pgd_acc"] == best["test_pgd_acc"]
+    assert p.tags["registered_model_version"] == str(client.get_model_version_by_alias("tiny-student", "champion").version)
+
+    # Optuna: a trial ASHA stopped is PRUNED with its last value, one that ran every epoch COMPLETE
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{exp_dir / 'optuna.db'}")
+    by_value = {}
+    for c in children:
+        hist = sorted(client.get_metric_history(c.info.run_id, "val_pgd_acc"), key=lambda m: m.step)
+        state = optuna.trial.TrialState.PRUNED if c.data.tags["early_stopped"] == "true" else optuna.trial.TrialState.COMPLETE
+        by_value.setdefault(state, []).append([m.value for m in hist])
+    assert sorted(len(v) for v in by_value.values()) == sorted(
+        len([t for t in study.trials if t.state == s]) for s in by_value)
+    for t in study.trials:
+        assert [t.intermediate_values[k] for k in sorted(t.intermediate_values)] in by_value[t.state]
+
+    # the plots of the sweep, on disk and on the parent run
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for png in ("pgd_per_epoch.png", "pareto.png", "parallel_coordinates.png",
+                *(["param_importances.png"] if complete >= 2 else [])):
+        assert (exp_dir / png).read_bytes()[:4] == b"\x89PNG" and png in arts, png
+    assert "plots of the sweep" in out
+
+    # the registered student in a process without rslad_tune: eval, train, one optimizer step, same logits
+    x = torch.rand(16, 1, 28, 28)
+    np.save(tmp_path / "x.npy", x.numpy())
+    proc = subprocess.run([sys.executable, "-c", FINE_TUNE, uri, "models:/tiny-student@champion", str(tmp_path / "x.npy"),
+                           str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and "fine-tuned" in proc.stdout, proc.stderr[-3000:]
+    with torch.no_grad():
+        expected = rslad_tune.load_student(exp_dir / "best")(x).numpy()
+    assert np.abs(np.load(tmp_path / "y.npy") - expected).max() < 1e-5
 
 
 def test_compare_evaluates_every_trial_once_and_aggregates(sweep):

@@ -4,7 +4,7 @@ model.pt, model.onnx}, and a new version of its MLflow registered model (alias `
 The best trial is the one with the highest validation PGD accuracy at its best epoch (the
 weights exported are that epoch's). Test-split numbers are computed here, on the exported
 weights, and only reported. model.pt (TorchScript) and model.onnx are formats.py's; the MLflow
-model is logged to the trial's run and registered by tracking.register_student, after best/ is in
+model is logged to the trial's run and registered by mlflow_models.register_student, after best/ is in
 place: a tracking store that fails then costs one line, and the files stay.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ from ..trial.scoring import pgd_column
 from ..trial.trainer import student_config
 from .formats import write_formats
 from .layout import ExperimentDir
-from .tracking import CHAMPION, find_trial_run, log_to_run, register_student
+from .mlflow_models import CHAMPION, register_student
+from .tracking import find_trial_run, log_to_run
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -46,7 +47,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
 
 def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) -> Path:
     exp = ExperimentDir.open(experiment_dir)
-    best = max(exp.finished_trials(), key=lambda t: (t.result["best_pgd_acc"], t.result.get("clean_acc", 0)))
+    best = exp.best_trial()
     cfg = best.trial_config
     device = resolve_device(cfg.device)
     splits = load_data(cfg, device)
@@ -55,6 +56,8 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
     model = load_weights(build_from_config(mcfg), weights, "checkpoint").to(device)
     t0 = time.perf_counter()
     col = pgd_column(cfg.eval_epsilon, cfg.eval_steps, cfg.resolved_eval_step_size)  # the trial's own validation PGD
+    log(f"best trial {best.trial_id}: scoring its best epoch on the {len(splits.test_x)} test images (clean, "
+        f"PGD-{cfg.eval_steps}; a progress bar while it runs, nothing to do if it was scored before)")
     m = best.score("best", splits, ["Clean", col], seed=cfg.seed, device=device, log=log)
     test = {"test_clean_acc": m["Clean"], "test_pgd_acc": m[col], "test_n": len(splits.test_x)}
     log(f"best trial {best.trial_id}: test clean {test['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} "
@@ -87,4 +90,7 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
     version = register_student(exp.tracking_uri, run_id, student, example, name, {**tags, "experiment": experiment}, log)
     if version:
         log(f"registered MLflow model {name} version {version} (alias {CHAMPION}): models:/{name}@{CHAMPION}")
+    # the sweep's run holds the answer: which trial was exported, its test numbers (above) and its model version
+    log_to_run(exp.tracking_uri, exp.parent_run_id, tags={"exported_trial_id": best.trial_id, "registered_model": name,
+                                                          **({"registered_model_version": version} if version else {})}, log=log)
     return out

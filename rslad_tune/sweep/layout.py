@@ -225,6 +225,11 @@ class ExperimentDir:
             raise SpecError("experiment", str(self.path), f"has no finished trial with a checkpoint {what}")
         return done
 
+    def best_trial(self) -> TrialDir:
+        """The sweep's answer: the finished trial with the highest validation PGD accuracy at its best epoch (then
+        the higher clean accuracy). export.py exports it; the parent run and pareto.png name it."""
+        return max(self.finished_trials(), key=lambda t: (t.result["best_pgd_acc"], t.result.get("clean_acc", 0)))
+
     def publish_best(self, tmp: Path) -> Path:
         """Replace best/ with the fully written folder `tmp` (the old export goes only once the new one is in place)."""
         out = self.best_dir

@@ -1,5 +1,7 @@
-"""Sweep plots: validation PGD accuracy per epoch of every trial (a trial ASHA stopped ends early, marked x),
-and the teacher selection plot (each teacher's students, mean ± std, against teacher size and robustness)."""
+"""Sweep plots: validation PGD accuracy per epoch of every trial (a trial ASHA stopped ends early, marked x), the
+clean-vs-PGD Pareto front of the finished trials, the Optuna study's parallel coordinates and hyper-parameter
+importance (Optuna's own matplotlib functions), and the teacher selection plot (each teacher's students,
+mean ± std, against teacher size and robustness)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +9,8 @@ from pathlib import Path
 
 def plot_pgd_curves(curves: dict[str, tuple[list[int], list[float], bool]], max_epochs: int, path: Path,
                     title: str = "") -> Path:
-    """curves: trial id -> (epochs, validation pgd_acc, stopped early). Writes a PNG (temp file + rename)."""
+    """curves: legend label (the trial's run name: id, teacher, alpha, epsilon) -> (epochs, validation pgd_acc,
+    stopped early). Writes a PNG (temp file + rename)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,7 +19,7 @@ def plot_pgd_curves(curves: dict[str, tuple[list[int], list[float], bool]], max_
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for trial_id, (epochs, pgd, stopped) in sorted(curves.items()):
-        line, = ax.plot(epochs, [100 * v for v in pgd], marker="o", ms=3, lw=1.2, label=trial_id[-8:])
+        line, = ax.plot(epochs, [100 * v for v in pgd], marker="o", ms=3, lw=1.2, label=trial_id)
         if stopped and epochs:
             ax.plot(epochs[-1], 100 * pgd[-1], marker="x", ms=9, mew=2, color=line.get_color())
     ax.set_xlabel("epoch")
@@ -25,8 +28,80 @@ def plot_pgd_curves(curves: dict[str, tuple[list[int], list[float], bool]], max_
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title or "validation PGD accuracy per trial (x: stopped early by ASHA)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=6, ncol=1 if len(curves) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _save(fig, path)
+
+
+def plot_pareto(points: list[dict], path: Path, title: str = "") -> Path:
+    """points: {"label", "clean", "pgd", "full" (ran every epoch), "exported"} of the finished trials (validation
+    accuracies in [0, 1]). The Pareto front (no other trial better on both) is joined; the exported one is starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for full, marker, name in ((True, "o", "ran every epoch"), (False, "x", "stopped early by ASHA")):
+        pts = [p for p in points if bool(p["full"]) == full]
+        if pts:
+            ax.scatter([100 * p["clean"] for p in pts], [100 * p["pgd"] for p in pts], marker=marker, s=30, label=name)
+    front = sorted((p for p in points if not any(q["clean"] >= p["clean"] and q["pgd"] >= p["pgd"] and
+                                                 (q["clean"], q["pgd"]) != (p["clean"], p["pgd"]) for q in points)),
+                   key=lambda p: p["clean"])
+    ax.plot([100 * p["clean"] for p in front], [100 * p["pgd"] for p in front], lw=1, color="gray", label="Pareto front")
+    for p in points:
+        if p.get("exported"):
+            ax.scatter([100 * p["clean"]], [100 * p["pgd"]], marker="*", s=250, facecolors="none", edgecolors="red",
+                       linewidths=1.5, label=f"exported: {p['label']}")
+    ax.set_xlabel("validation clean accuracy (%)")
+    ax.set_ylabel("validation PGD-20 accuracy (%)")
+    ax.margins(0.15)
+    ax.set_title(title or "clean vs PGD-20 of the finished trials", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def plot_study(study, params: list[str], folder: Path, target_name: str) -> tuple[list[Path], list[str]]:
+    """The Optuna study's parallel coordinates (searched keys against the objective) and hyper-parameter importance,
+    drawn by optuna.visualization.matplotlib into folder/{parallel_coordinates,param_importances}.png. Returns
+    (the files written, one line per plot that could not be drawn and why: too few COMPLETE trials, or no searched
+    key that varied among them, for importance)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # importance of a key that took one value among the finished trials is noise (fANOVA still gives it a share)
+    varied = [k for k in params if len({repr(t.params.get(k)) for t in done}) > 1]
+    written, skipped = [], []
+    for name, draw, needs in (("parallel_coordinates.png", lambda: ovm.plot_parallel_coordinate(
+                                   study, params=params, target_name=target_name), 1),
+                              ("param_importances.png", lambda: ovm.plot_param_importances(
+                                   study, params=varied, target_name=target_name), 2)):
+        if len(done) < needs:
+            skipped.append(f"{name} not drawn: {len(done)} trial(s) ran every epoch (COMPLETE in the study), "
+                           f"it needs {needs}")
+            continue
+        if name == "param_importances.png" and not varied:
+            skipped.append(f"{name} not drawn: no searched key took two values among the trials that ran every epoch")
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning for its matplotlib backend
+                ax = draw()
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(9, 5)
+            written.append(_save(fig, Path(folder) / name))
+        except Exception as e:  # Optuna refuses the study (e.g. a searched key with one value only): no plot
+            plt.close("all")
+            skipped.append(f"{name} not drawn: {type(e).__name__}: {str(e).strip()[:150]}")
+    return written, skipped
 
 
 def _save(fig, path: Path, layout: bool = True) -> Path:
@@ -40,6 +115,37 @@ def _save(fig, path: Path, layout: bool = True) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+MIN_SPAN_POINTS = 4.0  # the selection plot's y axis spans at least this many accuracy points
+
+
+def _min_span(ax, axis: str, span: float, log: bool = False) -> None:
+    """Widen an axis that would zoom into noise (one point, or near-equal ones) to at least `span` around its
+    centre (a factor for a log axis)."""
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    if log:
+        mid = (lo * hi) ** 0.5
+        new = (mid / span, mid * span) if hi / lo < span ** 2 else None
+    else:
+        mid = (lo + hi) / 2
+        new = (mid - span / 2, mid + span / 2) if hi - lo < span else None
+    if new:
+        (ax.set_ylim if axis == "y" else ax.set_xlim)(*new)
+
+
+def _readable_limits(ax, xs: list[float], log_x: bool) -> None:
+    """Room on the right for the teacher labels (none clipped), and a sensible span for a single teacher."""
+    if not xs:
+        return
+    lo, hi = min(xs), max(xs)
+    if log_x:
+        ax.set_xlim(lo / 1.6, hi * 3.0)
+        _min_span(ax, "x", 3.0, log=True)
+    else:
+        pad = max(hi - lo, 1.0)
+        ax.set_xlim(lo - 0.15 * pad, hi + 0.45 * pad)
+        _min_span(ax, "x", 4.0)
 
 
 def plot_selection(rows: list[dict], path: Path, title: str = "", noise: float | None = None) -> Path:
@@ -70,16 +176,19 @@ def plot_selection(rows: list[dict], path: Path, title: str = "", noise: float |
                    else r[f"student_{metric}_std"] or 0 for _, r in pts]
             ax.errorbar(px, [r[f"student_{metric}_mean"] for _, r in pts], yerr=err, fmt=marker, ms=6, capsize=4,
                         label=name + (" (mean ± noise/√n)" if metric == "pgd20" and noise is not None else " (mean ± std)"))
-        for x, r in zip(xs, drawn):
+        small = len(drawn) > 6  # twelve teachers: smaller labels, alternately above and below their point
+        for i, (x, r) in enumerate(zip(xs, drawn)):
             ax.annotate(f"{r['teacher']} (n={r['student_pgd20_count']})", (x, r["student_pgd20_mean"]),
-                        textcoords="offset points", xytext=(6, 6), fontsize=7)
+                        textcoords="offset points", xytext=(5, -10 if small and i % 2 else 6), fontsize=6 if small else 7)
         if log_x:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:g}k"))
             ax.xaxis.set_minor_formatter(NullFormatter())
+        _readable_limits(ax, xs, log_x)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    _min_span(axes[0], "y", MIN_SPAN_POINTS)  # one teacher: not a 0.07-point axis (the y axis is shared)
     axes[0].set_ylabel("student test accuracy (%)")
     handles, labels = axes[0].get_legend_handles_labels()
     undecided = [r["teacher"] for r in rows if not r.get("decided")]

@@ -21,7 +21,10 @@ from ..trial.files import file_lock
 from .pending import Flaky, append_record, keep_records, read_records
 from .provenance import source_tags, trial_error_text, trial_run_name
 
-EPOCH_METRICS = ("train_loss", "clean_acc", "pgd_acc", "lr", "epoch_time_s", "train_images_per_s", "best_pgd_acc")
+# a trial's per-epoch result key -> its MLflow metric name: the validation numbers are named as in best/metrics.json
+EPOCH_METRICS = {"train_loss": "train_loss", "clean_acc": "val_clean_acc", "pgd_acc": "val_pgd_acc", "lr": "lr",
+                 "epoch_time_s": "epoch_time_s", "train_images_per_s": "train_images_per_s",
+                 "best_pgd_acc": "best_val_pgd_acc"}
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
 KIND_TAG = "mlflow.experimentKind"
@@ -100,12 +103,22 @@ def _op_artifact(client: MlflowClient, run: str, f: dict) -> None:
         client.log_artifact(run, f["path"], f.get("folder"))
 
 
+def _op_inputs(client: MlflowClient, run: str, f: dict) -> None:
+    """Datasets (mlflow_data.split_records' records) and logged models (ids) as the run's inputs."""
+    from mlflow.entities import LoggedModelInput
+
+    from .mlflow_data import to_inputs
+
+    client.log_inputs(run, datasets=to_inputs(f.get("datasets", [])), models=[LoggedModelInput(m) for m in f.get("models", [])])
+
+
 # what a store call does, from a JSON record (the same code runs it live and replays it from mlflow-pending.jsonl)
 OPS: dict[str, Callable[[MlflowClient, str, dict], Any]] = {
     "log_batch": _op_log_batch, "artifact": _op_artifact,
     "terminate": lambda client, run, f: client.set_terminated(run, f["status"]),
     "status": lambda client, run, f: client.update_run(run, f["status"]),
     "dict": lambda client, run, f: client.log_dict(run, f["obj"], f["file"]),
+    "inputs": _op_inputs,
 }
 
 
@@ -240,8 +253,8 @@ class TrainRun:
 
     def epoch(self, metrics: dict) -> None:
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(metrics[k]), ts, int(metrics["epoch"]))
-                                                    for k in EPOCH_METRICS if k in metrics])
+        self.client.log_batch(self.run_id, metrics=[Metric(name, float(metrics[k]), ts, int(metrics["epoch"]))
+                                                    for k, name in EPOCH_METRICS.items() if k in metrics])
 
     def finish(self, status: str, metrics: dict[str, float] | None = None, folder: Path | None = None) -> None:
         files = [(folder / f, "checkpoint") for f in ("model.safetensors", "best.safetensors", "trial.json")
@@ -254,9 +267,14 @@ class MLflowTrialCallback(Callback):
     """Tune callback: mirrors every trial into an MLflow child run of the sweep's parent run. A store that is away
     costs one warning line; the calls it missed wait in the tracker's pending file (SweepTracker.do)."""
 
-    def __init__(self, tracker: SweepTracker, max_epochs: int, teacher_cards: dict[str, dict] | None = None):
+    def __init__(self, tracker: SweepTracker, max_epochs: int, teacher_cards: dict[str, dict] | None = None,
+                 teacher_models: dict[str, str] | None = None):
+        from .mlflow_data import SplitRecords
+
         self.tracker, self.max_epochs = tracker, max_epochs
         self.cards = teacher_cards or {}
+        self.teacher_models = teacher_models or {}  # teacher name -> its MLflow logged model id (mlflow_models)
+        self.splits = SplitRecords()  # a trial's datasets, per distinct data keys
         self.run_ids: dict[str, str] = {}
         self.logged_epoch: dict[str, int] = {}  # a resumed trial re-reports nothing MLflow already has
         self.recorded: set[str] = set()  # trials whose run creation waits in the pending file
@@ -266,10 +284,10 @@ class MLflowTrialCallback(Callback):
     def __getstate__(self):
         t = self.tracker
         return {"where": (t.uri, t.experiment, t.runs_dir, t.parent_id, t.pending), "max_epochs": self.max_epochs,
-                "cards": self.cards}
+                "cards": self.cards, "teacher_models": self.teacher_models}
 
     def __setstate__(self, state):
-        self.__init__(SweepTracker.open(*state["where"]), state["max_epochs"], state["cards"])
+        self.__init__(SweepTracker.open(*state["where"]), state["max_epochs"], state["cards"], state.get("teacher_models"))
 
     def _run_id(self, trial) -> str | None:
         """The trial's run: found (a resumed sweep reuses it, RUNNING again) or created; None while the store is away."""
@@ -278,24 +296,40 @@ class MLflowTrialCallback(Callback):
             return self.run_ids[tid]
         ok, run_id = t.store.attempt("find a trial's run", lambda: t.child_run(tid))
         if ok and run_id is not None:
-            ok_hist, hist = t.store.attempt("read a trial's logged epochs", lambda: t.client.get_metric_history(run_id, "pgd_acc"))
+            ok_hist, hist = t.store.attempt("read a trial's logged epochs", lambda: t.client.get_metric_history(run_id, EPOCH_METRICS["pgd_acc"]))
             self.logged_epoch[tid] = max((m.step for m in hist or []), default=0)
             t.do("reopen a resumed trial's run", "status", run_id, tid, status="RUNNING")
         else:  # not found (created now), or the store is away (replay finds or creates it)
             name = trial_run_name(tid, trial.config)
-            tags = {PARENT_TAG: t.parent_id, TRIAL_TAG: tid, "rslad_tune.kind": "trial", "teacher": str(trial.config.get("teacher"))}
+            teacher = trial.config.get("teacher")
+            tags = {**source_tags(), PARENT_TAG: t.parent_id, TRIAL_TAG: tid, "rslad_tune.kind": "trial",
+                    "teacher": str(teacher)}
+            if teacher in self.teacher_models:
+                tags["teacher_model_id"] = self.teacher_models[teacher]
             if ok:
                 ok, run_id = t.store.attempt("create a trial's run", lambda: t.child_run(tid) or t.client.create_run(
                     t.experiment_id, run_name=name, tags=tags).info.run_id)
             params = [[p.key, p.value] for p in _params({**trial.config, **self._teacher(trial)})]
             if ok:
                 t.do("log a trial's params", "log_batch", run_id, tid, params=params)
+                self._log_inputs(trial, run_id)
             elif tid not in self.recorded and t.pending:
                 append_record(t.pending, {"op": "create_run", "trial": tid, "name": name, "tags": tags, "params": params})
                 self.recorded.add(tid)
         if run_id is not None:
             self.run_ids[tid] = run_id
         return run_id
+
+    def _log_inputs(self, trial, run_id: str) -> None:
+        """The trial's three splits as datasets and its teacher's logged model as a model input."""
+        try:
+            datasets = self.splits(trial.config)
+        except Exception as e:  # the data cannot be read in the driver: the trial's run goes without its datasets
+            self.tracker.store.warn(f"trial {trial.trial_id}: datasets not logged ({type(e).__name__}: {str(e)[:120]})")
+            datasets = []
+        model = self.teacher_models.get(trial.config.get("teacher"))
+        self.tracker.do("log a trial's inputs", "inputs", run_id, trial.trial_id, datasets=datasets,
+                        models=[model] if model else [])
 
     def _teacher(self, trial) -> dict:
         card = self.cards.get(trial.config.get("teacher")) or {}
@@ -310,13 +344,15 @@ class MLflowTrialCallback(Callback):
         if step <= self.logged_epoch.get(trial.trial_id, 0):
             return
         ts = int(time.time() * 1000)
-        metrics = [[k, float(result[k]), ts, step] for k in EPOCH_METRICS if k in result]
+        metrics = [[name, float(result[k]), ts, step] for k, name in EPOCH_METRICS.items() if k in result]
         self.tracker.do("log a trial's epoch", "log_batch", run_id, trial.trial_id, metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id, tid = self._run_id(trial), trial.trial_id
         epochs = int((trial.last_result or {}).get("epoch", 0))
         tags = [["epochs_run", str(epochs)], ["early_stopped", str(epochs < self.max_epochs).lower()]]
+        if (trial.last_result or {}).get("node_id"):  # the Ray node that ran it (system metrics are the driver's)
+            tags.append(["ray.node_id", str(trial.last_result["node_id"])])
         self.tracker.do("tag a finished trial", "log_batch", run_id, tid, tags=tags)
         ckpt = trial.checkpoint
         if ckpt is not None and Path(ckpt.path).is_dir():
@@ -331,55 +367,3 @@ class MLflowTrialCallback(Callback):
         tags = [["error", trial_error_text(trial)[:5000]], ["epochs_run", str(int((trial.last_result or {}).get("epoch", 0)))]]
         self.tracker.do("tag a failed trial", "log_batch", run_id, tid, tags=tags)
         self.tracker.do("end a trial's run", "terminate", run_id, tid, status="FAILED")
-
-
-CHAMPION = "champion"  # the alias of the registered model's latest exported version
-
-
-def _with_tracking_uri(uri: str, call: Callable[[], Any]) -> Any:
-    """call() with MLflow's global tracking URI set to `uri` (mlflow.<flavor>.log_model logs through it), then put back."""
-    import mlflow
-
-    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        return call()
-    finally:
-        mlflow.set_tracking_uri(before)
-
-
-def register_student(uri: str | None, run_id: str | None, model, example, name: str, tags: dict[str, str],
-                     log: Callable[[str], None] | None = print) -> str | None:
-    """Log the eval-mode CPU student to its trial's run as an MLflow PyTorch model (torch.export's pt2 format: it
-    loads without this package and without unpickling, batch axis dynamic; `example` is a batch of 2 or more),
-    register it as a new version of `name`, tag that version and move the alias `champion` to it. Returns the
-    version; a store that is gone or refuses is one line, never raised: the exported files already stand."""
-    if not uri or not run_id:
-        if log:
-            log(f"the student was not registered in MLflow: no run of its trial was found{f' in {uri}' if uri else ''}")
-        return None
-    try:
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        x = example.detach().cpu().float()
-        with torch.no_grad():
-            signature = infer_signature(x.numpy(), model(x).numpy())
-        client = MlflowClient(uri)
-        # created here, in the run's experiment (log_model alone would put it in the Default one, under ./mlruns)
-        logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, "student", run_id)
-        info = _with_tracking_uri(uri, lambda: mlflow.pytorch.log_model(
-            model, name="student", run_id=run_id, model_id=logged.model_id, input_example=x.numpy(),
-            signature=signature, serialization_format="pt2",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=name))
-        version = str(info.registered_model_version)
-        for k, v in tags.items():
-            client.set_model_version_tag(name, version, k, str(v))
-        client.set_registered_model_alias(name, CHAMPION, version)
-    except Exception as e:  # the store, the registry or torch.export: the files in best/ stand either way
-        if log:
-            first = (str(e).strip().splitlines() or [""])[0][:150]
-            log(f"could not register the student as MLflow model {name!r} at {uri}: {type(e).__name__}: {first}")
-        return None
-    return version

@@ -91,6 +91,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from ..teachers.proxies import all_proxies
     from ..teachers.sources import prepare_teachers
     from .interrupts import Interrupted, received, tune_stops_on_signal
+    from .mlflow_data import start_system_metrics
+    from .parent_run import record_answer, record_inputs
     from .prescreen import prescreen
     from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
 
@@ -112,6 +114,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     if teacher_dirs and spec.trial.soft_label_cache:
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
+    teacher_models = None  # a resumed sweep's callback comes back from Tune's experiment state, with its own
     if resume:
         tracker = _tracker(exp, exp.tracking_uri, spec.experiment, log, exp.parent_run_id)  # checked by check_resumable
         replay_pending(exp.pending_file, exp.tracking_uri, spec.experiment, exp.parent_run_id, log)
@@ -131,10 +134,13 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
             tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
         if screened:
             tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
+        teacher_models = record_inputs(tracker, spec, teacher_dirs, cards, log)
 
     status = "FAILED"
+    monitor = start_system_metrics(tracker.uri, tracker.parent_id, log, resume=resume)  # CPU, memory, GPU on the parent
     try:
-        tuner = _tuner(spec, exp, teacher_dirs, MLflowTrialCallback(tracker, spec.trial.epochs, cards), address, resume)
+        callback = MLflowTrialCallback(tracker, spec.trial.epochs, cards, teacher_models)
+        tuner = _tuner(spec, exp, teacher_dirs, callback, address, resume)
         with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
             grid = tuner.fit()
         if received():  # unfinished trials are neither finished nor "stopped by ASHA"; their runs end KILLED
@@ -147,6 +153,10 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         if png:
             tracker.do("log the curves", "artifact", tracker.parent_id, path=str(png))
             log(f"PGD accuracy per epoch of every trial: {png}")
+        try:  # the trials' results stand whatever happens to the summary of them
+            record_answer(tracker, spec, exp_dir, log)
+        except Exception as e:
+            log(f"warning: the sweep's answer and plots were not recorded: {type(e).__name__}: {str(e)[:150]}")
     except KeyboardInterrupt as e:  # a signal outside fit(), or a second one
         status = "KILLED"
         tracker.end_interrupted()
@@ -154,6 +164,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
             e.resume = str(exp_dir)
         raise
     finally:
+        if monitor is not None:
+            monitor.finish()
         tracker.finish_parent(status)
         shutil.rmtree(exp.work_dir, ignore_errors=True)  # the trials' scratch folders, however the sweep ended
     if status != "KILLED":
@@ -167,7 +179,8 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .optuna_study import PruningOptunaSearch, storage
 
     runs_dir, exp_dir = exp.path.parent, exp.path
     t = spec.tune
@@ -178,9 +191,10 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
         scheduler = FIFOScheduler()
     searcher = None
     if t.searcher == "optuna" and spec.search:  # the study lives in optuna.db: a resumed sweep continues it
-        storage = optuna.storages.RDBStorage(f"sqlite:///{exp.optuna_db.resolve()}")
-        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
-                                storage=storage, points_to_evaluate=teacher_points(spec))
+        # ASHA's stops are told PRUNED (not COMPLETE): optuna-dashboard and optuna.importance read them right
+        searcher = PruningOptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed), study_name=spec.experiment,
+                                       storage=storage(exp.optuna_db), points_to_evaluate=teacher_points(spec),
+                                       max_t=spec.trial.epochs)
     exp.work_dir.mkdir(exist_ok=True)
     trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs, work_root=str(exp.work_dir)),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
@@ -273,15 +287,17 @@ def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], l
 
 def _plot_curves(grid, rows: list[TrialRow], spec: SweepSpec, exp_dir: Path) -> Path | None:
     from .plots import plot_pgd_curves
+    from .provenance import trial_run_name
 
     stopped = {r.trial_id: r.early_stopped for r in rows}
+    names = {r.trial_id: trial_run_name(r.trial_id, r.config) for r in rows}  # id, teacher, alpha, epsilon
     curves = {}
     for r in grid:
         df = r.metrics_dataframe
         if df is None or "pgd_acc" not in df or "epoch" not in df:
             continue
         tid = str(df["trial_id"].iloc[-1]) if "trial_id" in df else Path(r.path).name
-        curves[tid] = (df["epoch"].astype(int).tolist(), df["pgd_acc"].astype(float).tolist(), stopped.get(tid, False))
+        curves[names.get(tid, tid)] = (df["epoch"].astype(int).tolist(), df["pgd_acc"].astype(float).tolist(), stopped.get(tid, False))
     if not curves:
         return None
     return plot_pgd_curves(curves, spec.trial.epochs, exp_dir / "pgd_per_epoch.png", f"{spec.experiment}: "
@@ -323,16 +339,16 @@ def result_rows(grid, max_epochs: int, unfinished: set[str] | None | bool = Fals
 
 
 def format_summary(rows: list[TrialRow]) -> str:
-    head = f"{'trial':<10} {'method':<7} {'teacher':<12} {'alpha':>6} {'eps':>6} {'steps':>5} {'epochs':>6} {'stopped':>8} {'clean':>6} {'PGD-20':>6}"
+    head = f"{'trial':<11} {'method':<7} {'teacher':<12} {'alpha':>6} {'eps':>6} {'steps':>5} {'epochs':>6} {'stopped':>8} {'clean':>6} {'PGD-20':>6}"
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: -r.metrics.get("best_pgd_acc", -1)):
         c = r.config
         stopped = {"ERROR": "ERROR", "INTERRUPTED": "killed"}.get(r.status, "ASHA" if r.early_stopped else "no")
-        lines.append(f"{r.trial_id[-10:]:<10} {str(c.get('method'))[:7]:<7} {str(c.get('teacher'))[:12]:<12} {c.get('alpha', 0):>6.3f} "
+        lines.append(f"{r.trial_id:<11} {str(c.get('method'))[:7]:<7} {str(c.get('teacher'))[:12]:<12} {c.get('alpha', 0):>6.3f} "
                      f"{c.get('epsilon', 0):>6.3f} {c.get('attack_steps', 0):>5} {r.epochs:>6} {stopped:>8} "
                      f"{r.metrics.get('clean_acc', float('nan')):>6.3f} {r.metrics.get('pgd_acc', float('nan')):>6.3f}")
         if r.error:
-            lines.append(f"{'':<10} failed: {r.error[:150]}")
+            lines.append(f"{'':<11} failed: {r.error[:150]}")
     lines.append("clean / PGD-20: validation split, last epoch run; ASHA = stopped early by the scheduler, "
                  "killed = interrupted (resume continues it)")
     return "\n".join(lines)

@@ -263,6 +263,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def data_source(dataset: str, data_dir: str | None) -> str | None:
+    """The folder a dataset's files are read from (None: generated in memory, the synthetic sets)."""
+    if dataset.startswith("synthetic"):
+        return None
+    if dataset == "fashion_mnist":
+        src = _fmnist_source(data_dir)
+        if src is not None:
+            return str(src.resolve())
+    return str((Path(data_dir).expanduser() if data_dir else cache_dir() / "torchvision").resolve())
+
+
 def load_data(cfg, device: torch.device) -> Splits:
     """The splits a TrialConfig names (its data keys), on `device`."""
     return load_splits(cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset, test_subset=cfg.test_subset,

@@ -23,11 +23,12 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> f
 
 
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: float, steps: int,
-                 start: str = "uniform", batch_size: int = 500) -> float:
-    """PGD-`steps` on the CE loss ("SAT" protocol: uniform start), model in eval mode."""
+                 start: str = "uniform", batch_size: int = 500, desc: str | None = None) -> float:
+    """PGD-`steps` on the CE loss ("SAT" protocol: uniform start), model in eval mode. `desc`: a progress bar
+    (images attacked, rate, ETA) under that name; none for the per-epoch validation of a trial."""
     model.eval()
     adv = lambda xb, yb: pgd(model, xb, ce_loss(yb), eps, step_size, steps, start)  # noqa: E731
-    return _count_correct(model, x, y, batch_size, adv).item() / max(len(x), 1)
+    return _count_correct(model, x, y, batch_size, adv, desc).item() / max(len(x), 1)
 
 
 def clean_and_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: float, steps: int,
@@ -69,15 +70,21 @@ def suite_protocol(eps: float) -> dict[str, dict]:
     }
 
 
-def _count_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, adv=None) -> Tensor:
-    """Correct predictions on x (or on adv(xb, yb) per batch), as a device tensor: no host sync."""
+def _count_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, adv=None, desc: str | None = None) -> Tensor:
+    """Correct predictions on x (or on adv(xb, yb) per batch), as a device tensor: no host sync. `desc`: a progress
+    bar under that name (an attack on the test split; a clean pass is too quick for one)."""
     correct = torch.zeros((), dtype=torch.long, device=x.device)
+    pbar = bar(len(x), desc, "img") if desc and adv is not None else None
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         if adv is not None:
             xb = adv(xb, yb)
         with torch.no_grad():
             correct += (model(xb).argmax(1) == yb).sum()
+        if pbar:
+            pbar.update(len(xb))
+    if pbar:
+        pbar.close()
     return correct
 
 
@@ -208,7 +215,7 @@ def evaluate_suite(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, n_aa: 
                         loss = cw_loss if p["loss"] == "cw" else ce_loss
                         adv = lambda xb, yb, p=p, loss=loss: pgd(model, xb, loss(yb), eps, p["step_size"],  # noqa: E731
                                                                  p["steps"], p["start"])
-                    out[col] = _count_correct(model, x, y, batch_size, adv).item() / max(n, 1)
+                    out[col] = _count_correct(model, x, y, batch_size, adv, col if progress else None).item() / max(n, 1)
             if progress:
                 progress(f"{col}: {out[col]:.2%} on {n} images ({time.perf_counter() - t0:.1f}s)")
     finally:

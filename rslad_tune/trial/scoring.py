@@ -45,7 +45,8 @@ def _compute(model: nn.Module, x: Tensor, y: Tensor, eps: float, column: str, se
     steps, step = column.removeprefix("PGD-").split("@")
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return pgd_accuracy(model, x, y, eps, float(step), int(steps), batch_size=batch_size)
+        return pgd_accuracy(model, x, y, eps, float(step), int(steps), batch_size=batch_size,
+                            desc=column if log else None)
 
 
 def score(model: nn.Module | Callable[[], nn.Module], x: Tensor, y: Tensor, eps: float, columns: Sequence[str], *,
