@@ -44,8 +44,9 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     return model.to(device).eval()
 
 
-def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) -> Path:
+def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, force: bool = False) -> Path:
     exp = ExperimentDir.open(experiment_dir)
+    exp.check_free(exp.best_dir, force)  # an existing export is replaced only when asked, before any work
     best = max(exp.finished_trials(), key=lambda t: (t.result["best_pgd_acc"], t.result.get("clean_acc", 0)))
     cfg = best.trial_config
     device = resolve_device(cfg.device)

@@ -9,6 +9,8 @@ folder received from someone else is never unpickled by export, compare, report 
       .<experiment>.lock           held (flock) by the command running a sweep of that name (ExperimentDir.lock)
       <experiment>/                ExperimentDir: Ray Tune's experiment folder plus ours
         sweep.json                 tracking URI, MLflow parent run id, teacher folders, YAML path, epochs, metric
+                                   (a store or folder inside runs/ by its path relative to runs/: a copy of
+                                   runs/ points at its own store, never at the original's)
         space.yaml                 the YAML the sweep ran
         optuna.db                  the Optuna study (resume)
         mlflow-pending.jsonl       MLflow calls the sweep could not make (store away), replayed later (tracking.py)
@@ -24,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import weakref
 from contextlib import contextmanager
@@ -143,6 +146,58 @@ class TrialDir:
         write_json(row, self.path / name)
 
 
+COMMAND_STORE: dict[str, str | None] = {"uri": None}  # --tracking-uri of this command (cli.py); None: the default
+
+
+def command_store(runs_root: Path) -> str:
+    """The MLflow store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI, else the runs root's
+    mlflow.db (as tracking.resolve_tracking_uri: a relative SQLite path is relative to the working folder)."""
+    uri = COMMAND_STORE["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if uri is None:
+        return f"sqlite:///{(runs_root / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def _relative_store(uri: str | None, root: Path) -> str | None:
+    """sqlite:////abs/runs/mlflow.db -> sqlite:///mlflow.db (relative to the runs root); any other URI as it is."""
+    if isinstance(uri, str) and uri.startswith("sqlite:////"):
+        rel = _relative_path(uri[len("sqlite:///"):], root)
+        return f"sqlite:///{rel}" if not Path(rel).is_absolute() else uri
+    return uri
+
+
+def _relative_path(path: str, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
+def check_free(out: Path, force: bool, key: str = "--out") -> None:
+    """Nothing this tool wrote (an export, a checkpoint folder) or anything else is overwritten unless asked:
+    an existing, non-empty `out` without --force is one line, before any work."""
+    out = Path(out)
+    if force or not (out.exists() or out.is_symlink()) or (out.is_dir() and not any(out.iterdir())):
+        return
+    raise SpecError(key, str(out), "exists and holds files (an earlier export or another folder): nothing was "
+                    "overwritten; give --force to replace it whole, or choose another place")
+
+
+def replace_folder(tmp: Path, out: Path) -> Path:
+    """Put the fully written folder `tmp` at `out`, all its files at once (renames in one folder); what was at
+    `out` is removed only once the new folder is in place."""
+    if out.exists() or out.is_symlink():
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    else:
+        tmp.rename(out)
+    return out
+
+
 def find_experiment(path: Path) -> "ExperimentDir | None":
     """The sweep folder at `path` or one or two levels above it (best/, trial_<id>/, a checkpoint), or None."""
     for p in (path, path.parent, path.parent.parent):
@@ -186,6 +241,9 @@ class ExperimentDir:
         return read_json(self.sweep_file, "sweep.json")
 
     def write_sweep(self, info: dict, space_text: str) -> None:
+        root = self.path.parent.resolve()
+        info = {**info, "tracking_uri": _relative_store(info.get("tracking_uri"), root),
+                "teacher_dirs": {k: _relative_path(v, root) for k, v in (info.get("teacher_dirs") or {}).items()}}
         self.path.mkdir(parents=True)
         write_json(info, self.sweep_file)
         (self.path / "space.yaml").write_text(space_text)
@@ -196,8 +254,29 @@ class ExperimentDir:
         return self.path / "space.yaml"
 
     @property
+    def recorded_tracking_uri(self) -> str | None:
+        """The store sweep.json names: a relative SQLite path is under this folder's runs root (a path that
+        climbs out of it names nothing). Only resume, of a folder it checked as its own, uses it as it is."""
+        uri = self.sweep.get("tracking_uri")
+        if not isinstance(uri, str):
+            return None
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            rel = Path(uri[len("sqlite:///"):])
+            return None if rel.is_absolute() or ".." in rel.parts else f"sqlite:///{(self.path.parent / rel).resolve()}"
+        return uri
+
+    @cached_property
     def tracking_uri(self) -> str | None:
-        return self.sweep.get("tracking_uri")
+        """The store this command logs to and replays into: the one it resolved itself (--tracking-uri,
+        $MLFLOW_TRACKING_URI, else runs/mlflow.db beside this folder), and only when it is the sweep's own.
+        A URI read from the folder is never contacted on its own say-so (a received folder could name any host)."""
+        recorded, current = self.recorded_tracking_uri, command_store(self.path.parent)
+        if recorded is None or recorded == current:
+            return recorded
+        print(f"rslad-tune: warning: {self.sweep_file} names the MLflow store {recorded[:120]!r}, this command uses "
+              f"{current[:120]!r}: nothing is logged or replayed; give --tracking-uri to use the sweep's store",
+              file=sys.stderr, flush=True)
+        return None
 
     @property
     def parent_run_id(self) -> str | None:
@@ -205,7 +284,9 @@ class ExperimentDir:
 
     @property
     def teacher_dirs(self) -> dict[str, str]:
-        return self.sweep.get("teacher_dirs") or {}
+        """Each teacher's folder (a relative one is under the runs root)."""
+        dirs = self.sweep.get("teacher_dirs") or {}
+        return {k: str(self.path.parent / v) if not Path(v).is_absolute() else v for k, v in dirs.items()}
 
     @property
     def optuna_db(self) -> Path:
@@ -227,15 +308,10 @@ class ExperimentDir:
 
     def publish_best(self, tmp: Path) -> Path:
         """Replace best/ with the fully written folder `tmp` (the old export goes only once the new one is in place)."""
-        out = self.best_dir
-        if out.exists():
-            old = self.path / f".best.old.{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-        return out
+        return replace_folder(tmp, self.best_dir)
+
+    def check_free(self, out: Path, force: bool) -> None:
+        check_free(out, force, "export")
 
     def scratch(self, name: str) -> Path:
         """An empty temporary folder inside the experiment folder (renamed into place when complete). Whatever ends

@@ -113,8 +113,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
     if resume:
-        tracker = _tracker(exp, exp.tracking_uri, spec.experiment, log, exp.parent_run_id)  # checked by check_resumable
-        replay_pending(exp.pending_file, exp.tracking_uri, spec.experiment, exp.parent_run_id, log)
+        tracker = _tracker(exp, exp.recorded_tracking_uri, spec.experiment, log, exp.parent_run_id)  # checked by check_resumable
+        replay_pending(exp.pending_file, tracker.uri, spec.experiment, exp.parent_run_id, log)
         tracker.do("reopen the sweep's run", "status", tracker.parent_id, status="RUNNING")
         log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
     else:

@@ -60,9 +60,11 @@ def file_lock(path: Path, note: str | None = None, wait: bool = True) -> Iterato
         if note is not None:
             os.ftruncate(fd, 0)
             os.pwrite(fd, note.encode(), 0)
-        yield
-        if note is not None:
-            os.ftruncate(fd, 0)
+        try:
+            yield
+        finally:  # however the block ends (an error, Ctrl-C): no stale pid note is left for the next reader
+            if note is not None:
+                os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # and with it the lock
 
