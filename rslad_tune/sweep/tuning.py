@@ -50,6 +50,9 @@ def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None 
 
     restored = tune.get_checkpoint()
     resume_dir = restored.to_directory() if restored else None
+    # the checkpoints Ray kept before it (num_to_keep=2), newest first: resume falls back to one if the latest is damaged
+    here = Path(restored.path) if restored and Path(restored.path).is_dir() else None
+    fallbacks = sorted((p for p in here.parent.glob("checkpoint_*") if p.name < here.name), reverse=True) if here else []
     workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-", dir=work_root))
     node = ray.get_runtime_context().get_node_id()  # which cluster node ran the trial (node_ip is shared on one host)
 
@@ -58,7 +61,8 @@ def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None 
         tune.report({**metrics, "node_id": node}, checkpoint=checkpoint)
 
     try:
-        train_student(TrialConfig(**config), teacher_dirs, report=report, checkpoint_dir=workdir, resume_dir=resume_dir)
+        train_student(TrialConfig(**config), teacher_dirs, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
+                      fallbacks=fallbacks)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -197,7 +201,7 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=spec.experiment, storage_path=str(runs_dir),
                                   callbacks=[callback],
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures), verbose=1),
     )
 
@@ -241,11 +245,31 @@ def check_resumable(spec: SweepSpec) -> None:
     exp = experiment_dir(spec)
     if exp.sweep_file.is_file():
         exp.check_owned()  # before anything of Ray's is unpickled
+    for trial in exp.trials():  # every weights file is read verified: a damaged one with nothing to fall back to stops here
+        ckpts = sorted(p for p in trial.path.glob("checkpoint_*") if (p / "state.pt").is_file())
+        errors = [_damage(c) for c in ckpts]
+        if errors and errors[-1] and all(errors):
+            raise SpecError("--resume", errors[-1].value, f"is damaged ({errors[-1].allowed.split(':')[0]}) and trial "
+                            f"{trial.trial_id} has no earlier good checkpoint: move {trial.path} away to rerun it")
     if not exp.sweep_file.is_file() or not tune.Tuner.can_restore(str(exp.path)):
         raise SpecError("--resume", str(exp.path), "holds no sweep to resume; run without --resume to start one")
     if exp.space_file.read_text() != spec.source:
         raise SpecError("--resume", str(exp.space_file), f"differs from {spec.path}: a sweep resumes only with "
                         "the YAML it started with (no --set either)")
+
+
+def _damage(folder: Path):
+    """The SpecError of a checkpoint folder's first weights file that does not verify (digest, NaN/inf), or None."""
+    from ..trial.errors import SpecError
+    from ..trial.files import read_state_dict
+
+    for name in ("model.safetensors", "best.safetensors"):
+        try:
+            if (folder / name).is_file():
+                read_state_dict(folder / name, "checkpoint", finite=True)
+        except SpecError as e:
+            return e
+    return None
 
 
 def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:

@@ -173,8 +173,9 @@ def read_state_dict(path: Path, key: str, device: str = "cpu", finite: bool = Fa
     return state
 
 
-def load_weights(model: nn.Module, path: Path, key: str, finite: bool = False) -> nn.Module:
-    """Load weights (read_state_dict) into `model`; any mismatch or corruption is a one-line SpecError."""
+def load_weights(model: nn.Module, path: Path, key: str, finite: bool = True) -> nn.Module:
+    """Load weights (read_state_dict: digest, then NaN/inf unless finite=False) into `model`; any mismatch or
+    corruption is a one-line SpecError. Every read of weights this tool wrote goes through here."""
     state = read_state_dict(path, key, finite=finite)
     try:
         model.load_state_dict(state)
