@@ -82,11 +82,18 @@ def _load(args):
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
-    choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if getattr(args, "resume", False) else None)
-    from .sweep.preflight import check_sweep
+    resume = getattr(args, "resume", False)
+    uri = choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if resume else None)
+    from .sweep.layout import ExperimentDir, resolve_store
+    from .sweep.preflight import check_store, check_sweep
 
-    # the data, teacher files, the machine or cluster: checked before anything is written
-    for line in check_sweep(spec, getattr(args, "address", None), args.verb):
+    # the data, teacher files, the machine or cluster, runs_dir writable: checked before anything is written
+    warnings = check_sweep(spec, getattr(args, "address", None), args.verb)
+    exp = ExperimentDir(Path(spec.runs_dir).resolve() / spec.experiment)
+    if resume and exp.sweep_file.is_file() and exp._ours():  # a resumed sweep keeps its own store
+        uri = exp.recorded_tracking_uri
+    check_store(resolve_store(uri, Path(spec.runs_dir)), "--tracking-uri" if getattr(args, "tracking_uri", None) else "tracking URI")
+    for line in warnings:
         print(f"rslad-tune: warning: {line}", file=sys.stderr, flush=True)
     return spec
 
@@ -169,6 +176,7 @@ def cmd_train(args) -> int:
     import dataclasses
 
     from .sweep.layout import check_free, replace_folder
+    from .sweep.preflight import check_writable
     from .sweep.spec import choose_tracking_uri, set_path
     from .sweep.tracking import TrainRun, resolve_tracking_uri, trial_run_name
     from .teachers.sources import prepare_teachers
@@ -189,6 +197,7 @@ def cmd_train(args) -> int:
     runs_dir = Path(spec.runs_dir).resolve()
     out = Path(args.out) if args.out else runs_dir / f"{spec.experiment}-train"
     check_free(out, args.force)  # before any teacher is built: an export or earlier checkpoints are not overwritten
+    check_writable(out, "--out")
     uri = resolve_tracking_uri(choose_tracking_uri(args.tracking_uri, spec.tracking_uri), runs_dir)
     dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
     run = TrainRun(uri, spec.experiment, runs_dir, "train-" + trial_run_name(time.strftime("%H%M%S"), cfg.to_dict()), cfg.to_dict())
@@ -284,6 +293,12 @@ def cmd_evaluate(args) -> int:
     if n_aa is not None and n_aa < 0:
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer or 'all'")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    if args.out:  # before the scoring, which can take hours
+        from .sweep.preflight import check_writable
+
+        check_writable(Path(args.out), "--out")
+        if Path(args.out).is_dir():
+            raise SpecError("--out", args.out, "is a folder; give a JSON file name for the numbers")
     report = evaluate_folder(args.path, n_examples=args.n_examples, n_aa=n_aa, attacks=attacks, device=args.device,
                              seed=args.seed, batch_size=args.batch_size, log=_log)
     print("\n" + format_table(report) + "\n", flush=True)

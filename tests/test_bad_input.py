@@ -311,6 +311,19 @@ ROWS = [
     ("--data-dir of an unknown ~user", lambda d: _yaml(data__dataset="fashion_mnist")(d) + ["--data-dir", "~nosuchuser_rslad/data"],
      ["data.data_dir", "user of this machine"]),
     ("--space is a directory", lambda d: ["--space", str(d)], ["--space", "is a directory, not a file"]),
+    # --- issue 27: every check before anything moves or any teacher is built
+    ("IPv6 Ray address nobody answers", _with_yaml("--address", "[::1]:9"), ["--address", "[::1]:9", "no Ray head answers", "refused"]),
+    ("tracking store that is not a database", lambda d: [(d / "junk.db").write_bytes(b"not a database" * 10)]
+     and _with_yaml("--tracking-uri", "sqlite:///junk.db")(d), ["--tracking-uri", "junk.db", "not an SQLite database"]),
+    ("tracking server nobody answers", _with_yaml("--tracking-uri", "http://127.0.0.1:9"),
+     ["--tracking-uri", "http://127.0.0.1:9", "no MLflow server answers"]),
+    ("runs/teachers is a file", lambda d: [(d / "runs").mkdir(), (d / "runs" / "teachers").write_text("x")]
+     and _yaml()(d), ["runs_dir", "teachers", "is a file where the teachers' folder goes"]),
+    ("the lock's path is a folder", lambda d: (d / "runs" / ".bad.lock").mkdir(parents=True) or _yaml()(d),
+     ["runs_dir", ".bad.lock", "is a folder where the experiment's lock file goes"]),
+    ("runs_dir below a file", _with_yaml("--runs-dir", "space.yaml/runs"), ["runs_dir", "space.yaml", "is a file"]),
+    ("evaluate --out below a file", lambda d: [(d / "f.txt").write_text("x"), "evaluate", "x", "--out", "f.txt/e.json"][1:],
+     ["--out", "f.txt/e.json", "is a file, not a folder"]),
     ("randint with low > high", _yaml(search={"attack_steps": {"randint": [4, 3]}}), ["search.attack_steps.randint", "low <= high"]),
 ]
 

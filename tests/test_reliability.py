@@ -116,3 +116,90 @@ def test_resume_of_a_sweep_whose_only_checkpoint_is_damaged_is_one_line_before_a
     shutil.copytree(two_checkpoints[0], exp / "trial_a" / "checkpoint_000001")  # a good one before it: the trial falls back
     with pytest.raises(SpecError, match="holds no sweep to resume"):
         check_resumable(spec)
+
+
+SPACE = {"experiment": "bad", "data": {"dataset": "synthetic", "train_subset": 200, "test_subset": 50, "val_size": 50},
+         "teachers": {"t": {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1}}},
+         "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 2, "teacher": "t"},
+         "search": {"alpha": {"uniform": [0.5, 1.0]}}, "tune": {"num_samples": 2}}
+
+
+def _previous_sweep(tmp_path: Path) -> Path:
+    """runs/bad of an earlier sweep, with its export: a new sweep would move it aside."""
+    import yaml
+
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    best = tmp_path / "runs" / "bad" / "best"
+    best.mkdir(parents=True)
+    (best.parent / "sweep.json").write_text(json.dumps({"experiment": "bad"}))
+    (best / "model.safetensors").write_bytes(b"the earlier export")
+    return best
+
+
+def test_address_auto_without_a_cluster_is_one_line_before_anything_moves(tmp_path, monkeypatch, capsys):
+    import ray._private.services as services
+
+    from rslad_tune.cli import main
+
+    def no_cluster(addr, temp_dir):  # what Ray's lookup does when no `ray start --head` runs here
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(services, "get_ray_address_from_environment", no_cluster)
+    monkeypatch.chdir(tmp_path)
+    best = _previous_sweep(tmp_path)
+    assert main(["--space", "space.yaml", "--address", "auto"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--address: 'auto'" in err and "ray start --head" in err, err
+    assert (best / "model.safetensors").read_bytes() == b"the earlier export"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["bad"]  # no teacher, no store, no lock
+
+
+def test_a_server_that_is_no_mlflow_store_is_refused_before_the_previous_sweep_moves(tmp_path, monkeypatch, capsys):
+    import http.server
+    import threading
+
+    from rslad_tune.cli import main
+    from rslad_tune.sweep import pending
+
+    class NotMLflow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotMLflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(pending, "RETRY_DELAYS", (0.01,))
+    monkeypatch.setattr(pending.Flaky.__init__, "__defaults__", (print, (0.01,)))
+    monkeypatch.chdir(tmp_path)
+    best = _previous_sweep(tmp_path)
+    try:
+        rc = main(["--space", "space.yaml", "--tracking-uri", f"http://127.0.0.1:{server.server_address[1]}"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "MLflow store does not answer" in err, err
+    assert (best / "model.safetensors").read_bytes() == b"the earlier export"
+    assert not (tmp_path / "runs" / "teachers").exists()
+
+
+def test_an_ipv6_ray_address_is_parsed_and_reached(tmp_path):
+    import socket
+
+    from rslad_tune.sweep.preflight import check_ray_address
+
+    try:
+        server = socket.socket(socket.AF_INET6)
+        server.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server.listen()
+    try:
+        check_ray_address(f"[::1]:{server.getsockname()[1]}")  # was "[::1]" as a host name: never reached
+    finally:
+        server.close()

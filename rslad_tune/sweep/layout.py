@@ -152,9 +152,13 @@ COMMAND_STORE: dict[str, str | None] = {"uri": None}  # --tracking-uri of this c
 def command_store(runs_root: Path) -> str:
     """The MLflow store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI, else the runs root's
     mlflow.db (as tracking.resolve_tracking_uri: a relative SQLite path is relative to the working folder)."""
-    uri = COMMAND_STORE["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or None
+    return resolve_store(COMMAND_STORE["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or None, runs_root)
+
+
+def resolve_store(uri: str | None, runs_root: Path) -> str:
+    """None: the runs root's mlflow.db; a relative SQLite path: from the working folder; any other URI as it is."""
     if uri is None:
-        return f"sqlite:///{(runs_root / 'mlflow.db').resolve()}"
+        return f"sqlite:///{(Path(runs_root) / 'mlflow.db').resolve()}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
     return uri
@@ -326,13 +330,21 @@ class ExperimentDir:
     def lock(self, command: str) -> Iterator["ExperimentDir"]:
         """Held by the command that runs a sweep of this name, for its whole run: a second sweep or resume of
         the same experiment is refused in one line naming the holder (released when the process ends)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(f".{self.name}.lock")
         try:
-            with file_lock(self.path.with_name(f".{self.name}.lock"), f"pid {os.getpid()}: {command}", wait=False):
-                yield self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            held = file_lock(lock, f"pid {os.getpid()}: {command}", wait=False)
+            held.__enter__()
         except LockHeld as e:
             raise SpecError("experiment", str(self.path), f"is in use by a running sweep ({e.holder or 'pid unknown'}); "
                             "wait for it to end or stop it, or choose another experiment name") from None
+        except OSError as e:  # runs/ read-only, the lock's path a folder: one line, nothing done
+            raise SpecError("experiment", str(lock), f"its lock file cannot be made ({e.strerror or type(e).__name__}); "
+                            "give a runs folder you can write to") from None
+        try:
+            yield self
+        finally:
+            held.__exit__(None, None, None)  # the note cleared, the lock released
 
     def check_owned(self, key: str = "--resume") -> None:
         """Resuming unpickles Ray's saved state (tuner.pkl, searcher state), which can run code: only a folder whose

@@ -104,6 +104,10 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI, the default (a resumed sweep keeps its own: sweep.json)
     uri = resolve_tracking_uri(choose_tracking_uri(tracking_uri, spec.tracking_uri, {} if resume else None), runs_dir)
 
+    # the store opened (created, the experiment found) before any folder moves or any teacher is built: a server
+    # that answers but is no MLflow store, or a file that is no database, is one line with nothing done
+    tracker = _tracker(exp, exp.recorded_tracking_uri if resume else uri, spec.experiment, log,
+                       exp.parent_run_id if resume else None)
     needed = set(spec.search["teacher"].args) if "teacher" in spec.search else (
         {spec.trial.teacher} if spec.trial.teacher else set())
     if not any(METHODS[m].needs_teacher for m in _methods(spec)):
@@ -117,13 +121,11 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
     if resume:
-        tracker = _tracker(exp, exp.recorded_tracking_uri, spec.experiment, log, exp.parent_run_id)  # checked by check_resumable
         replay_pending(exp.pending_file, tracker.uri, spec.experiment, exp.parent_run_id, log)
         tracker.do("reopen the sweep's run", "status", tracker.parent_id, status="RUNNING")
         log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
     else:
         exp.archive_previous(log)
-        tracker = _tracker(exp, uri, spec.experiment, log)  # the driver creates DB and experiment first
         parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
         exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
