@@ -35,6 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..trial import saved
 from ..trial.config import TrialConfig
 from ..trial.errors import SpecError
 from ..trial.files import LockHeld, file_lock, read_json, write_json
@@ -73,11 +74,12 @@ class TrialDir:
     def result(self) -> dict:
         """The last result Ray recorded (the last epoch reported), {} if none."""
         f = self.path / "result.json"
-        lines = [ln for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+        lines = [ln for ln in f.read_text(errors="replace").splitlines() if ln.strip()] if f.is_file() else []
         try:
-            return json.loads(lines[-1]) if lines else {}
+            last = json.loads(lines[-1]) if lines else {}
         except ValueError:
             return {}
+        return saved.numbers(last, f, "Ray's last result")  # strings for numbers: one line, not a TypeError later
 
     @cached_property
     def checkpoint(self) -> Path | None:
@@ -86,7 +88,11 @@ class TrialDir:
 
     @cached_property
     def _saved(self) -> dict:
-        return read_json(self.checkpoint / "trial.json", "trial.json") if self.checkpoint else {}
+        if not self.checkpoint:
+            return {}
+        f = self.checkpoint / "trial.json"
+        raw = saved.mapping(read_json(f, "trial.json"), f, "the trial and its history")
+        return {**raw, "history": saved.history(raw.get("history"), f)}
 
     @property
     def config(self) -> dict:
@@ -96,10 +102,9 @@ class TrialDir:
 
     @property
     def trial_config(self) -> TrialConfig:
-        try:
-            return TrialConfig(**self.config)
-        except TypeError as e:
-            raise SpecError("trial", str(self.path), f"does not hold a valid trial configuration ({e})") from None
+        """Checked as the YAML's trial keys are (an absurd width is refused before any model is built)."""
+        where = self.checkpoint / "trial.json" if "trial" in self._saved else self.path / "params.json"
+        return saved.trial_config(self.config, where)
 
     @property
     def history(self) -> list[dict]:
