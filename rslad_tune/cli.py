@@ -16,6 +16,7 @@ built in cli_args.py, which imports nothing heavy: --help, --version and complet
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -67,11 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("rslad-tune: interrupted", file=sys.stderr)
             return 130
+        except OSError as e:  # a full disk, a read-only place met mid-run: one line, the work so far kept
+            if e.errno not in DISK_ERRNOS:
+                raise
+            where = f" ({e.filename})" if e.filename else ""
+            print(f"rslad-tune: error: {e.strerror or type(e).__name__}{where}: the command stopped; what was written "
+                  "before stands (MLflow runs ended FAILED or KILLED, scratch folders removed); free space or give a "
+                  "writable place, then run it again (a sweep: rslad-tune resume)", file=sys.stderr, flush=True)
+            return 1
         except BrokenPipeError:  # `rslad-tune zoo list --json | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
             return 141
 
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 FOLDER_VERBS = ("export", "evaluate", "compare", "report")  # commands on a sweep folder: its lock, its own store only
 
 
@@ -117,7 +127,9 @@ def cmd_tune(args) -> int:
         try:
             return _tune_locked(args, spec)
         except Interrupted as e:  # no export, no report: the resume command, when there is a sweep to resume
-            if e.resume or args.resume:
+            from .sweep.tuning import fit_started
+
+            if e.resume or args.resume or fit_started():  # (a second Ctrl-C raises without it: the hint stays)
                 e.resume = os.path.relpath(exp.path) if not os.path.relpath(exp.path).startswith("..") else str(exp.path)
             raise
 

@@ -203,3 +203,150 @@ def test_an_ipv6_ray_address_is_parsed_and_reached(tmp_path):
         check_ray_address(f"[::1]:{server.getsockname()[1]}")  # was "[::1]" as a host name: never reached
     finally:
         server.close()
+
+
+def test_sighup_ends_a_command_like_ctrl_c(tmp_path):
+    """A dropped ssh session: one line, exit 129, not a silent death."""
+    import subprocess
+    import sys
+
+    child = """
+import os, signal, time
+import rslad_tune.cli as cli
+def hup(args):
+    os.kill(os.getpid(), signal.SIGHUP)
+    time.sleep(5)
+    return 0
+cli.cmd_zoo = hup
+print("rc", cli.main(["zoo", "list"]), flush=True)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0 and "rc 129" in p.stdout, (p.returncode, p.stdout, p.stderr)
+    assert p.stderr.strip() == "rslad-tune: interrupted by SIGHUP", p.stderr
+
+
+def _sat_space(tmp_path: Path) -> None:
+    import yaml
+
+    space = {"experiment": "full", "data": {"dataset": "synthetic", "train_subset": 200, "test_subset": 40, "val_size": 40},
+             "trial": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1, "eval_steps": 1,
+                       "batch_size": 50},
+             "search": {"lr": {"uniform": [0.01, 0.1]}}, "tune": {"num_samples": 1}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+
+
+def test_a_second_ctrl_c_keeps_the_resume_hint(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import rslad_tune.cli as cli
+    from rslad_tune.sweep import tuning
+    from rslad_tune.sweep.interrupts import Interrupted
+
+    def second_signal(args, spec):  # inside the sweep, after fit() began: raised without the folder to resume
+        tuning._FIT["started"] = True
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(cli, "_tune_locked", second_signal)
+    monkeypatch.chdir(tmp_path)
+    _sat_space(tmp_path)
+    assert cli.main(["--space", "s.yaml"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "rslad-tune: interrupted by SIGINT; the sweep is saved, continue it with: rslad-tune resume runs/full", err
+
+
+def _ours(err: str) -> str:
+    """Our lines on stderr (MLflow's logger says when it creates a store's tables)."""
+    return "\n".join(ln for ln in err.splitlines() if ln.startswith("rslad-tune"))
+
+
+def _no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", "runs/x")
+
+
+def test_a_full_disk_during_train_is_one_line_exit_1_run_failed_no_scratch_left(tmp_path, monkeypatch, capsys):
+    import rslad_tune.trial.trainer as trainer
+    from rslad_tune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _sat_space(tmp_path)
+    monkeypatch.setattr(trainer, "save_weights", _no_space)
+    assert main(["train", "--space", "s.yaml", "--out", "out"]) == 1
+    err = _ours(capsys.readouterr().err)
+    assert len(err.splitlines()) == 1 and err.startswith("rslad-tune: error: No space left on device"), err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert run.info.status == "FAILED"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_a_full_disk_in_a_sweep_ends_every_run_and_removes_the_scratch(tmp_path, monkeypatch, capsys):
+    """The driver's side (Ray stood in for): the trial's run ends KILLED, the sweep's FAILED with the reason."""
+    from rslad_tune.cli import main
+    from rslad_tune.sweep import tuning
+    from rslad_tune.sweep.tracking import PARENT_TAG
+
+    def full_disk(spec, exp, teacher_dirs, callback, address, resume):
+        exp.work_dir.mkdir(exist_ok=True)
+        (exp.work_dir / "rslad-trial-x").mkdir()
+        t = callback.tracker
+        t.client.create_run(t.experiment_id, run_name="trial", tags={PARENT_TAG: t.parent_id, "ray.trial_id": "x"})
+        _no_space()
+
+    monkeypatch.setattr(tuning, "_tuner", full_disk)
+    monkeypatch.chdir(tmp_path)
+    _sat_space(tmp_path)
+    assert main(["--space", "s.yaml"]) == 1
+    err = _ours(capsys.readouterr().err)
+    assert len(err.splitlines()) == 1 and "No space left on device" in err, err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    runs = {r.data.tags.get("rslad_tune.kind", "trial"): r for r in client.search_runs(
+        [client.get_experiment_by_name("full").experiment_id])}
+    assert runs["sweep"].info.status == "FAILED" and "No space left" in runs["sweep"].data.tags["error"]
+    assert runs["trial"].info.status == "KILLED"
+    assert not (tmp_path / "runs" / "full" / ".trial-work").exists()
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """A tmpfs of our own (root only): a real full disk or a real read-only runs/; skipped where mount is refused."""
+    import subprocess
+
+    made = []
+
+    def mount(path: Path, options: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here (not root)")
+        made.append(path)
+        return path
+
+    yield mount
+    for path in reversed(made):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_read_only_runs_folder_is_one_line_exit_2_before_any_work(tmp_path, monkeypatch, capsys, mounted):
+    from rslad_tune.cli import main
+
+    runs = mounted(tmp_path / "runs", "ro,size=64k")
+    monkeypatch.chdir(tmp_path)
+    _sat_space(tmp_path)
+    assert main(["--space", "s.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runs_dir" in err and "read-only" in err, err
+    assert list(runs.iterdir()) == []
+
+
+def test_a_really_full_disk_during_train_is_one_line_and_leaves_no_scratch(tmp_path, monkeypatch, capsys, mounted):
+    from rslad_tune.cli import main
+
+    disk = mounted(tmp_path / "disk", "size=16k")
+    monkeypatch.chdir(tmp_path)
+    _sat_space(tmp_path)
+    assert main(["train", "--space", "s.yaml", "--out", str(disk / "out")]) == 1
+    err = _ours(capsys.readouterr().err)
+    assert len(err.splitlines()) == 1 and "No space left on device" in err, err
+    assert list(disk.iterdir()) == []

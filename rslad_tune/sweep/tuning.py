@@ -101,6 +101,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     exp = experiment_dir(spec)
     runs_dir, exp_dir = exp.path.parent, exp.path
     runs_dir.mkdir(parents=True, exist_ok=True)
+    _FIT["started"] = False
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI, the default (a resumed sweep keeps its own: sweep.json)
     uri = resolve_tracking_uri(choose_tracking_uri(tracking_uri, spec.tracking_uri, {} if resume else None), runs_dir)
 
@@ -120,27 +121,28 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     if teacher_dirs and spec.trial.soft_label_cache:
         _build_soft_label_caches(spec.trial, teacher_dirs, log)
 
-    if resume:
-        replay_pending(exp.pending_file, tracker.uri, spec.experiment, exp.parent_run_id, log)
-        tracker.do("reopen the sweep's run", "status", tracker.parent_id, status="RUNNING")
-        log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
-    else:
-        exp.archive_previous(log)
-        parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
-        exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
-                         "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
-                         "metric": spec.tune.metric, "registered_model": spec.registered_model,
-                         "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof,
-                         "prescreen": screened}, spec.source)
-        for name, card in cards.items():
-            tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
-        if screened:
-            tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
-
     status = "FAILED"
-    try:
+    try:  # from the parent run's creation on: however the command ends, no run is left RUNNING
+        if resume:
+            replay_pending(exp.pending_file, tracker.uri, spec.experiment, exp.parent_run_id, log)
+            tracker.do("reopen the sweep's run", "status", tracker.parent_id, status="RUNNING")
+            log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
+        else:
+            exp.archive_previous(log)
+            parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                          _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
+            exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
+                             "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
+                             "metric": spec.tune.metric, "registered_model": spec.registered_model,
+                             "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof,
+                             "prescreen": screened}, spec.source)
+            for name, card in cards.items():
+                tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
+            if screened:
+                tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
+
         tuner = _tuner(spec, exp, teacher_dirs, MLflowTrialCallback(tracker, spec.trial.epochs, cards), address, resume)
+        _FIT["started"] = True  # from here on the folder holds a sweep to resume, however the command ends
         with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
             grid = tuner.fit()
         if received():  # unfinished trials are neither finished nor "stopped by ASHA"; their runs end KILLED
@@ -155,9 +157,15 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
             log(f"PGD accuracy per epoch of every trial: {png}")
     except KeyboardInterrupt as e:  # a signal outside fit(), or a second one
         status = "KILLED"
-        tracker.end_interrupted()
+        if tracker.parent_id:
+            tracker.end_interrupted()
         if isinstance(e, Interrupted) and _restorable(exp_dir):
             e.resume = str(exp_dir)
+        raise
+    except Exception as e:  # a full disk, a read-only place: the trials' runs end too, the reason on the sweep's run
+        if tracker.parent_id:
+            tracker.do("tag the sweep's error", "log_batch", tracker.parent_id, tags=[["error", f"{type(e).__name__}: {e}"[:500]]])
+            tracker.end_interrupted()
         raise
     finally:
         tracker.finish_parent(status)
@@ -165,6 +173,13 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     if status != "KILLED":
         replay_pending(exp.pending_file, tracker.uri, spec.experiment, tracker.parent_id, log)  # the store may be back
     return rows, exp_dir
+
+
+_FIT = {"started": False}  # Tuner.fit() was entered by this command (cli: the resume hint after a second Ctrl-C)
+
+
+def fit_started() -> bool:
+    return _FIT["started"]
 
 
 def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address: str | None, resume: bool):

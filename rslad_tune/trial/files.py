@@ -6,6 +6,7 @@ which refuses anything but tensors and plain containers.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -34,8 +35,20 @@ def save_atomic(write: Callable[[str], None], path: Path) -> None:
     try:
         write(str(tmp))
         os.replace(tmp, path)
+    except (RuntimeError, SafetensorError) as e:  # torch.save and safetensors say "write failed" in their own words
+        if _disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:  # a write that failed or was interrupted leaves nothing behind
         tmp.unlink(missing_ok=True)
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 class LockHeld(Exception):
