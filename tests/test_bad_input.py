@@ -375,6 +375,9 @@ ROWS = [
      ["trial.json", "trial.width", "1000000000", "[1, 4096]"]),
     ("trial.json whose trial has an unknown arch", _tampered_trial(trial_json={"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "arch": "vit_huge"}}),
      ["trial.json", "trial.arch", "'vit_huge'"]),
+    ("width on a checkpoint teacher whose arch has none", lambda d: [save_weights(build_model("resnet18", 1, 10), d / "t.safetensors"),
+     *_yaml(teachers={"t": {"checkpoint": "t.safetensors", "arch": "resnet18", "width": 8}})(d)][1:],
+     ["teachers.t.width", "8", "resnet18 has no width"]),
     ("randint with low > high", _yaml(search={"attack_steps": {"randint": [4, 3]}}), ["search.attack_steps.randint", "low <= high"]),
 ]
 
