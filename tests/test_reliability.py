@@ -102,12 +102,14 @@ def test_resume_of_a_sweep_whose_only_checkpoint_is_damaged_is_one_line_before_a
     import shutil
     from types import SimpleNamespace
 
+    from rslad_tune.sweep.manifest import write_manifest
     from rslad_tune.sweep.tuning import check_resumable
     from rslad_tune.trial.errors import SpecError
 
     exp = tmp_path / "runs" / "exp"
     (exp / "trial_a").mkdir(parents=True)
     (exp / "sweep.json").write_text("{}")
+    write_manifest(exp)  # written by a sweep on this machine
     last = shutil.copytree(two_checkpoints[1], exp / "trial_a" / "checkpoint_000002")
     _flip_a_weight(last / "model.safetensors")
     spec = SimpleNamespace(runs_dir=str(tmp_path / "runs"), experiment="exp", source="", path="s.yaml")
@@ -350,3 +352,37 @@ def test_a_really_full_disk_during_train_is_one_line_and_leaves_no_scratch(tmp_p
     err = _ours(capsys.readouterr().err)
     assert len(err.splitlines()) == 1 and "No space left on device" in err, err
     assert list(disk.iterdir()) == []
+
+
+def test_resume_trusts_only_files_listed_in_this_machines_signed_manifest(tmp_path, monkeypatch, capsys):
+    """Files all of one's own uid (root: every file) are not enough: what resume unpickles must be in the manifest
+    its sweep signed with this machine's key (issue 27, finding 8)."""
+    import yaml
+
+    from rslad_tune.cli import main
+    from rslad_tune.sweep.manifest import write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    exp = tmp_path / "runs" / "bad"
+    exp.mkdir(parents=True)
+    (exp / "sweep.json").write_text(json.dumps({"experiment": "bad", "space": str(tmp_path / "space.yaml")}))
+    (exp / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
+    (exp / "tuner.pkl").write_bytes(b"\x80\x04N.")
+
+    def refused(fragment: str) -> None:
+        assert main(["resume", "runs/bad"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--resume" in err and fragment in err and "unpickles" in err, err
+
+    refused("has no manifest signed by this machine")  # a received folder, every file of our uid
+    write_manifest(exp)
+    (exp / "trial_1").mkdir()
+    (exp / "trial_1" / "params.pkl").write_bytes(b"\x80\x04N.")  # planted after the sweep signed
+    refused("holds trial_1/params.pkl, which its sweep did not write")
+    (exp / "trial_1" / "params.pkl").unlink()
+    (exp / "tuner.pkl").write_bytes(b"\x80\x04K\x01.")  # changed since
+    refused("holds tuner.pkl")
+    write_manifest(exp)
+    monkeypatch.setenv("RSLAD_TUNE_CACHE", str(tmp_path / "another-machine"))
+    refused("has no manifest signed by this machine")  # signed, but with another machine's key

@@ -95,6 +95,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from ..teachers.proxies import all_proxies
     from ..teachers.sources import prepare_teachers
     from .interrupts import Interrupted, received, tune_stops_on_signal
+    from .manifest import write_manifest
     from .prescreen import prescreen
     from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
 
@@ -141,6 +142,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
             if screened:
                 tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
 
+        write_manifest(exp.path)  # the sweep's own files, signed: resume trusts nothing else (manifest.py)
         tuner = _tuner(spec, exp, teacher_dirs, MLflowTrialCallback(tracker, spec.trial.epochs, cards), address, resume)
         _FIT["started"] = True  # from here on the folder holds a sweep to resume, however the command ends
         with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
@@ -170,6 +172,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     finally:
         tracker.finish_parent(status)
         shutil.rmtree(exp.work_dir, ignore_errors=True)  # the trials' scratch folders, however the sweep ended
+        if exp.sweep_file.is_file():
+            write_manifest(exp.path)
     if status != "KILLED":
         replay_pending(exp.pending_file, tracker.uri, spec.experiment, tracker.parent_id, log)  # the store may be back
     return rows, exp_dir
@@ -189,6 +193,8 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    from .manifest import ManifestCallback
 
     runs_dir, exp_dir = exp.path.parent, exp.path
     t = spec.tune
@@ -217,7 +223,7 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=spec.experiment, storage_path=str(runs_dir),
-                                  callbacks=[callback],
+                                  callbacks=[callback, ManifestCallback(exp_dir)],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures), verbose=1),
     )
@@ -261,7 +267,10 @@ def check_resumable(spec: SweepSpec) -> None:
 
     exp = experiment_dir(spec)
     if exp.sweep_file.is_file():
+        from .manifest import check_manifest
+
         exp.check_owned()  # before anything of Ray's is unpickled
+        check_manifest(exp.path)  # and only what this machine's sweep wrote (root owns every file it reads)
     for trial in exp.trials():  # every weights file is read verified: a damaged one with nothing to fall back to stops here
         ckpts = sorted(p for p in trial.path.glob("checkpoint_*") if (p / "state.pt").is_file())
         errors = [_damage(c) for c in ckpts]
