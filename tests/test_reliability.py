@@ -57,7 +57,7 @@ def two_checkpoints(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ckpts")
     work = root / "work"
-    copy = lambda m, d: shutil.copytree(d, root / f"checkpoint_{m['epoch']:06d}")  # noqa: E731
+    copy = lambda m, d: shutil.copytree(d, root / f"checkpoint_{m['epoch']:06d}")
     train_model(TrialConfig(**TINY, epochs=2), checkpoint_dir=work, report=copy)
     return root / "checkpoint_000001", root / "checkpoint_000002"
 
@@ -139,7 +139,7 @@ def _previous_sweep(tmp_path: Path) -> Path:
 
 
 def test_address_auto_without_a_cluster_is_one_line_before_anything_moves(tmp_path, monkeypatch, capsys):
-    import ray._private.services as services
+    from ray._private import services
 
     from rslad_tune.cli import main
 
@@ -223,7 +223,7 @@ cli.cmd_zoo = hup
 print("rc", cli.main(["zoo", "list"]), flush=True)
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120)
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert p.returncode == 0 and "rc 129" in p.stdout, (p.returncode, p.stdout, p.stderr)
     assert p.stderr.strip() == "rslad-tune: interrupted by SIGHUP", p.stderr
 
@@ -241,7 +241,7 @@ def _sat_space(tmp_path: Path) -> None:
 def test_a_second_ctrl_c_keeps_the_resume_hint(tmp_path, monkeypatch, capsys):
     import signal
 
-    import rslad_tune.cli as cli
+    from rslad_tune import cli
     from rslad_tune.sweep import tuning
     from rslad_tune.sweep.interrupts import Interrupted
 
@@ -269,8 +269,8 @@ def _no_space(*args, **kwargs):
 
 
 def test_a_full_disk_during_train_is_one_line_exit_1_run_failed_no_scratch_left(tmp_path, monkeypatch, capsys):
-    import rslad_tune.trial.trainer as trainer
     from rslad_tune.cli import main
+    from rslad_tune.trial import trainer
 
     monkeypatch.chdir(tmp_path)
     _sat_space(tmp_path)
@@ -320,14 +320,14 @@ def mounted(tmp_path):
 
     def mount(path: Path, options: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, check=False).returncode:
             pytest.skip("cannot mount a tmpfs here (not root)")
         made.append(path)
         return path
 
     yield mount
     for path in reversed(made):
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
 def test_a_read_only_runs_folder_is_one_line_exit_2_before_any_work(tmp_path, monkeypatch, capsys, mounted):
@@ -386,3 +386,22 @@ def test_resume_trusts_only_files_listed_in_this_machines_signed_manifest(tmp_pa
     write_manifest(exp)
     monkeypatch.setenv("RSLAD_TUNE_CACHE", str(tmp_path / "another-machine"))
     refused("has no manifest signed by this machine")  # signed, but with another machine's key
+
+
+def test_a_signal_between_the_parent_run_and_tune_leaves_no_run_running(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from rslad_tune.cli import main
+    from rslad_tune.sweep.interrupts import Interrupted
+    from rslad_tune.sweep.layout import ExperimentDir
+
+    def interrupted(self, info, space_text):  # Ctrl-C right after the parent run was created
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(ExperimentDir, "write_sweep", interrupted)
+    monkeypatch.chdir(tmp_path)
+    _sat_space(tmp_path)
+    assert main(["--space", "s.yaml"]) == 130
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert run.info.status == "KILLED"

@@ -26,7 +26,7 @@ def trusted(folder: Path) -> list[Path]:
     """The files resume trusts or unpickles: sweep.json, Ray's and the searcher's saved state, every pickle."""
     top = [p for p in folder.iterdir() if p.is_file() and (p.name == "sweep.json" or p.name.endswith(".pkl")
                                                             or (p.suffix == ".json" and "state" in p.name))]
-    return sorted(set(top) | {p for p in folder.rglob("*.pkl") if p.is_file()})
+    return sorted(set(top) | {p for p in folder.glob("*/*.pkl") if p.is_file()})  # (a trial's params.pkl)
 
 
 def _key() -> bytes:
