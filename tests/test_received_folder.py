@@ -132,18 +132,17 @@ def test_pending_records_naming_files_outside_the_folder_are_refused_in_one_line
 
 
 def test_a_copied_runs_folder_points_at_its_own_store(tmp_path):
-    """sweep.json keeps the store and teacher folders relative to the runs root: a copy reads its own."""
+    """sweep.json keeps a store inside runs/ relative to the runs root: a copy uses its own."""
     exp = ExperimentDir(tmp_path / "a" / "runs" / "exp")
     root = (tmp_path / "a" / "runs").resolve()
     exp.write_sweep({"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "teacher_dirs": {"t": str(root / "teachers" / "k"),
                      "z": "/opt/zoo/t"}}, "experiment: exp\n")
     saved = json.loads(exp.sweep_file.read_text())
-    assert saved["tracking_uri"] == "sqlite:///mlflow.db" and saved["teacher_dirs"]["t"] == "teachers/k"
+    assert saved["tracking_uri"] == "sqlite:///mlflow.db"
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     copy = ExperimentDir(tmp_path / "b" / "runs" / "exp")
     own = f"sqlite:///{(tmp_path / 'b' / 'runs' / 'mlflow.db').resolve()}"
     assert copy.recorded_tracking_uri == own and copy.tracking_uri == own
-    assert copy.teacher_dirs == {"t": str(tmp_path / "b" / "runs" / "teachers" / "k"), "z": "/opt/zoo/t"}
     climbing = ExperimentDir(tmp_path / "b" / "runs" / "exp")
     climbing.__dict__["sweep"] = {"tracking_uri": "sqlite:///../../elsewhere.db"}
     assert climbing.recorded_tracking_uri is None and climbing.tracking_uri is None

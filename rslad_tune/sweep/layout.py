@@ -9,8 +9,8 @@ folder received from someone else is never unpickled by export, compare, report 
       .<experiment>.lock           held (flock) by the command running a sweep of that name (ExperimentDir.lock)
       <experiment>/                ExperimentDir: Ray Tune's experiment folder plus ours
         sweep.json                 tracking URI, MLflow parent run id, teacher folders, YAML path, epochs, metric
-                                   (a store or folder inside runs/ by its path relative to runs/: a copy of
-                                   runs/ points at its own store, never at the original's)
+                                   (a SQLite store inside runs/ by its path relative to runs/: a copy of runs/
+                                   points at its own store, never at the original's)
         space.yaml                 the YAML the sweep ran
         optuna.db                  the Optuna study (resume)
         mlflow-pending.jsonl       MLflow calls the sweep could not make (store away), replayed later (tracking.py)
@@ -251,8 +251,7 @@ class ExperimentDir:
 
     def write_sweep(self, info: dict, space_text: str) -> None:
         root = self.path.parent.resolve()
-        info = {**info, "tracking_uri": _relative_store(info.get("tracking_uri"), root),
-                "teacher_dirs": {k: _relative_path(v, root) for k, v in (info.get("teacher_dirs") or {}).items()}}
+        info = {**info, "tracking_uri": _relative_store(info.get("tracking_uri"), root)}  # (teachers: read where they are)
         self.path.mkdir(parents=True)
         write_json(info, self.sweep_file)
         (self.path / "space.yaml").write_text(space_text)
@@ -293,9 +292,7 @@ class ExperimentDir:
 
     @property
     def teacher_dirs(self) -> dict[str, str]:
-        """Each teacher's folder (a relative one is under the runs root)."""
-        dirs = self.sweep.get("teacher_dirs") or {}
-        return {k: str(self.path.parent / v) if not Path(v).is_absolute() else v for k, v in dirs.items()}
+        return self.sweep.get("teacher_dirs") or {}
 
     @property
     def optuna_db(self) -> Path:
