@@ -16,10 +16,13 @@ built in cli_args.py, which imports nothing heavy: --help, --version and complet
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .cli_args import build_parser, route
@@ -44,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
         try:
+            if args.verb in FOLDER_VERBS:  # the store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI
+                from .sweep.layout import COMMAND_STORE
+                from .sweep.spec import check_tracking_uri
+
+                COMMAND_STORE["uri"] = check_tracking_uri(args.tracking_uri, "--tracking-uri") if args.tracking_uri else None
+                with _on_folder(getattr(args, "experiment_dir", None) or args.path):
+                    return {"export": cmd_export, "evaluate": cmd_evaluate, "compare": cmd_compare,
+                            "report": cmd_report}[args.verb](args)
             return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export,
                     "evaluate": cmd_evaluate, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo,
                     "teachers": lambda a: __import__("rslad_tune.sweep.rank").sweep.rank.cmd_rank(a, _log)}[args.verb](args)
@@ -57,9 +68,21 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("rslad-tune: interrupted", file=sys.stderr)
             return 130
+        except OSError as e:  # a full disk, a read-only place met mid-run: one line, the work so far kept
+            if e.errno not in DISK_ERRNOS:
+                raise
+            where = f" ({e.filename})" if e.filename else ""
+            print(f"rslad-tune: error: {e.strerror or type(e).__name__}{where}: the command stopped; what was written "
+                  "before stands (MLflow runs ended FAILED or KILLED, scratch folders removed); free space or give a "
+                  "writable place, then run it again (a sweep: rslad-tune resume)", file=sys.stderr, flush=True)
+            return 1
         except BrokenPipeError:  # `rslad-tune zoo list --json | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
             return 141
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+FOLDER_VERBS = ("export", "evaluate", "compare", "report")  # commands on a sweep folder: its lock, its own store only
 
 
 def _load(args):
@@ -69,11 +92,18 @@ def _load(args):
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
-    choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if getattr(args, "resume", False) else None)
-    from .sweep.preflight import check_sweep
+    resume = getattr(args, "resume", False)
+    uri = choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if resume else None)
+    from .sweep.layout import ExperimentDir, resolve_store
+    from .sweep.preflight import check_store, check_sweep
 
-    # the data, teacher files, the machine or cluster: checked before anything is written
-    for line in check_sweep(spec, getattr(args, "address", None), args.verb):
+    # the data, teacher files, the machine or cluster, runs_dir writable: checked before anything is written
+    warnings = check_sweep(spec, getattr(args, "address", None), args.verb)
+    exp = ExperimentDir(Path(spec.runs_dir).resolve() / spec.experiment)
+    if resume and exp.sweep_file.is_file() and exp._ours():  # a resumed sweep keeps its own store
+        uri = exp.recorded_tracking_uri
+    check_store(resolve_store(uri, Path(spec.runs_dir)), "--tracking-uri" if getattr(args, "tracking_uri", None) else "tracking URI")
+    for line in warnings:
         print(f"rslad-tune: warning: {line}", file=sys.stderr, flush=True)
     return spec
 
@@ -97,7 +127,9 @@ def cmd_tune(args) -> int:
         try:
             return _tune_locked(args, spec)
         except Interrupted as e:  # no export, no report: the resume command, when there is a sweep to resume
-            if e.resume or args.resume:
+            from .sweep.tuning import fit_started
+
+            if e.resume or args.resume or fit_started():  # (a second Ctrl-C raises without it: the hint stays)
                 e.resume = os.path.relpath(exp.path) if not os.path.relpath(exp.path).startswith("..") else str(exp.path)
             raise
 
@@ -109,6 +141,9 @@ def _tune_locked(args, spec) -> int:
 
     t0 = time.time()
     rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log, resume=args.resume)
+    from .sweep.layout import COMMAND_STORE, ExperimentDir
+
+    COMMAND_STORE["uri"] = ExperimentDir.open(exp_dir).recorded_tracking_uri  # the export below logs to the sweep's store
     print("\n" + format_summary(rows), flush=True)
     done = [r for r in rows if r.status == "TERMINATED"]
     cut = sum(r.status == "INTERRUPTED" for r in rows)
@@ -131,9 +166,7 @@ def _tune_locked(args, spec) -> int:
                                     device=spec.trial.device, log=_log)
         print("\n" + md + "\n", flush=True)
         _log(f"teacher selection report: {path} and {path.with_suffix('.png')}")
-    from .sweep.layout import ExperimentDir
-
-    _log(f"MLflow UI: mlflow ui --backend-store-uri {ExperimentDir.open(exp_dir).tracking_uri}")
+    _log(f"MLflow UI: mlflow ui --backend-store-uri {ExperimentDir.open(exp_dir).recorded_tracking_uri}")
     return 0
 
 
@@ -154,6 +187,8 @@ def cmd_train(args) -> int:
     """One trial without Ray: the YAML's fixed values, each searched key at its domain's centre unless --set."""
     import dataclasses
 
+    from .sweep.layout import check_free, replace_folder
+    from .sweep.preflight import check_writable
     from .sweep.spec import choose_tracking_uri, set_path
     from .sweep.tracking import TrainRun, resolve_tracking_uri, trial_run_name
     from .teachers.sources import prepare_teachers
@@ -172,20 +207,26 @@ def cmd_train(args) -> int:
         _log(f"{key} = {value!r} (centre of the searched {spec.search[key].kind} {spec.search[key].args}; --set {key}=... to choose)")
     cfg = dataclasses.replace(spec.trial, **centres)
     runs_dir = Path(spec.runs_dir).resolve()
-    dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
     out = Path(args.out) if args.out else runs_dir / f"{spec.experiment}-train"
+    check_free(out, args.force)  # before any teacher is built: an export or earlier checkpoints are not overwritten
+    check_writable(out, "--out")
     uri = resolve_tracking_uri(choose_tracking_uri(args.tracking_uri, spec.tracking_uri), runs_dir)
+    dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
     run = TrainRun(uri, spec.experiment, runs_dir, "train-" + trial_run_name(time.strftime("%H%M%S"), cfg.to_dict()), cfg.to_dict())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # written whole, then put in place at once
     try:  # the same path as a sweep's trial: the teacher's soft-label cache is read (built first if missing)
-        result = train_student(cfg, dirs, checkpoint_dir=out, log=_log, report=lambda m, _: run.epoch(m))
+        result = train_student(cfg, dirs, checkpoint_dir=tmp, log=_log, report=lambda m, _: run.epoch(m))
+        model = result["model"]
+        final = {"last": score_test_split(model, cfg, result["splits"])}
+        model.load_state_dict(result["best_state"])
+        final["best"] = score_test_split(model, cfg, result["splits"])
+        write_json(final, tmp / "test_metrics.json")
+        replace_folder(tmp, out)
     except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         run.finish("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
         raise
-    model = result["model"]
-    final = {"last": score_test_split(model, cfg, result["splits"])}
-    model.load_state_dict(result["best_state"])
-    final["best"] = score_test_split(model, cfg, result["splits"])
-    write_json(final, out / "test_metrics.json")
     for which, m in final.items():
         _log(f"{which} checkpoint: test clean {m['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} {m['test_pgd_acc']:.4f} ({m['test_n']} images)")
     run.finish("FINISHED", {f"{which}_{k}": v for which, m in final.items() for k, v in m.items()}, out)
@@ -197,34 +238,34 @@ def parse_set_keys(pairs: list[str]) -> list[str]:
     return [p.split("=", 1)[0].strip() for p in pairs if "=" in p]
 
 
-def _replay_pending(path: str | Path) -> None:
-    """MLflow calls a sweep could not make (its store was away) are replayed by the next command on its folder."""
+@contextmanager
+def _on_folder(path: str | Path):
+    """export, compare, report, evaluate: the experiment's lock for the whole command (a sweep starting or running
+    there is refused in one line, and they are refused while it runs), then the MLflow calls the sweep could not
+    make (its store was away) replayed into this command's store, if it is the sweep's own."""
     from .sweep.layout import find_experiment
     from .sweep.tracking import replay_pending
-    from .trial.errors import SpecError
 
     exp = find_experiment(Path(path))
-    if exp is None or not exp.pending_file.is_file():
+    if exp is None or not exp._ours():
+        yield
         return
-    try:
-        with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):  # (a sweep running there replays at its end)
+    with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):
+        if exp.pending_file.is_file():
             replay_pending(exp.pending_file, exp.tracking_uri, exp.sweep.get("experiment", exp.name), exp.parent_run_id, _log)
-    except SpecError:
-        pass
+        yield
 
 
 def cmd_export(args) -> int:
     from .sweep.export import export_best
 
-    _replay_pending(args.experiment_dir)
-    export_best(Path(args.experiment_dir), log=_log)
+    export_best(Path(args.experiment_dir), log=_log, force=args.force)
     return 0
 
 
 def cmd_compare(args) -> int:
     from .sweep.compare import compare_experiment
 
-    _replay_pending(args.experiment_dir)
     t0 = time.time()
     from .trial.errors import SpecError
     from .trial.robustness import ATTACK_NAMES, resolve_columns
@@ -243,13 +284,11 @@ def cmd_compare(args) -> int:
 
 def cmd_report(args) -> int:
     from .sweep.report import selection_report
-
     from .sweep.spec import ReportSpec, load_sweep
     from .trial.errors import SpecError
 
     if args.n_aa is not None and args.n_aa < 0:
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer")
-    _replay_pending(args.experiment_dir)
     space = Path(args.experiment_dir) / "space.yaml"
     try:  # the sweep's own report: section, unless a flag says otherwise
         settings = load_sweep(space).report if space.is_file() else ReportSpec()
@@ -274,7 +313,12 @@ def cmd_evaluate(args) -> int:
     if n_aa is not None and n_aa < 0:
         raise SpecError("--n-aa", args.n_aa, "must be a non-negative integer or 'all'")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    _replay_pending(args.path)
+    if args.out:  # before the scoring, which can take hours
+        from .sweep.preflight import check_writable
+
+        check_writable(Path(args.out), "--out")
+        if Path(args.out).is_dir():
+            raise SpecError("--out", args.out, "is a folder; give a JSON file name for the numbers")
     report = evaluate_folder(args.path, n_examples=args.n_examples, n_aa=n_aa, attacks=attacks, device=args.device,
                              seed=args.seed, batch_size=args.batch_size, log=_log)
     print("\n" + format_table(report) + "\n", flush=True)

@@ -122,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="run one trial without Ray: the YAML's fixed values, searched keys at their centre")
     space_args(tr)
     _file(tr.add_argument("--out", help="checkpoint folder (default runs/<experiment>-train)"), _DIR)
+    tr.add_argument("--force", action="store_true", help="replace what --out holds (refused without it)")
 
     e = sub.add_parser("export", help="export the best student of a sweep folder")
     _file(e.add_argument("experiment_dir", help="runs/<experiment>"), _DIR)
+    e.add_argument("--force", action="store_true", help="replace an existing export (best/), all its files at once")
 
     ev = sub.add_parser("evaluate", help="the paper's robustness table (Clean, FGSM, PGD SAT/TRADES, CW-inf, AutoAttack) of a model folder")
     _file(ev.add_argument("path", help="an exported student (runs/<experiment>/best) or a trial checkpoint folder "
@@ -155,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-aa", type=_count, metavar="N", help="AutoAttack on the first N images (default: the sweep's "
                    "report.n_aa, else 200; 0: none)")
     r.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
+
+    store_help = ("the MLflow store to log to and replay into: this flag, else $MLFLOW_TRACKING_URI, else mlflow.db in "
+                  "the sweep's runs folder; used only when it is the one the sweep's sweep.json names")
+    for sp in (e, ev, c, r):
+        sp.add_argument("--tracking-uri", help=store_help)
 
     z = sub.add_parser("zoo", help="the teacher zoo shipped with rslad-tune: list it, or rebuild a teacher from its recipe")
     z.add_argument("action", choices=("list", "build", "proxies"), help="list: names and cards; build: retrain NAME from its "

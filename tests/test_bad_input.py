@@ -89,6 +89,36 @@ def _empty_sweep(d: Path) -> list[str]:
     return ["export", str(exp)]
 
 
+def _tampered_export(config: dict | None = None, metrics=None):
+    """runs/old/best: an export whose config.json or metrics.json was changed (given to evaluate)."""
+    def make(d: Path) -> list[str]:
+        best = d / "runs" / "old" / "best"
+        best.mkdir(parents=True)
+        save_weights(build_model("small_cnn", 1, 10, 4), best / "model.safetensors")
+        trial = TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict()
+        good = {"arch": "small_cnn", "width": 4, "in_channels": 1, "num_classes": 10, "image_size": 28, "trial": trial}
+        (best / "config.json").write_text(json.dumps({**good, **(config or {})}))
+        if metrics is not None:
+            (best / "metrics.json").write_text(json.dumps(metrics))
+        return ["evaluate", str(best), "--attacks", "clean", "--n-aa", "0"]
+    return make
+
+
+def _tampered_trial(result: dict | None = None, trial_json: dict | None = None, verb: str = "export"):
+    """runs/old with one finished trial whose result.json or trial.json was changed."""
+    def make(d: Path) -> list[str]:
+        argv = _sweep_dir(json.dumps({"experiment": "old"}), verb, trial=True)(d)
+        t = d / "runs" / "old" / "trial_1"
+        if result is not None:
+            (t / "result.json").write_text(json.dumps(result) + "\n")
+        if trial_json is not None:
+            cfg = TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict()
+            raw = {"trial": cfg, "history": [{"epoch": 2, "pgd_acc": 0.5, "clean_acc": 0.6}]}
+            (t / "checkpoint_000001" / "trial.json").write_text(json.dumps({**raw, **trial_json}))
+        return argv
+    return make
+
+
 def _yaml_text(old: str, new: str):
     """GOOD as PyYAML writes it, one line replaced: for what only YAML text can say (yes, on, duplicate keys)."""
     def make(d: Path) -> list[str]:
@@ -311,6 +341,43 @@ ROWS = [
     ("--data-dir of an unknown ~user", lambda d: _yaml(data__dataset="fashion_mnist")(d) + ["--data-dir", "~nosuchuser_rslad/data"],
      ["data.data_dir", "user of this machine"]),
     ("--space is a directory", lambda d: ["--space", str(d)], ["--space", "is a directory, not a file"]),
+    # --- issue 27: every check before anything moves or any teacher is built
+    ("IPv6 Ray address nobody answers", _with_yaml("--address", "[::1]:9"), ["--address", "[::1]:9", "no Ray head answers", "refused"]),
+    ("tracking store that is not a database", lambda d: [(d / "junk.db").write_bytes(b"not a database" * 10)]
+     and _with_yaml("--tracking-uri", "sqlite:///junk.db")(d), ["--tracking-uri", "junk.db", "not an SQLite database"]),
+    ("tracking server nobody answers", _with_yaml("--tracking-uri", "http://127.0.0.1:9"),
+     ["--tracking-uri", "http://127.0.0.1:9", "no MLflow server answers"]),
+    ("runs/teachers is a file", lambda d: [(d / "runs").mkdir(), (d / "runs" / "teachers").write_text("x")]
+     and _yaml()(d), ["runs_dir", "teachers", "is a file where the teachers' folder goes"]),
+    ("the lock's path is a folder", lambda d: (d / "runs" / ".bad.lock").mkdir(parents=True) or _yaml()(d),
+     ["runs_dir", ".bad.lock", "is a folder where the experiment's lock file goes"]),
+    ("runs_dir below a file", _with_yaml("--runs-dir", "space.yaml/runs"), ["runs_dir", "space.yaml", "is a file"]),
+    ("evaluate --out below a file", lambda d: [(d / "f.txt").write_text("x"), "evaluate", "x", "--out", "f.txt/e.json"][1:],
+     ["--out", "f.txt/e.json", "is a file, not a folder"]),
+    # --- issue 27: a tampered sweep folder, checked through the YAML's rules before anything is built
+    ("export config.json with an unknown arch", _tampered_export({"arch": "resnet999"}), ["config.json", "arch", "'resnet999'", "small_cnn"]),
+    ("export config.json with an absurd width", _tampered_export({"width": 10**9}), ["config.json", "width", "1000000000", "[1, 4096]"]),
+    ("export config.json with a width for resnet18", _tampered_export({"arch": "resnet18", "width": 8}), ["width", "resnet18 has no width"]),
+    ("export config.json with 10**6 classes", _tampered_export({"num_classes": 10**6}), ["num_classes", "[1, 100000]"]),
+    ("export config.json that is a list", lambda d: (_tampered_export()(d), (d / "runs/old/best/config.json").write_text("[1]"))[0],
+     ["path", "not an exported student"]),
+    ("export config.json whose trial has an absurd width", _tampered_export({"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "width": 10**12}}),
+     ["config.json", "trial.width", "1000000000000", "[1, 4096]"]),
+    ("metrics.json not an object", _tampered_export(metrics=[1, 2]), ["metrics.json", "[1, 2]", "JSON object"]),
+    ("metrics.json with a string epoch", _tampered_export(metrics={"epoch": "2"}), ["metrics.json", "epoch", "'2'", "finite number"]),
+    ("result.json with strings for numbers", _tampered_trial({"trial_id": "1", "best_pgd_acc": "0.5", "epoch": 2, "best_epoch": 2}),
+     ["result.json", "best_pgd_acc", "'0.5'", "finite number"]),
+    ("result.json with a fractional epoch", _tampered_trial({"trial_id": "1", "best_pgd_acc": 0.5, "epoch": 2.5, "best_epoch": 2}),
+     ["result.json", "epoch", "2.5", "whole number"]),
+    ("trial.json with an empty history", _tampered_trial(trial_json={"history": []}), ["trial.json", "history", "must hold epoch 2"]),
+    ("trial.json with a history that is a string", _tampered_trial(trial_json={"history": "x"}), ["trial.json", "history", "list"]),
+    ("trial.json whose trial has an absurd width", _tampered_trial(trial_json={"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "width": 10**9}}, verb="compare"),
+     ["trial.json", "trial.width", "1000000000", "[1, 4096]"]),
+    ("trial.json whose trial has an unknown arch", _tampered_trial(trial_json={"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "arch": "vit_huge"}}),
+     ["trial.json", "trial.arch", "'vit_huge'"]),
+    ("width on a checkpoint teacher whose arch has none", lambda d: [save_weights(build_model("resnet18", 1, 10), d / "t.safetensors"),
+     *_yaml(teachers={"t": {"checkpoint": "t.safetensors", "arch": "resnet18", "width": 8}})(d)][1:],
+     ["teachers.t.width", "8", "resnet18 has no width"]),
     ("randint with low > high", _yaml(search={"attack_steps": {"randint": [4, 3]}}), ["search.attack_steps.randint", "low <= high"]),
 ]
 
@@ -331,7 +398,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(make, fragments, tmp
     assert err.startswith("rslad-tune: error: ")
     for f in fragments:
         assert f in err, f"{f!r} not in {err!r}"
-    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")
+                   if not (p.name.endswith(".lock") and p.stat().st_size == 0))  # an experiment's lock, released
     assert after == before, set(after) ^ set(before)  # nothing written: no runs/, no mlflow.db, no teacher
     assert not Path("pwned").exists()
 

@@ -204,7 +204,9 @@ def test_evaluate_cli_on_an_export_folder_logs_to_its_mlflow_run(sat_ckpt, tmp_p
     (best / "metrics.json").write_text(json.dumps({"epoch": 2, "mlflow_run_id": run_id}))
     (exp / "sweep.json").write_text(json.dumps({"tracking_uri": uri}))
     out_file = tmp_path / "e.json"
-    assert main(["evaluate", str(exp), "--n-examples", "30", "--attacks", "clean,FGSM", "--out", str(out_file)]) == 0
+    # the sweep's store is not the runs root's default: named by --tracking-uri (a URI in sweep.json alone is not used)
+    assert main(["evaluate", str(exp), "--n-examples", "30", "--attacks", "clean,FGSM", "--out", str(out_file),
+                 "--tracking-uri", uri]) == 0
     rep = json.loads(out_file.read_text())
     assert rep["kind"] == "export" and set(rep["rows"]) == {"best", "last"} and rep["rows"]["best"]["epoch"] == 2
     assert set(rep["rows"]["best"]) == {"epoch", "weights", "Clean", "FGSM"}

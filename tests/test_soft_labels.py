@@ -103,3 +103,21 @@ def test_the_cache_carries_its_shape_and_digest(tmp_path):
     with safe_open(str(soft_labels.cache_path(tmp_path, cfg, splits)), "pt") as f:
         meta = f.metadata()
     assert meta["shape"] == "64x1x10" and meta[DIGEST_KEY] == tensor_digest({"logits": table})
+
+
+def test_the_cache_key_includes_the_images_and_the_data_dir(tmp_path):
+    """Another data_dir, or the same one holding other images, reads another table (issue 27)."""
+    import dataclasses
+
+    cfg = TrialConfig(dataset="synthetic", train_subset=80, test_subset=10, val_size=16)
+    splits = load_splits("synthetic", train_subset=80, test_subset=10, val_size=16)
+    path = soft_labels.cache_path(tmp_path, cfg, splits)
+    assert soft_labels.cache_path(tmp_path, cfg, splits) == path  # stable
+    other = dataclasses.replace(splits, train_x=splits.train_x.clone())
+    other.train_x[0, 0, 0, 0] += 0.5  # one pixel of one image changed
+    assert soft_labels.cache_path(tmp_path, cfg, other) != path
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = soft_labels.cache_path(tmp_path, dataclasses.replace(cfg, data_dir=str(tmp_path / "a")), splits)
+    b = soft_labels.cache_path(tmp_path, dataclasses.replace(cfg, data_dir=str(tmp_path / "b")), splits)
+    assert a != b

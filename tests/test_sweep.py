@@ -221,7 +221,8 @@ def test_export_verb_redoes_the_export(sweep, capsys):
     client = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}")
     version = int(client.get_model_version_by_alias("tiny-student", "champion").version)
     (best / "model.safetensors").unlink()  # damage the old export: the verb must rebuild it whole
-    assert main(["export", str(d / "runs" / "tiny")]) == 0
+    assert main(["export", str(d / "runs" / "tiny")]) == 2  # an export stands: replaced only when asked
+    assert main(["export", str(d / "runs" / "tiny"), "--force"]) == 0
     after = json.loads((best / "metrics.json").read_text())
     assert after == before and (best / "model.safetensors").is_file()
     assert int(client.get_model_version_by_alias("tiny-student", "champion").version) > version  # the alias moved
@@ -292,7 +293,7 @@ def test_no_command_unpickles_a_received_sweep_folder(sweep, tmp_path):
     for p in planted:
         p.write_bytes(pickle.dumps(_Payload(str(marker))))
     assert len(planted) >= 4  # tuner.pkl, the searcher's state, each trial's params.pkl
-    assert main(["export", str(exp)]) == 0
+    assert main(["export", str(exp), "--force"]) == 0
     assert main(["compare", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
     assert main(["report", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
     assert main(["evaluate", str(exp / "best"), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0

@@ -14,6 +14,7 @@ from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
 from ..trial.errors import SpecError
 from ..trial.files import file_digest, load_weights, read_json
+from ..trial import saved as saved_json
 from ..trial.models import build_from_config
 from ..trial.robustness import ATTACK_NAMES, COLUMNS, resolve_columns, suite_protocol
 from ..trial.scoring import score
@@ -30,10 +31,7 @@ def _folder_error(path, why: str) -> SpecError:
 
 
 def _trial_config(trial, where: Path) -> TrialConfig:
-    try:
-        return TrialConfig(**trial)
-    except TypeError as e:
-        raise SpecError("trial", str(where), f"does not hold a valid trial configuration ({e})") from None
+    return saved_json.trial_config(trial, where)  # the YAML's rules: bounds checked before anything is built
 
 
 def load_model_folder(path: str | Path, device: torch.device) -> tuple[Path, str, TrialConfig, list[dict]]:
@@ -50,21 +48,25 @@ def load_model_folder(path: str | Path, device: torch.device) -> tuple[Path, str
         p = p / "best"
     if (p / "config.json").is_file():
         saved = read_json(p / "config.json", "config.json")
-        if "trial" not in saved or not (p / "model.safetensors").is_file():
+        if not isinstance(saved, dict) or "trial" not in saved or not (p / "model.safetensors").is_file():
             raise _folder_error(path, "has a config.json but is not an exported student (no trial section or no model.safetensors)")
+        saved_json.model_config(saved, p / "config.json")  # before anything is built from it
         cfg = _trial_config(saved["trial"], p / "config.json")
-        metrics = read_json(p / "metrics.json", "metrics.json") if (p / "metrics.json").is_file() else {}
+        metrics = saved_json.numbers(read_json(p / "metrics.json", "metrics.json"), p / "metrics.json",
+                                     "the export's numbers") if (p / "metrics.json").is_file() else {}
         rows = [{"row": "best", "epoch": metrics.get("epoch"), "weights": str(p / "model.safetensors"),
                  "model": load_student(p, device)}]
         src = Path(saved["source"]) if saved.get("source") else None
         if src is not None and (src / "model.safetensors").is_file():
-            hist = read_json(src / "trial.json", "trial.json").get("history", []) if (src / "trial.json").is_file() else []
+            hist = saved_json.history(saved_json.mapping(read_json(src / "trial.json", "trial.json"), src / "trial.json",
+                                      "the trial").get("history"), src / "trial.json") if (src / "trial.json").is_file() else []
             model = load_weights(build_from_config(saved), src / "model.safetensors", "last checkpoint")
             rows.append({"row": "last", "epoch": hist[-1]["epoch"] if hist else None,
                          "weights": str(src / "model.safetensors"), "model": model.to(device).eval()})
         return p, "export", cfg, rows
     if (p / "trial.json").is_file():
-        trial = read_json(p / "trial.json", "trial.json")
+        trial = saved_json.mapping(read_json(p / "trial.json", "trial.json"), p / "trial.json", "the trial and its history")
+        trial["history"] = saved_json.history(trial.get("history"), p / "trial.json")
         if "trial" not in trial:
             raise _folder_error(path, "has a trial.json without a trial section")
         cfg = _trial_config(trial["trial"], p / "trial.json")
@@ -141,7 +143,7 @@ def log_eval_to_mlflow(report: dict, json_path: str | Path | None = None, log: C
     """
     folder = Path(report["path"])
     try:
-        run_id = read_json(folder / "metrics.json").get("mlflow_run_id")
+        run_id = saved_json.mapping(read_json(folder / "metrics.json"), folder / "metrics.json", "").get("mlflow_run_id")
         uri = ExperimentDir.open(folder.parent).tracking_uri
     except SpecError:
         return None

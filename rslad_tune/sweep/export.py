@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..trial import saved
 from ..trial.data import load_data, resolve_device
 from ..trial.errors import SpecError
 from ..trial.files import load_weights, read_json, write_json
@@ -40,15 +41,18 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
         folder = folder / "best"
     if not (folder / "config.json").is_file():
         raise SpecError("path", str(path), "is not an exported student (no config.json; expected runs/<experiment>/best)")
-    cfg = read_json(folder / "config.json")
+    cfg = saved.model_config(read_json(folder / "config.json"), folder / "config.json")  # before any allocation
     model = load_weights(build_from_config(cfg), folder / "model.safetensors", "model.safetensors")
     return model.to(device).eval()
 
 
-def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) -> Path:
+def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, force: bool = False) -> Path:
     exp = ExperimentDir.open(experiment_dir)
+    exp.check_free(exp.best_dir, force)  # an existing export is replaced only when asked, before any work
     best = exp.best_trial()
     cfg = best.trial_config
+    best_epoch = best.result.get("best_epoch")  # the history checked before any work: a cut file is one line
+    val = saved.history_epoch(best.history, best_epoch, best.checkpoint / "trial.json")
     device = resolve_device(cfg.device)
     splits = load_data(cfg, device)
     mcfg = student_config(cfg, splits)
@@ -62,8 +66,6 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print) 
     test = {"test_clean_acc": m["Clean"], "test_pgd_acc": m[col], "test_n": len(splits.test_x)}
     log(f"best trial {best.trial_id}: test clean {test['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} "
         f"{test['test_pgd_acc']:.4f} on {test['test_n']} test images ({time.perf_counter() - t0:.0f}s)")
-    best_epoch = best.result["best_epoch"]
-    val = next(h for h in best.history if h["epoch"] == best_epoch)
     experiment = exp.sweep.get("experiment", exp.name)
     run_id = find_trial_run(exp.tracking_uri, experiment, exp.parent_run_id, best.trial_id)
     metrics = {"trial_id": best.trial_id, "epoch": best_epoch, "epochs_run": best.result["epoch"],

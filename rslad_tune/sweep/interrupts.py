@@ -1,4 +1,5 @@
-"""Ctrl-C (SIGINT) and SIGTERM: the first one ends a command cleanly, exit status 130 / 143.
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP (a dropped ssh session): the first one ends a command cleanly, exit
+status 130 / 143 / 129.
 
 Outside Ray Tune's loop the first signal raises `Interrupted` (a KeyboardInterrupt) where the program
 is, so `finally` blocks remove temporary folders and MLflow runs end KILLED. Inside `Tuner.fit()` it
@@ -15,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(KeyboardInterrupt):

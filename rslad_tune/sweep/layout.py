@@ -9,6 +9,8 @@ folder received from someone else is never unpickled by export, compare, report 
       .<experiment>.lock           held (flock) by the command running a sweep of that name (ExperimentDir.lock)
       <experiment>/                ExperimentDir: Ray Tune's experiment folder plus ours
         sweep.json                 tracking URI, MLflow parent run id, teacher folders, YAML path, epochs, metric
+                                   (a SQLite store inside runs/ by its path relative to runs/: a copy of runs/
+                                   points at its own store, never at the original's)
         space.yaml                 the YAML the sweep ran
         optuna.db                  the Optuna study (resume)
         mlflow-pending.jsonl       MLflow calls the sweep could not make (store away), replayed later (tracking.py)
@@ -24,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import weakref
 from contextlib import contextmanager
@@ -32,6 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..trial import saved
 from ..trial.config import TrialConfig
 from ..trial.errors import SpecError
 from ..trial.files import LockHeld, file_lock, read_json, write_json
@@ -70,11 +74,12 @@ class TrialDir:
     def result(self) -> dict:
         """The last result Ray recorded (the last epoch reported), {} if none."""
         f = self.path / "result.json"
-        lines = [ln for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+        lines = [ln for ln in f.read_text(errors="replace").splitlines() if ln.strip()] if f.is_file() else []
         try:
-            return json.loads(lines[-1]) if lines else {}
+            last = json.loads(lines[-1]) if lines else {}
         except ValueError:
             return {}
+        return saved.numbers(last, f, "Ray's last result")  # strings for numbers: one line, not a TypeError later
 
     @cached_property
     def checkpoint(self) -> Path | None:
@@ -83,7 +88,11 @@ class TrialDir:
 
     @cached_property
     def _saved(self) -> dict:
-        return read_json(self.checkpoint / "trial.json", "trial.json") if self.checkpoint else {}
+        if not self.checkpoint:
+            return {}
+        f = self.checkpoint / "trial.json"
+        raw = saved.mapping(read_json(f, "trial.json"), f, "the trial and its history")
+        return {**raw, "history": saved.history(raw.get("history"), f)}
 
     @property
     def config(self) -> dict:
@@ -93,10 +102,9 @@ class TrialDir:
 
     @property
     def trial_config(self) -> TrialConfig:
-        try:
-            return TrialConfig(**self.config)
-        except TypeError as e:
-            raise SpecError("trial", str(self.path), f"does not hold a valid trial configuration ({e})") from None
+        """Checked as the YAML's trial keys are (an absurd width is refused before any model is built)."""
+        where = self.checkpoint / "trial.json" if "trial" in self._saved else self.path / "params.json"
+        return saved.trial_config(self.config, where)
 
     @property
     def history(self) -> list[dict]:
@@ -143,6 +151,62 @@ class TrialDir:
         write_json(row, self.path / name)
 
 
+COMMAND_STORE: dict[str, str | None] = {"uri": None}  # --tracking-uri of this command (cli.py); None: the default
+
+
+def command_store(runs_root: Path) -> str:
+    """The MLflow store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI, else the runs root's
+    mlflow.db (as tracking.resolve_tracking_uri: a relative SQLite path is relative to the working folder)."""
+    return resolve_store(COMMAND_STORE["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or None, runs_root)
+
+
+def resolve_store(uri: str | None, runs_root: Path) -> str:
+    """None: the runs root's mlflow.db; a relative SQLite path: from the working folder; any other URI as it is."""
+    if uri is None:
+        return f"sqlite:///{(Path(runs_root) / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def _relative_store(uri: str | None, root: Path) -> str | None:
+    """sqlite:////abs/runs/mlflow.db -> sqlite:///mlflow.db (relative to the runs root); any other URI as it is."""
+    if isinstance(uri, str) and uri.startswith("sqlite:////"):
+        rel = _relative_path(uri[len("sqlite:///"):], root)
+        return f"sqlite:///{rel}" if not Path(rel).is_absolute() else uri
+    return uri
+
+
+def _relative_path(path: str, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
+def check_free(out: Path, force: bool, key: str = "--out") -> None:
+    """Nothing this tool wrote (an export, a checkpoint folder) or anything else is overwritten unless asked:
+    an existing, non-empty `out` without --force is one line, before any work."""
+    out = Path(out)
+    if force or not (out.exists() or out.is_symlink()) or (out.is_dir() and not any(out.iterdir())):
+        return
+    raise SpecError(key, str(out), "exists and holds files (an earlier export or another folder): nothing was "
+                    "overwritten; give --force to replace it whole, or choose another place")
+
+
+def replace_folder(tmp: Path, out: Path) -> Path:
+    """Put the fully written folder `tmp` at `out`, all its files at once (renames in one folder); what was at
+    `out` is removed only once the new folder is in place."""
+    if out.exists() or out.is_symlink():
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    else:
+        tmp.rename(out)
+    return out
+
+
 def find_experiment(path: Path) -> "ExperimentDir | None":
     """The sweep folder at `path` or one or two levels above it (best/, trial_<id>/, a checkpoint), or None."""
     for p in (path, path.parent, path.parent.parent):
@@ -186,6 +250,8 @@ class ExperimentDir:
         return read_json(self.sweep_file, "sweep.json")
 
     def write_sweep(self, info: dict, space_text: str) -> None:
+        root = self.path.parent.resolve()
+        info = {**info, "tracking_uri": _relative_store(info.get("tracking_uri"), root)}  # (teachers: read where they are)
         self.path.mkdir(parents=True)
         write_json(info, self.sweep_file)
         (self.path / "space.yaml").write_text(space_text)
@@ -196,8 +262,29 @@ class ExperimentDir:
         return self.path / "space.yaml"
 
     @property
+    def recorded_tracking_uri(self) -> str | None:
+        """The store sweep.json names: a relative SQLite path is under this folder's runs root (a path that
+        climbs out of it names nothing). Only resume, of a folder it checked as its own, uses it as it is."""
+        uri = self.sweep.get("tracking_uri")
+        if not isinstance(uri, str):
+            return None
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            rel = Path(uri[len("sqlite:///"):])
+            return None if rel.is_absolute() or ".." in rel.parts else f"sqlite:///{(self.path.parent / rel).resolve()}"
+        return uri
+
+    @cached_property
     def tracking_uri(self) -> str | None:
-        return self.sweep.get("tracking_uri")
+        """The store this command logs to and replays into: the one it resolved itself (--tracking-uri,
+        $MLFLOW_TRACKING_URI, else runs/mlflow.db beside this folder), and only when it is the sweep's own.
+        A URI read from the folder is never contacted on its own say-so (a received folder could name any host)."""
+        recorded, current = self.recorded_tracking_uri, command_store(self.path.parent)
+        if recorded is None or recorded == current:
+            return recorded
+        print(f"rslad-tune: warning: {self.sweep_file} names the MLflow store {recorded[:120]!r}, this command uses "
+              f"{current[:120]!r}: nothing is logged or replayed; give --tracking-uri to use the sweep's store",
+              file=sys.stderr, flush=True)
+        return None
 
     @property
     def parent_run_id(self) -> str | None:
@@ -232,15 +319,10 @@ class ExperimentDir:
 
     def publish_best(self, tmp: Path) -> Path:
         """Replace best/ with the fully written folder `tmp` (the old export goes only once the new one is in place)."""
-        out = self.best_dir
-        if out.exists():
-            old = self.path / f".best.old.{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-        return out
+        return replace_folder(tmp, self.best_dir)
+
+    def check_free(self, out: Path, force: bool) -> None:
+        check_free(out, force, "export")
 
     def scratch(self, name: str) -> Path:
         """An empty temporary folder inside the experiment folder (renamed into place when complete). Whatever ends
@@ -255,13 +337,21 @@ class ExperimentDir:
     def lock(self, command: str) -> Iterator["ExperimentDir"]:
         """Held by the command that runs a sweep of this name, for its whole run: a second sweep or resume of
         the same experiment is refused in one line naming the holder (released when the process ends)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(f".{self.name}.lock")
         try:
-            with file_lock(self.path.with_name(f".{self.name}.lock"), f"pid {os.getpid()}: {command}", wait=False):
-                yield self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            held = file_lock(lock, f"pid {os.getpid()}: {command}", wait=False)
+            held.__enter__()
         except LockHeld as e:
             raise SpecError("experiment", str(self.path), f"is in use by a running sweep ({e.holder or 'pid unknown'}); "
                             "wait for it to end or stop it, or choose another experiment name") from None
+        except OSError as e:  # runs/ read-only, the lock's path a folder: one line, nothing done
+            raise SpecError("experiment", str(lock), f"its lock file cannot be made ({e.strerror or type(e).__name__}); "
+                            "give a runs folder you can write to") from None
+        try:
+            yield self
+        finally:
+            held.__exit__(None, None, None)  # the note cleared, the lock released
 
     def check_owned(self, key: str = "--resume") -> None:
         """Resuming unpickles Ray's saved state (tuner.pkl, searcher state), which can run code: only a folder whose

@@ -54,7 +54,13 @@ class Flaky:
 
 
 def append_record(path: Path, record: dict) -> None:
-    """One JSON line, appended and flushed (only the sweep's driver appends: it holds the experiment's lock)."""
+    """One JSON line, appended and flushed (only the sweep's driver appends: it holds the experiment's lock).
+    A file a record names is written by its path relative to the sweep folder (the pending file's folder)."""
+    if isinstance(record.get("path"), str):
+        try:
+            record = {**record, "path": Path(record["path"]).resolve().relative_to(path.parent.resolve()).as_posix()}
+        except ValueError:
+            pass  # outside the folder: written as it is, and refused by replayable()
     with open(path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
@@ -71,6 +77,30 @@ def read_records(path: Path) -> list[dict]:
             continue
         if isinstance(rec, dict):
             out.append(rec)
+    return out
+
+
+def replayable(path: Path, records: list[dict], ops: set[str], warn: Callable[[str], None] = print) -> list[dict]:
+    """The records this tool could have written: a known call, and a file only by a relative path inside the sweep
+    folder (resolved here; a received folder's record naming /etc/passwd or ../x is refused, never uploaded).
+    Each refused one is dropped, and the lot named in one warning line."""
+    folder, out, refused = path.parent.resolve(), [], []
+    for rec in records:
+        name = rec.get("path")
+        if rec.get("op") not in ops:
+            refused.append(rec.get("op"))
+            continue
+        if name is not None:
+            target = (folder / name).resolve() if isinstance(name, str) and not Path(name).is_absolute() else None
+            if target is None or not target.is_relative_to(folder):
+                refused.append(name)
+                continue
+            rec = {**rec, "path": str(target)}
+        out.append(rec)
+    if refused:
+        first = repr(refused[0])[:80]
+        warn(f"warning: {path}: {len(refused)} pending record(s) refused and removed (first: {first}): a record names "
+             f"a known MLflow call and only files inside {path.parent}")
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from ..trial.config import expand_user
 from ..trial.errors import SpecError
@@ -26,6 +27,12 @@ def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune")
     spec.runs_dir = str(runs_dir)  # `~/runs` is the home's runs folder, not a folder named ~ in the cwd
     if runs_dir.exists() and not runs_dir.is_dir():
         raise SpecError("runs_dir", spec.runs_dir, "is a file, not a folder; give a folder for the sweeps (default runs/)")
+    check_writable(runs_dir, "runs_dir")  # read-only runs/: one line now, not an OSError after the teachers
+    for inside in ("teachers", f".{spec.experiment}.lock"):  # what the sweep makes there must be able to be made
+        if inside == "teachers" and (runs_dir / inside).exists() and not (runs_dir / inside).is_dir():
+            raise SpecError("runs_dir", str(runs_dir / inside), "is a file where the teachers' folder goes; move it away")
+        if inside.endswith(".lock") and (runs_dir / inside).is_dir():
+            raise SpecError("runs_dir", str(runs_dir / inside), "is a folder where the experiment's lock file goes; move it away")
     # the teachers' files and names (zoo, RobustBench's list, the network when a file must be downloaded), the data
     # (a data dir without data, val_size too large, ...), then every weights file a teacher names
     try:
@@ -97,15 +104,81 @@ def _searched(spec: SweepSpec, names: list[str]) -> int:
 
 
 def check_ray_address(address: str) -> None:
-    """An unreachable cluster is reported before teachers are trained or anything is written."""
-    if address in ("auto", "local"):
+    """An unreachable cluster is reported before teachers are trained or anything is written; `auto` must find
+    a running cluster (`ray start --head`), `[::1]:6379` is an IPv6 host and port."""
+    if address == "local":
         return
+    if address == "auto":
+        try:
+            from ray._private.services import get_ray_address_from_environment
+
+            found = get_ray_address_from_environment("auto", None)
+        except Exception:  # ConnectionError: no cluster; anything else of Ray's lookup: the same answer
+            found = None
+        if not found or found == "auto":
+            raise SpecError("--address", address, "no Ray cluster runs on this machine to find; start one with "
+                            "`ray start --head`, give host:port, or leave --address out for a local Ray")
+        address = found
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise SpecError("--address", address, "must be host:port of a Ray head (e.g. 127.0.0.1:6379), ray://host:10001 or auto")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:6379
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise SpecError("--address", address, "must be host:port of a Ray head (e.g. 127.0.0.1:6379, [::1]:6379), "
+                        "ray://host:10001 or auto")
     try:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as e:
         raise SpecError("--address", address, f"no Ray head answers there ({e.strerror or type(e).__name__}); "
                         "start one with `ray start --head` or leave --address out for a local Ray") from None
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_store(uri: str, key: str = "tracking URI") -> None:
+    """The MLflow store, before anything moves or any teacher is built: a SQLite file that is a database (or can be
+    created: its folder writable), a server that answers on its port. (A server that answers but is no MLflow
+    store is refused when the sweep opens it, still before any work: tuning.run_sweep.)"""
+    from urllib.parse import urlsplit
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if db.is_dir():
+            raise SpecError(key, uri, "names a folder, not an SQLite file")
+        if db.exists():
+            try:
+                with open(db, "rb") as f:
+                    head = f.read(16)
+            except OSError as e:
+                raise SpecError(key, uri, f"cannot be read ({e.strerror}); give a store you can read and write") from None
+            if head and head != SQLITE_HEADER:
+                raise SpecError(key, uri, "is not an SQLite database (its first bytes say otherwise); give an MLflow "
+                                "store, or a new file name for one")
+            if not os.access(db, os.W_OK):
+                raise SpecError(key, uri, "is read-only here; give a store you can write to")
+        else:
+            check_writable(db, key)
+        return
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        try:
+            socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=3).close()
+        except OSError as e:
+            raise SpecError(key, uri, f"no MLflow server answers there ({e.strerror or type(e).__name__}); start it "
+                            "(`mlflow server`) or give another --tracking-uri") from None
+
+
+def check_writable(path: Path, key: str) -> None:
+    """`path` (a file or folder to be made) can be written: its nearest existing folder is a writable folder."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    target = Path(path).absolute()
+    if p == target and p.is_file():
+        ok = os.access(p, os.W_OK)
+    else:
+        if not p.is_dir():
+            raise SpecError(key, str(path), f"cannot be made: {p} is a file, not a folder")
+        ok = os.access(p, os.W_OK | os.X_OK)
+    if not ok:
+        raise SpecError(key, str(path), f"cannot be written: {p} is read-only for you; give a writable place")

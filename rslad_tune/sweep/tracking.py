@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ..trial.files import file_lock
-from .pending import Flaky, append_record, keep_records, read_records
+from .pending import Flaky, append_record, keep_records, read_records, replayable
 from .provenance import source_tags, trial_error_text, trial_run_name
 
 # a trial's per-epoch result key -> its MLflow metric name: the validation numbers are named as in best/metrics.json
@@ -213,8 +213,9 @@ def replay_pending(path: Path, uri: str | None, experiment: str, parent_id: str 
                    log: Callable[[str], None] = _say) -> int:
     """Apply the calls a sweep could not make (mlflow-pending.jsonl), oldest first; what fails again stays in the
     file for the next command. Returns how many were applied. One log line, never a traceback."""
-    records = read_records(path)
+    records = replayable(path, read_records(path), {*OPS, "create_run"}, log)  # files inside the folder only
     if not records or not uri:
+        keep_records(path, records)
         return 0
     done = 0
     try:
@@ -245,22 +246,23 @@ class TrainRun:
     params at the start, metrics per epoch (step = epoch), test numbers and the checkpoint at the end."""
 
     def __init__(self, uri: str, experiment: str, runs_dir: Path, name: str, params: dict[str, Any]):
-        self.tracker = SweepTracker(uri, experiment, runs_dir)
+        self.tracker = SweepTracker.open(uri, experiment, runs_dir)  # every call retried, then one line (pending.Flaky)
         self.client = self.tracker.client
         tags = {"rslad_tune.kind": "train", **source_tags()}
-        self.run_id = self.client.create_run(self.tracker.experiment_id, run_name=name, tags=tags).info.run_id
-        self.client.log_batch(self.run_id, params=_params(params))
+        self.run_id = _answered(uri, *self.tracker.store.attempt("start the run", lambda: self.client.create_run(
+            self.tracker.experiment_id, run_name=name, tags=tags).info.run_id))
+        self.tracker.store.attempt("log the params", lambda: self.client.log_batch(self.run_id, params=_params(params)))
 
     def epoch(self, metrics: dict) -> None:
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(name, float(metrics[k]), ts, int(metrics["epoch"]))
-                                                    for k, name in EPOCH_METRICS.items() if k in metrics])
+        self.tracker.store.attempt("log an epoch", lambda: self.client.log_batch(self.run_id, metrics=[
+            Metric(name, float(metrics[k]), ts, int(metrics["epoch"])) for k, name in EPOCH_METRICS.items() if k in metrics]))
 
     def finish(self, status: str, metrics: dict[str, float] | None = None, folder: Path | None = None) -> None:
         files = [(folder / f, "checkpoint") for f in ("model.safetensors", "best.safetensors", "trial.json")
                  if folder is not None and (folder / f).is_file()]
         log_to_run(self.tracker.uri, self.run_id, metrics=metrics, artifacts=files)
-        self.client.set_terminated(self.run_id, status)
+        self.tracker.store.attempt("end the run", lambda: self.client.set_terminated(self.run_id, status))
 
 
 class MLflowTrialCallback(Callback):

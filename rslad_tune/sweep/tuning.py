@@ -50,6 +50,9 @@ def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None 
 
     restored = tune.get_checkpoint()
     resume_dir = restored.to_directory() if restored else None
+    # the checkpoints Ray kept before it (num_to_keep=2), newest first: resume falls back to one if the latest is damaged
+    here = Path(restored.path) if restored and Path(restored.path).is_dir() else None
+    fallbacks = sorted((p for p in here.parent.glob("checkpoint_*") if p.name < here.name), reverse=True) if here else []
     workdir = Path(tempfile.mkdtemp(prefix="rslad-trial-", dir=work_root))
     node = ray.get_runtime_context().get_node_id()  # which cluster node ran the trial (node_ip is shared on one host)
 
@@ -58,7 +61,8 @@ def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None 
         tune.report({**metrics, "node_id": node}, checkpoint=checkpoint)
 
     try:
-        train_student(TrialConfig(**config), teacher_dirs, report=report, checkpoint_dir=workdir, resume_dir=resume_dir)
+        train_student(TrialConfig(**config), teacher_dirs, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
+                      fallbacks=fallbacks)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -90,7 +94,9 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from ..teachers.folders import read_card
     from ..teachers.proxies import all_proxies
     from ..teachers.sources import prepare_teachers
+    from ..teachers.student import build_soft_label_caches
     from .interrupts import Interrupted, received, tune_stops_on_signal
+    from .manifest import write_manifest
     from .mlflow_data import start_system_metrics
     from .parent_run import record_answer, record_inputs
     from .prescreen import prescreen
@@ -99,9 +105,14 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     exp = experiment_dir(spec)
     runs_dir, exp_dir = exp.path.parent, exp.path
     runs_dir.mkdir(parents=True, exist_ok=True)
+    _FIT["started"] = False
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI, the default (a resumed sweep keeps its own: sweep.json)
     uri = resolve_tracking_uri(choose_tracking_uri(tracking_uri, spec.tracking_uri, {} if resume else None), runs_dir)
 
+    # the store opened (created, the experiment found) before any folder moves or any teacher is built: a server
+    # that answers but is no MLflow store, or a file that is no database, is one line with nothing done
+    tracker = _tracker(exp, exp.recorded_tracking_uri if resume else uri, spec.experiment, log,
+                       exp.parent_run_id if resume else None)
     needed = set(spec.search["teacher"].args) if "teacher" in spec.search else (
         {spec.trial.teacher} if spec.trial.teacher else set())
     if not any(METHODS[m].needs_teacher for m in _methods(spec)):
@@ -112,35 +123,36 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     screened = prescreen(spec, teacher_dirs, all_proxies(teacher_dirs, spec.trial, log), log)
     cards = {name: read_card(d) for name, d in teacher_dirs.items()}
     if teacher_dirs and spec.trial.soft_label_cache:
-        _build_soft_label_caches(spec.trial, teacher_dirs, log)
-
-    teacher_models = None  # a resumed sweep's callback comes back from Tune's experiment state, with its own
-    if resume:
-        tracker = _tracker(exp, exp.tracking_uri, spec.experiment, log, exp.parent_run_id)  # checked by check_resumable
-        replay_pending(exp.pending_file, exp.tracking_uri, spec.experiment, exp.parent_run_id, log)
-        tracker.do("reopen the sweep's run", "status", tracker.parent_id, status="RUNNING")
-        log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
-    else:
-        exp.archive_previous(log)
-        tracker = _tracker(exp, uri, spec.experiment, log)  # the driver creates DB and experiment first
-        parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
-        exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
-                         "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
-                         "metric": spec.tune.metric, "registered_model": spec.registered_model,
-                         "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof,
-                         "prescreen": screened}, spec.source)
-        for name, card in cards.items():
-            tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
-        if screened:
-            tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
-        teacher_models = record_inputs(tracker, spec, teacher_dirs, cards, log)
+        build_soft_label_caches(spec.trial, teacher_dirs, log)
 
     status = "FAILED"
-    monitor = start_system_metrics(tracker.uri, tracker.parent_id, log, resume=resume)  # CPU, memory, GPU on the parent
-    try:
+    teacher_models = None  # a resumed sweep's callback comes back from Tune's experiment state, with its own
+    monitor = None
+    try:  # from the parent run's creation on: however the command ends, no run is left RUNNING
+        if resume:
+            replay_pending(exp.pending_file, tracker.uri, spec.experiment, exp.parent_run_id, log)
+            tracker.do("reopen the sweep's run", "status", tracker.parent_id, status="RUNNING")
+            log(f"resuming {exp_dir} (MLflow parent run {tracker.parent_id})")
+        else:
+            exp.archive_previous(log)
+            parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                          _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
+            exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
+                             "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
+                             "metric": spec.tune.metric, "registered_model": spec.registered_model,
+                             "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof,
+                             "prescreen": screened}, spec.source)
+            for name, card in cards.items():
+                tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
+            if screened:
+                tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
+            teacher_models = record_inputs(tracker, spec, teacher_dirs, cards, log)
+
+        monitor = start_system_metrics(tracker.uri, tracker.parent_id, log, resume=resume)  # CPU, memory, GPU
+        write_manifest(exp.path)  # the sweep's own files, signed: resume trusts nothing else (manifest.py)
         callback = MLflowTrialCallback(tracker, spec.trial.epochs, cards, teacher_models)
         tuner = _tuner(spec, exp, teacher_dirs, callback, address, resume)
+        _FIT["started"] = True  # from here on the folder holds a sweep to resume, however the command ends
         with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
             grid = tuner.fit()
         if received():  # unfinished trials are neither finished nor "stopped by ASHA"; their runs end KILLED
@@ -159,18 +171,33 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
             log(f"warning: the sweep's answer and plots were not recorded: {type(e).__name__}: {str(e)[:150]}")
     except KeyboardInterrupt as e:  # a signal outside fit(), or a second one
         status = "KILLED"
-        tracker.end_interrupted()
+        if tracker.parent_id:
+            tracker.end_interrupted()
         if isinstance(e, Interrupted) and _restorable(exp_dir):
             e.resume = str(exp_dir)
+        raise
+    except Exception as e:  # a full disk, a read-only place: the trials' runs end too, the reason on the sweep's run
+        if tracker.parent_id:
+            tracker.do("tag the sweep's error", "log_batch", tracker.parent_id, tags=[["error", f"{type(e).__name__}: {e}"[:500]]])
+            tracker.end_interrupted()
         raise
     finally:
         if monitor is not None:
             monitor.finish()
         tracker.finish_parent(status)
         shutil.rmtree(exp.work_dir, ignore_errors=True)  # the trials' scratch folders, however the sweep ended
+        if exp.sweep_file.is_file():
+            write_manifest(exp.path)
     if status != "KILLED":
         replay_pending(exp.pending_file, tracker.uri, spec.experiment, tracker.parent_id, log)  # the store may be back
     return rows, exp_dir
+
+
+_FIT = {"started": False}  # Tuner.fit() was entered by this command (cli: the resume hint after a second Ctrl-C)
+
+
+def fit_started() -> bool:
+    return _FIT["started"]
 
 
 def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address: str | None, resume: bool):
@@ -181,6 +208,8 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .optuna_study import PruningOptunaSearch, storage
+
+    from .manifest import ManifestCallback
 
     runs_dir, exp_dir = exp.path.parent, exp.path
     t = spec.tune
@@ -210,8 +239,8 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=spec.experiment, storage_path=str(runs_dir),
-                                  callbacks=[callback],
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  callbacks=[callback, ManifestCallback(exp_dir)],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures), verbose=1),
     )
 
@@ -254,7 +283,16 @@ def check_resumable(spec: SweepSpec) -> None:
 
     exp = experiment_dir(spec)
     if exp.sweep_file.is_file():
+        from .manifest import check_manifest
+
         exp.check_owned()  # before anything of Ray's is unpickled
+        check_manifest(exp.path)  # and only what this machine's sweep wrote (root owns every file it reads)
+    for trial in exp.trials():  # every weights file is read verified: a damaged one with nothing to fall back to stops here
+        ckpts = sorted(p for p in trial.path.glob("checkpoint_*") if (p / "state.pt").is_file())
+        errors = [_damage(c) for c in ckpts]
+        if errors and errors[-1] and all(errors):
+            raise SpecError("--resume", errors[-1].value, f"is damaged ({errors[-1].allowed.split(':')[0]}) and trial "
+                            f"{trial.trial_id} has no earlier good checkpoint: move {trial.path} away to rerun it")
     if not exp.sweep_file.is_file() or not tune.Tuner.can_restore(str(exp.path)):
         raise SpecError("--resume", str(exp.path), "holds no sweep to resume; run without --resume to start one")
     if exp.space_file.read_text() != spec.source:
@@ -262,27 +300,18 @@ def check_resumable(spec: SweepSpec) -> None:
                         "the YAML it started with (no --set either)")
 
 
-def _build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Callable[[str], None]) -> None:
-    """Once per sweep, in the driver: every teacher's logits on every clean training view."""
-    from ..teachers import soft_labels
-    from ..teachers.sources import distils
-    from ..teachers.student import teacher_for_trial
-    from ..trial.data import load_data, resolve_device
+def _damage(folder: Path):
+    """The SpecError of a checkpoint folder's first weights file that does not verify (digest, NaN/inf), or None."""
     from ..trial.errors import SpecError
+    from ..trial.files import read_state_dict
 
-    device = resolve_device(trial.device)
-    splits = load_data(trial, device)
-    for name, folder in teacher_dirs.items():
-        if not distils(folder):  # a no-teacher baseline: nothing to cache
-            continue
-        path = soft_labels.cache_path(folder, trial, splits)
+    for name in ("model.safetensors", "best.safetensors"):
         try:
-            soft_labels.read_cache(path, splits)  # present, of the right shape, its digest matching
-            log(f"teacher {name}: soft-label cache found")
-            continue
-        except SpecError:
-            pass  # missing or bad: teacher_for_trial says which and (re)builds it
-        teacher_for_trial(trial, folder, splits, device, log=lambda s, name=name: log(f"teacher {name}: {s}"))
+            if (folder / name).is_file():
+                read_state_dict(folder / name, "checkpoint", finite=True)
+        except SpecError as e:
+            return e
+    return None
 
 
 def _plot_curves(grid, rows: list[TrialRow], spec: SweepSpec, exp_dir: Path) -> Path | None:

@@ -28,9 +28,12 @@ class CheckpointSource(Source):
         p = expand_user(f"{label}.checkpoint", path)
         if "arch" not in raw:
             raise SpecError(f"{label}.arch", None, f"a checkpoint teacher needs its architecture: one of {', '.join(MODELS)}")
-        return {"checkpoint": str(p if p.is_absolute() else (base_dir / p)), "given": path,
-                "arch": check_trial_value("arch", raw["arch"], label=f"{label}.arch"),
-                "width": check_trial_value("width", raw.get("width"), label=f"{label}.width")}
+        arch = check_trial_value("arch", raw["arch"], label=f"{label}.arch")
+        width = check_trial_value("width", raw.get("width"), label=f"{label}.width")
+        if width is not None and "width" not in MODELS[arch][1]:  # it would be ignored, silently
+            with_width = ", ".join(a for a, (_, kwargs) in MODELS.items() if "width" in kwargs)
+            raise SpecError(f"{label}.width", width, f"{arch} has no width (only {with_width} takes one); remove it")
+        return {"checkpoint": str(p if p.is_absolute() else (base_dir / p)), "given": path, "arch": arch, "width": width}
 
     def check(self, spec: TeacherSpec, data_values: dict[str, Any]) -> None:
         p = Path(spec.args["checkpoint"])

@@ -56,3 +56,23 @@ def train_student(cfg: TrialConfig, teacher_dirs: dict[str, str], *, splits: Spl
     if METHODS[cfg.method].needs_teacher:  # the soft-label cache was built by the driver before the trials
         teacher, soft = teacher_for_trial(cfg, folder, splits, device, log)
     return train_model(cfg, teacher, splits=splits, soft_labels=soft, log=log, **train_kwargs)
+
+
+def build_soft_label_caches(trial: TrialConfig, teacher_dirs: dict[str, str], log: Log) -> None:
+    """Once per sweep, in the driver: every teacher's logits on every clean training view."""
+    from ..trial.errors import SpecError
+    from .sources import distils
+
+    device = resolve_device(trial.device)
+    splits = load_data(trial, device)
+    for name, folder in teacher_dirs.items():
+        if not distils(folder):  # a no-teacher baseline: nothing to cache
+            continue
+        path = soft_labels.cache_path(folder, trial, splits)
+        try:
+            soft_labels.read_cache(path, splits)  # present, of the right shape, its digest matching
+            log(f"teacher {name}: soft-label cache found")
+            continue
+        except SpecError:
+            pass  # missing or bad: teacher_for_trial says which and (re)builds it
+        teacher_for_trial(trial, folder, splits, device, log=lambda s, name=name: log(f"teacher {name}: {s}"))

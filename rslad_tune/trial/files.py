@@ -6,6 +6,7 @@ which refuses anything but tensors and plain containers.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -34,8 +35,20 @@ def save_atomic(write: Callable[[str], None], path: Path) -> None:
     try:
         write(str(tmp))
         os.replace(tmp, path)
+    except (RuntimeError, SafetensorError) as e:  # torch.save and safetensors say "write failed" in their own words
+        if _disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:  # a write that failed or was interrupted leaves nothing behind
         tmp.unlink(missing_ok=True)
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 class LockHeld(Exception):
@@ -60,9 +73,11 @@ def file_lock(path: Path, note: str | None = None, wait: bool = True) -> Iterato
         if note is not None:
             os.ftruncate(fd, 0)
             os.pwrite(fd, note.encode(), 0)
-        yield
-        if note is not None:
-            os.ftruncate(fd, 0)
+        try:
+            yield
+        finally:  # however the block ends (an error, Ctrl-C): no stale pid note is left for the next reader
+            if note is not None:
+                os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # and with it the lock
 
@@ -171,8 +186,9 @@ def read_state_dict(path: Path, key: str, device: str = "cpu", finite: bool = Fa
     return state
 
 
-def load_weights(model: nn.Module, path: Path, key: str, finite: bool = False) -> nn.Module:
-    """Load weights (read_state_dict) into `model`; any mismatch or corruption is a one-line SpecError."""
+def load_weights(model: nn.Module, path: Path, key: str, finite: bool = True) -> nn.Module:
+    """Load weights (read_state_dict: digest, then NaN/inf unless finite=False) into `model`; any mismatch or
+    corruption is a one-line SpecError. Every read of weights this tool wrote goes through here."""
     state = read_state_dict(path, key, finite=finite)
     try:
         model.load_state_dict(state)

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from .attacks import pgd
 from .config import TrialConfig
 from .data import Splits, apply_views, load_data, resolve_device, sample_views, view_ids
-from .errors import TrialDiverged
-from .files import save_atomic, save_weights, write_json
+from .errors import SpecError, TrialDiverged
+from .files import load_torch_weights, load_weights, read_state_dict, save_atomic, save_weights, write_json
 from .methods import METHODS, Batch, Method
 from .models import build_from_config, model_config
 from .robustness import clean_and_pgd
@@ -125,7 +124,8 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
 def train_model(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: Splits | None = None,
                   report: Report | None = None, checkpoint_dir: str | Path | None = None,
                   resume_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
-                  soft_labels: torch.Tensor | None = None, on_batch: Callable[[int], object] | None = None) -> dict:
+                  soft_labels: torch.Tensor | None = None, on_batch: Callable[[int], object] | None = None,
+                  fallbacks: list[Path] = ()) -> dict:
     """Train one model (a trial's student, or a teacher from its recipe). Each epoch: train, validate (clean + PGD), checkpoint, report.
 
     Returns {"history": [per-epoch metrics], "best_epoch", "best_pgd_acc", "model": the last student,
@@ -156,18 +156,14 @@ def train_model(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: S
         ckpt.mkdir(parents=True, exist_ok=True)
 
     if resume_dir and (Path(resume_dir) / "state.pt").is_file():
-        rd = Path(resume_dir)
-        state = torch.load(rd / "state.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(load_file(rd / "model.safetensors", device=str(device)))
+        rd, state, best_state = verified_resume([Path(resume_dir), *map(Path, fallbacks)], model, device, log)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start_epoch, best_pgd, best_epoch = state["epoch"], state["best_pgd_acc"], state["best_epoch"]
         history = json.loads(state["history"])
-        if (rd / "best.safetensors").is_file():
-            best_state = load_file(rd / "best.safetensors", device=str(device))
-            if ckpt and ckpt.resolve() != rd.resolve():  # the new checkpoint folder must carry the best weights on
-                shutil.copyfile(rd / "best.safetensors", ckpt / "best.safetensors")
+        if best_state is not None and ckpt and ckpt.resolve() != rd.resolve():  # the new folder carries the best on
+            shutil.copyfile(rd / "best.safetensors", ckpt / "best.safetensors")
         if log:
             log(f"resumed from {rd} at epoch {start_epoch}")
 
@@ -204,6 +200,34 @@ def train_model(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: S
             report(metrics, ckpt)
     return {"history": history, "best_epoch": best_epoch, "best_pgd_acc": best_pgd, "model": model,
             "best_state": best_state, "splits": splits}
+
+
+def verified_resume(folders: list[Path], model: nn.Module, device, log=None) -> tuple[Path, dict, dict | None]:
+    """Load the first checkpoint folder of `folders` whose files all verify (weights: digest, shapes, finite;
+    state.pt: plain tensors only) into `model`; returns (folder, its state.pt, its best weights or None). A damaged
+    one is passed over in one line naming it (resume falls back to the previous good one); none good: the
+    first's SpecError, one line naming its damaged file."""
+    first = None
+    for rd in folders:
+        if not (rd / "state.pt").is_file():
+            continue
+        try:
+            state = load_torch_weights(rd / "state.pt", "checkpoint")
+            load_weights(model, rd / "model.safetensors", "checkpoint", finite=True)
+            best = (read_state_dict(rd / "best.safetensors", "checkpoint", str(device), finite=True)
+                    if (rd / "best.safetensors").is_file() else None)
+            shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            if best is not None and {k: tuple(v.shape) for k, v in best.items()} != shapes:
+                raise SpecError("checkpoint", str(rd / "best.safetensors"), "does not match the architecture of model.safetensors")
+        except SpecError as e:
+            first = first or e
+            if log:
+                log(f"warning: {e}; trying the previous checkpoint")
+            continue
+        if first is not None and log:
+            log(f"resuming from the previous good checkpoint {rd} (the latest one is damaged: {first.value})")
+        return rd, state, best
+    raise first or SpecError("checkpoint", str(folders[0]), "holds no state.pt to resume from")
 
 
 def score_test_split(model: nn.Module, cfg: TrialConfig, splits: Splits, n: int | None = None,
