@@ -34,7 +34,7 @@ def test_mlflow_faults_inside_train_are_retried_and_never_raised(tmp_path, monke
 
     monkeypatch.setattr(MlflowClient, "log_batch", flaky)
     run.epoch({"epoch": 1, "pgd_acc": 0.25, "clean_acc": 0.5})
-    assert [m.value for m in MlflowClient(uri).get_metric_history(run.run_id, "pgd_acc")] == [0.25]
+    assert [m.value for m in MlflowClient(uri).get_metric_history(run.run_id, "val_pgd_acc")] == [0.25]
     monkeypatch.setattr(MlflowClient, "log_batch", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
     run.epoch({"epoch": 2, "pgd_acc": 0.3})  # away for good: one warning line, the training goes on
     run.finish("FINISHED")
