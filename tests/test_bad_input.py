@@ -187,6 +187,16 @@ def _foreign_student(d: Path) -> list[str]:
 
 
 # (id, argv builder, fragments the one-line message must hold)
+def _corrupt_gz(d: Path) -> list:
+    """The four Fashion-MNIST files of a data dir, the first of them not gzip at all (a cut download)."""
+    from rslad_tune.trial.data import FMNIST_FILES
+
+    (d / "fm").mkdir()
+    for f in FMNIST_FILES:
+        (d / "fm" / f"{f}.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    return []
+
+
 ROWS = [
     ("unknown top key", _yaml(experimnt="x"), ["experimnt", "did you mean 'experiment'"]),
     ("unknown trial key", _yaml(trial__alpah=0.9), ["trial.alpah", "did you mean 'alpha'"]),
@@ -224,6 +234,8 @@ ROWS = [
      ["teachers.t.checkpoint", "does not match the architecture"]),
     ("data dir without data", lambda d: (d / "empty").mkdir() or _yaml(data__dataset="fashion_mnist")(d)
      + ["--data-dir", str(d / "empty")], ["data_dir", "holds no Fashion-MNIST"]),
+    ("corrupt .gz in the data dir", lambda d: _corrupt_gz(d) + _yaml(data__dataset="fashion_mnist")(d)
+     + ["--data-dir", str(d / "fm")], ["data_dir", "train-images-idx3-ubyte.gz", "cannot be read", "intact copy"]),
     ("malformed tracking URI", _with_yaml("--tracking-uri", "foo://bar"), ["--tracking-uri", "foo://bar", "sqlite:///"]),
     ("relative sqlite URI typo", _with_yaml("--tracking-uri", "sqlite://x.db"), ["--tracking-uri", "sqlite:///"]),
     ("unreachable Ray address", _with_yaml("--address", "127.0.0.1:9"), ["--address", "127.0.0.1:9", "ray start --head"]),

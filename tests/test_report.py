@@ -166,7 +166,10 @@ def test_a_baseline_stopped_by_asha_is_named_with_where_it_stood():
     first = format_markdown([teacher, base]).splitlines()[0]
     assert v["should_distill"]["case"] == "cannot_tell" and "no no-teacher baseline" not in first
     assert first.startswith("Cannot tell whether to distil: ASHA stopped every student trained alone (none) at epoch 1")
-    assert "sat_w16 +3.60 points" in first, first
+    assert "sat_w16 +3.60 points" in first and "no interval: set report.noise_std" in first, first
+    # with the ground truth's noise the hint says how large a gap one student each could show
+    first = format_markdown([teacher, base], noise_std=0.91, noise_dof=64).splitlines()[0]
+    assert "±2.57 points" in first and "one under 3.66 could not be detected at 80 % power" in first, first
 
 
 @pytest.mark.parametrize("n", [1, 12])

@@ -54,7 +54,7 @@ def _holm(family: list[dict]) -> list[dict]:
     return family
 
 
-def _rung_evidence(stopped: list[dict], reference: dict) -> str:
+def _rung_evidence(stopped: list[dict], reference: dict, noise: tuple[float | None, int] | None = None) -> str:
     """What ASHA saw when it stopped the teachers' students: each one's validation PGD-20 at its last epoch minus the
     baseline student's at the same epoch (single students: no interval, a hint, not a finding)."""
     base = reference.get("curves") or []
@@ -66,11 +66,22 @@ def _rung_evidence(stopped: list[dict], reference: dict) -> str:
     epochs = sorted({e for _, e, _ in gaps})
     return (f" ASHA stopped them at epoch {', '.join(map(str, epochs))}, where {len(behind)} of {len(gaps)} were behind the "
             f"student trained alone ({reference['teacher']}) in validation PGD-20 ("
-            + ", ".join(f"{t} {d:+.2f}" for t, _, d in sorted(gaps, key=lambda g: -g[2])) + " points): one student each and "
-            "no interval, so a hint, not an answer; the ground truth or more seeds (`scheduler: {type: fifo}`) answer it.")
+            + ", ".join(f"{t} {d:+.2f}" for t, _, d in sorted(gaps, key=lambda g: -g[2])) + " points): one student each, "
+            "so a hint, not an answer (" + _one_student_noise(noise) + "); the ground truth or more seeds "
+            "(`scheduler: {type: fifo}`) answer it.")
 
 
-def _baseline_stopped(base: dict, teachers: list[dict]) -> str:
+def _one_student_noise(noise: tuple[float | None, int] | None) -> str:
+    """What one student against one student can show, at the noise the YAML gives (report.noise_std / noise_dof)."""
+    sd, dof = noise or (None, 0)
+    if sd is None or not dof:
+        return "no interval: set report.noise_std from a ground truth to get one"
+    d = stats.t_difference(0.0, sd * 2 ** 0.5, dof, 1)
+    return (f"at report.noise_std {sd:.2f} points, {dof} dof, a gap between two single students carries ±{d.halfwidth:.2f} "
+            f"points, and one under {d.mdd:.2f} could not be detected at 80 % power")
+
+
+def _baseline_stopped(base: dict, teachers: list[dict], noise: tuple[float | None, int] | None = None) -> str:
     """The baseline's students all stopped by ASHA: where they stood against the full-length teachers' students at
     the epoch they stopped (validation PGD-20; single students, a hint)."""
     gaps = [(t["teacher"], len(c), 100 * (sum(tc[len(c) - 1] for tc in t["curves"]) / len(t["curves"]) - c[-1]))
@@ -79,24 +90,26 @@ def _baseline_stopped(base: dict, teachers: list[dict]) -> str:
     epochs = sorted({e for _, e, _ in gaps})
     where = (f" at epoch {', '.join(map(str, epochs))}, where the teachers' students were ahead of it by "
              + ", ".join(f"{t} {d:+.2f}" for t, _, d in sorted(gaps, key=lambda g: -g[2]))
-             + " points of validation PGD-20 (one student each, no interval: a hint, not an answer)") if gaps else ""
+             + " points of validation PGD-20 (one student each: a hint, not an answer; " + _one_student_noise(noise)
+             + ")") if gaps else ""
     return (f"Cannot tell whether to distil: ASHA stopped every student trained alone ({base['teacher']}){where}, so "
             "no baseline student trained every epoch to compare on the test split; more samples or "
             "`scheduler: {type: fifo}` answer it.")
 
 
 def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: list[dict],
-                   stopped: list[dict] = (), baseline_row: dict | None = None) -> dict:
+                   stopped: list[dict] = (), baseline_row: dict | None = None,
+                   noise: tuple[float | None, int] | None = None) -> dict:
     """The report's first sentence: helps (some teacher beats the baseline, Holm-corrected), hurts (the best
     teacher is below it beyond the noise), or cannot tell (with the smallest detectable difference)."""
     if reference is None and baseline_row is not None:
-        return {"case": "cannot_tell", "text": _baseline_stopped(baseline_row, teachers)}
+        return {"case": "cannot_tell", "text": _baseline_stopped(baseline_row, teachers, noise)}
     if reference is None:
         return {"case": "no_baseline", "text": "Cannot tell whether to distil: this sweep has no no-teacher baseline "
                 "(add a teacher `none: {baseline: sat}` and search it like any other)."}
     if not teachers:
         return {"case": "cannot_tell", "text": "Cannot tell whether to distil: no teacher has a student that trained "
-                "every epoch at the compared hyper-parameters." + _rung_evidence(stopped, reference)}
+                "every epoch at the compared hyper-parameters." + _rung_evidence(stopped, reference, noise)}
     best = max(vs_baseline, key=lambda c: c["diff"])
     helps = [c for c in vs_baseline if c["real"] and c["diff"] > 0]
     c = max(helps, key=lambda c: c["diff"]) if helps else best
@@ -132,7 +145,7 @@ def verdict(rows: list[dict], noise_std: float | None = None, noise_dof: int | N
            "noise_source": source, "vs_baseline": vs_baseline,
            "should_distill": should_distill(teachers, reference, vs_baseline,
                                             [r for r in rows if not r["decided"] and not r.get("baseline")],
-                                            next((r for r in rows if r.get("baseline")), None)),
+                                            next((r for r in rows if r.get("baseline")), None), (sd, dof)),
            "vs_best": _holm([difference(teachers[0], r, sd, dof) for r in teachers[1:]]) if teachers else [],
            "size_spearman": None, "largest_vs_smallest": None, "families": []}
     sized = [r for r in teachers if r.get("params")]

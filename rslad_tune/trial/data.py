@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +88,17 @@ def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
         if out.is_file():
             continue
         tmp = raw / f".{f}.{os.getpid()}.tmp"
-        if (src / f).is_file():
-            shutil.copyfile(src / f, tmp)
-        else:
-            with gzip.open(src / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+        try:
+            if (src / f).is_file():
+                shutil.copyfile(src / f, tmp)
+            else:
+                with gzip.open(src / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+        except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz (BadGzipFile is an OSError)
+            tmp.unlink(missing_ok=True)  # nothing half-written left in the cache
+            name = f if (src / f).is_file() else f"{f}.gz"
+            raise DataError(f"data_dir: {str(src / name)!r} cannot be read ({type(e).__name__}: {str(e)[:80]}); "
+                            "replace it with an intact copy (the Debian package dataset-fashion-mnist has one)") from None
         os.replace(tmp, out)
     return root
 
