@@ -19,3 +19,19 @@ def tiny_grid_sweep(experiment: str) -> dict:
         "tune": {"num_samples": 1, "max_concurrent": 2, "scheduler": {"type": "fifo"}, "searcher": {"type": "random"},
                  "resources": {"cpu": 1}},
     }
+
+
+def planted_sweep_folder(tmp_path, space: dict):
+    """runs/bad: a sweep folder of `space` that this tool did not write (a pickle planted beside its YAML), the
+    folder `--resume` must refuse; the YAML is also at tmp_path/space.yaml, the file a resume names."""
+    import json
+
+    import yaml
+
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    exp = tmp_path / "runs" / "bad"
+    exp.mkdir(parents=True)
+    (exp / "sweep.json").write_text(json.dumps({"experiment": "bad", "space": str(tmp_path / "space.yaml")}))
+    (exp / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
+    (exp / "tuner.pkl").write_bytes(b"\x80\x04N.")
+    return exp

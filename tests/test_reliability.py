@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import planted_sweep_folder
 from mlflow.tracking import MlflowClient
 
 from rslad_tune.trial.files import file_lock
@@ -357,18 +358,12 @@ def test_a_really_full_disk_during_train_is_one_line_and_leaves_no_scratch(tmp_p
 def test_resume_trusts_only_files_listed_in_this_machines_signed_manifest(tmp_path, monkeypatch, capsys):
     """Files all of one's own uid (root: every file) are not enough: what resume unpickles must be in the manifest
     its sweep signed with this machine's key (issue 27, finding 8)."""
-    import yaml
 
     from rslad_tune.cli import main
     from rslad_tune.sweep.manifest import write_manifest
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
-    exp = tmp_path / "runs" / "bad"
-    exp.mkdir(parents=True)
-    (exp / "sweep.json").write_text(json.dumps({"experiment": "bad", "space": str(tmp_path / "space.yaml")}))
-    (exp / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
-    (exp / "tuner.pkl").write_bytes(b"\x80\x04N.")
+    exp = planted_sweep_folder(tmp_path, SPACE)
 
     def refused(fragment: str) -> None:
         assert main(["resume", "runs/bad"]) == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from helpers import planted_sweep_folder
 from mlflow.tracking import MlflowClient
 
 SPACE = {
@@ -96,12 +97,7 @@ def test_resume_refuses_a_folder_written_by_someone_else(tmp_path, monkeypatch, 
     from rslad_tune.cli import main
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(GOOD))
-    exp = tmp_path / "runs" / "bad"
-    exp.mkdir(parents=True)
-    (exp / "sweep.json").write_text(json.dumps({"experiment": "bad", "space": str(tmp_path / "space.yaml")}))
-    (exp / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
-    (exp / "tuner.pkl").write_bytes(b"\x80\x04N.")
+    exp = planted_sweep_folder(tmp_path, GOOD)
     if os.getuid() == 0:  # root can give the file away, as another user would have written it
         os.chown(exp / "tuner.pkl", 4242, -1)
         foreign = "tuner.pkl"

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ..trial.files import file_lock
+from .layout import resolve_store
 from .pending import Flaky, append_record, keep_records, read_records, replayable
 from .provenance import source_tags, trial_error_text, trial_run_name
 
@@ -32,11 +33,7 @@ KIND_TAG = "mlflow.experimentKind"
 
 def resolve_tracking_uri(uri: str | None, runs_dir: Path) -> str:
     """Default sqlite:///<runs_dir>/mlflow.db; relative SQLite paths become absolute (Ray trials run elsewhere)."""
-    if uri is None:
-        return f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
+    return resolve_store(uri, runs_dir)  # the one rule, shared with the commands that read a sweep folder
 
 
 def find_child_run(client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str) -> str | None:
