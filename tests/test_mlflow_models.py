@@ -31,3 +31,15 @@ def test_a_zoo_teacher_is_one_logged_model_with_its_name_and_digest(tmp_path):
                                                                                     "card.json"}
     again = log_teachers(client, exp, client.create_run(exp).info.run_id, {"z": str(ZOO)}, {}, {"z": spec}, logs.append)
     assert again == ids and len(client.search_logged_models([exp])) == 1  # logged once
+
+
+def test_a_sweep_shorter_than_one_sampling_interval_still_has_system_metrics(tmp_path):
+    """MLflow's monitor drops the samples of its last unfinished interval; the sweep logs them when it stops."""
+    from rslad_tune.sweep.mlflow_data import start_system_metrics, stop_system_metrics
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("short")).info.run_id
+    monitor = start_system_metrics(uri, run_id, print, interval=600.0)
+    stop_system_metrics(monitor, print)
+    assert "system/cpu_utilization_percentage" in client.get_run(run_id).data.metrics

@@ -74,3 +74,16 @@ def start_system_metrics(uri: str, run_id: str, log: Callable[[str], None], inte
     except Exception as e:  # psutil missing, or the monitor refuses this platform: the sweep runs without it
         log(f"system metrics are not logged: {type(e).__name__}: {str(e)[:150]}")
         return None
+
+
+def stop_system_metrics(monitor, log: Callable[[str], None]) -> None:
+    """Stop the monitor and log the samples of the last, unfinished interval: MLflow's monitor drops them, so a
+    sweep shorter than one interval (10 s) would have no system metrics at all."""
+    monitor.finish()
+    try:
+        tail = monitor.aggregate_metrics() or monitor.collect_metrics() and monitor.aggregate_metrics()
+        if tail:
+            monitor.publish_metrics(tail)
+            monitor.mlflow_logger.flush()
+    except Exception as e:  # the store went away: the sweep's results stand without this sample
+        log(f"the last system-metrics sample was not logged: {type(e).__name__}: {str(e)[:150]}")

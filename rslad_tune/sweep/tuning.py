@@ -97,7 +97,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from ..teachers.student import build_soft_label_caches
     from .interrupts import Interrupted, received, tune_stops_on_signal
     from .manifest import write_manifest
-    from .mlflow_data import start_system_metrics
+    from .mlflow_data import start_system_metrics, stop_system_metrics
     from .parent_run import record_answer, record_inputs
     from .prescreen import prescreen
     from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
@@ -183,7 +183,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         raise
     finally:
         if monitor is not None:
-            monitor.finish()
+            stop_system_metrics(monitor, log)
         tracker.finish_parent(status)
         shutil.rmtree(exp.work_dir, ignore_errors=True)  # the trials' scratch folders, however the sweep ended
         if exp.sweep_file.is_file():
