@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                             "report": cmd_report}[args.verb](args)
             return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export,
                     "evaluate": cmd_evaluate, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo,
-                    "teachers": lambda a: __import__("rslad_tune.sweep.rank").sweep.rank.cmd_rank(a, _log)}[args.verb](args)
+                    "teachers": cmd_teachers}[args.verb](args)
         except (SpecError, DataError) as e:
             print(f"rslad-tune: error: {e}", file=sys.stderr)
             return 2
@@ -86,9 +86,14 @@ FOLDER_VERBS = ("export", "evaluate", "compare", "report")  # commands on a swee
 
 
 def _load(args):
-    from .sweep.spec import choose_tracking_uri, load_sweep, parse_set_overrides
+    from .trial.yaml_loader import parse_set_overrides, read_space
 
-    spec = load_sweep(args.space, parse_set_overrides(args.set), args.data_dir, sweep=args.verb == "tune")
+    raw, text = read_space(args.space)  # a bad file is refused before torch is imported (600 MB on its own)
+    overrides = parse_set_overrides(args.set)
+    from .sweep.spec import choose_tracking_uri, parse_sweep
+
+    spec = parse_sweep(raw, path=str(Path(args.space)), source=text, overrides=overrides, data_dir=args.data_dir,
+                       sweep=args.verb == "tune")
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
@@ -109,13 +114,13 @@ def _load(args):
 
 
 def cmd_tune(args) -> int:
-    from .sweep.tuning import check_resumable, experiment_dir
-
     if args.resume and args.set:  # refused before the YAML is read or checked
         from .trial.errors import SpecError
 
         raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
     spec = _load(args)
+    from .sweep.tuning import check_resumable, experiment_dir
+
     if args.resume:
         check_resumable(spec)
     exp = experiment_dir(spec)
@@ -185,6 +190,7 @@ def cmd_resume(args) -> int:
 
 def cmd_train(args) -> int:
     """One trial without Ray: the YAML's fixed values, each searched key at its domain's centre unless --set."""
+    spec = _load(args)  # a bad YAML is refused before the imports below (torch)
     import dataclasses
 
     from .sweep.layout import check_free, replace_folder
@@ -197,7 +203,6 @@ def cmd_train(args) -> int:
     from .trial.methods import METHODS
     from .trial.trainer import score_test_split
 
-    spec = _load(args)
     for key in parse_set_keys(args.set):
         section, *rest = set_path(key)
         if section in ("trial", "data") and len(rest) == 1:
@@ -328,6 +333,15 @@ def cmd_evaluate(args) -> int:
     _log(f"wrote {out} ({report['seconds']:.0f}s)")
     log_eval_to_mlflow(report, out, log=_log)
     return 0
+
+
+def cmd_teachers(args) -> int:
+    from .trial.yaml_loader import read_space
+
+    read_space(args.space)  # a bad file is refused before torch is imported
+    from .sweep.rank import cmd_rank
+
+    return cmd_rank(args, _log)
 
 
 def cmd_zoo(args) -> int:

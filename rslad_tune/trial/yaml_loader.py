@@ -3,6 +3,7 @@ on size, nesting, alias expansion and integer length, so that bad input costs mi
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -119,3 +120,49 @@ def load_yaml(text: str) -> Any:
         raise SpecError("(YAML)", "nested too deeply", f"YAML here nests at most {YAML_MAX_DEPTH} levels") from None
 
 
+
+
+SPACE_MAX_BYTES = 1_000_000  # a search space is a few kB; a 50 MB file took a minute and 1 GB to refuse
+
+
+def read_space(path: str | Path) -> tuple[Any, str]:
+    """A search-space file, parsed (bounded in bytes, nesting, aliases and integers) and its text. It imports
+    neither torch nor the rest of the package, so the CLI refuses a bad file before paying for `import torch`."""
+    p = Path(path)
+    if not p.is_file():
+        why = "is a directory, not a file" if p.is_dir() else "file not found"
+        raise SpecError("--space", str(path), f"{why}; give a YAML search space such as search_spaces/quickstart.yaml")
+    try:
+        size = p.stat().st_size  # before reading a byte
+        if size <= SPACE_MAX_BYTES:
+            with p.open() as f:
+                text = f.read(SPACE_MAX_BYTES + 1)  # bounded: the file may have grown since stat
+            size = max(size, len(text))
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError("--space", str(path), f"cannot be read ({type(e).__name__})") from None
+    if size > SPACE_MAX_BYTES:
+        raise SpecError("--space", str(path), f"is {size:,} bytes; a search space is at most {SPACE_MAX_BYTES:,} bytes")
+    try:
+        return load_yaml(text), text
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError("--space", str(path), f"is not valid YAML{at}") from None
+    except SpecError as e:  # duplicate keys, and the loader's caps on nesting, aliases and integers
+        raise e.located(str(p)) from None
+
+
+def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are parsed as YAML scalars (0.1, 1e-3, 5, true, null, cosine)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SpecError("--set", pair, "must be key=value, e.g. --set epochs=3 or --set tune.num_samples=2")
+        k, v = pair.split("=", 1)
+        try:
+            out[k.strip()] = load_yaml(v)
+        except yaml.YAMLError:
+            raise SpecError(f"--set {k}", v, "the value must be a YAML scalar") from None
+        except SpecError as e:  # the loader's caps (a 5000-digit integer, deep nesting) and duplicate keys
+            raise SpecError(f"--set {k}" + (f" ({e.key})" if e.key != "(top level)" else ""), e.value, e.allowed) from None
+    return out
