@@ -22,8 +22,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-DEVICE = "2-core x86_64 CPU, no GPU"
+ROOT, DEVICE = Path(__file__).resolve().parents[1], "2-core x86_64 CPU, no GPU"
 
 GOOD = {  # tests/test_bad_input.py::GOOD: a small synthetic sweep that passes every check
         "experiment": "bad", "data": {"dataset": "synthetic", "train_subset": 200, "test_subset": 50, "val_size": 50},
@@ -34,9 +33,8 @@ TINY = {  # tests/test_received_folder.py::TINY; REL_TINY: tests/test_reliabilit
         "dataset": "synthetic", "train_subset": 200, "test_subset": 40, "val_size": 40, "arch": "small_cnn",
         "width": 4, "batch_size": 50, "lr": 0.05, "attack_steps": 1, "eval_steps": 1, "epsilon": 0.05,
         "eval_epsilon": 0.05, "num_threads": 1, "device": "cpu", "method": "sat", "epochs": 1}
-REL_TINY = {k: v for k, v in TINY.items() if k not in ("lr", "epsilon", "eval_epsilon", "epochs")}
+REL_TINY, HUGE_INT = {k: v for k, v in TINY.items() if k not in ("lr", "epsilon", "eval_epsilon", "epochs")}, "1" + "0" * 5000
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-HUGE_INT = "1" + "0" * 5000
 
 
 def alias_bomb(levels: int) -> str:  # tests/test_bad_input.py::_alias_bomb: 9**(levels + 1) values expanded
