@@ -366,6 +366,8 @@ ROWS = [
     ("runs_dir below a file", _with_yaml("--runs-dir", "space.yaml/runs"), ["runs_dir", "space.yaml", "is a file"]),
     ("evaluate --out below a file", lambda d: [(d / "f.txt").write_text("x"), "evaluate", "x", "--out", "f.txt/e.json"][1:],
      ["--out", "f.txt/e.json", "is a file, not a folder"]),
+    ("evaluate --out in a folder that takes no file (/proc: os.access says yes to root)",
+     lambda d: ["evaluate", "x", "--out", "/proc/e.json"], ["--out", "/proc/e.json", "cannot be written"]),
     # --- issue 27: a tampered sweep folder, checked through the YAML's rules before anything is built
     ("export config.json with an unknown arch", _tampered_export({"arch": "resnet999"}), ["config.json", "arch", "'resnet999'", "small_cnn"]),
     ("export config.json with an absurd width", _tampered_export({"width": 10**9}), ["config.json", "width", "1000000000", "[1, 4096]"]),

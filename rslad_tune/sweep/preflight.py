@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 from ..trial.config import expand_user
@@ -169,16 +170,24 @@ def check_store(uri: str, key: str = "tracking URI") -> None:
 
 
 def check_writable(path: Path, key: str) -> None:
-    """`path` (a file or folder to be made) can be written: its nearest existing folder is a writable folder."""
+    """`path` (a file or folder to be made) can be written: its nearest existing folder takes a new file (tried, not
+    asked: os.access says yes to root on /proc or a read-only mount)."""
     p = Path(path).absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
     target = Path(path).absolute()
     if p == target and p.is_file():
-        ok = os.access(p, os.W_OK)
-    else:
-        if not p.is_dir():
-            raise SpecError(key, str(path), f"cannot be made: {p} is a file, not a folder")
-        ok = os.access(p, os.W_OK | os.X_OK)
-    if not ok:
-        raise SpecError(key, str(path), f"cannot be written: {p} is read-only for you; give a writable place")
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_APPEND))  # opened, not changed
+        except OSError as e:
+            raise SpecError(key, str(path), f"cannot be written: {e.strerror or type(e).__name__}; give a writable place") from None
+        return
+    if not p.is_dir():
+        raise SpecError(key, str(path), f"cannot be made: {p} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rslad-write-check-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SpecError(key, str(path), f"cannot be written: {p} is not writable ({e.strerror or type(e).__name__}); "
+                        "give a writable place") from None
