@@ -111,10 +111,11 @@ def _tampered_trial(result: dict | None = None, trial_json: dict | None = None, 
         t = d / "runs" / "old" / "trial_1"
         if result is not None:
             (t / "result.json").write_text(json.dumps(result) + "\n")
-        if trial_json is not None:
-            cfg = TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict()
-            raw = {"trial": cfg, "history": [{"epoch": 2, "pgd_acc": 0.5, "clean_acc": 0.6}]}
-            (t / "checkpoint_000001" / "trial.json").write_text(json.dumps({**raw, **trial_json}))
+        cfg = TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict()
+        raw = {"trial": cfg, "history": [{"epoch": 2, "pgd_acc": 0.5, "clean_acc": 0.6}]}
+        (t / "checkpoint_000001" / "trial.json").write_text(json.dumps({**raw, **(trial_json or {})}))
+        for name in ("best.safetensors", "model.safetensors"):  # intact weights: the tampered JSON is the only fault
+            save_weights(build_model("small_cnn", 1, 10, 4), t / "checkpoint_000001" / name)
         return argv
     return make
 
@@ -364,7 +365,7 @@ ROWS = [
     ("the lock's path is a folder", lambda d: (d / "runs" / ".bad.lock").mkdir(parents=True) or _yaml()(d),
      ["runs_dir", ".bad.lock", "is a folder where the experiment's lock file goes"]),
     ("runs_dir below a file", _with_yaml("--runs-dir", "space.yaml/runs"), ["runs_dir", "space.yaml", "is a file"]),
-    ("evaluate --out below a file", lambda d: [(d / "f.txt").write_text("x"), "evaluate", "x", "--out", "f.txt/e.json"][1:],
+    ("evaluate --out below a file", lambda d: [(d / "f.txt").write_text("x"), *_tampered_export()(d), "--out", "f.txt/e.json"][1:],
      ["--out", "f.txt/e.json", "is a file, not a folder"]),
     ("evaluate --out in a folder that takes no file (/proc: os.access says yes to root)",
      lambda d: ["evaluate", "x", "--out", "/proc/e.json"], ["--out", "/proc/e.json", "cannot be written"]),
@@ -373,7 +374,7 @@ ROWS = [
     ("export config.json with an absurd width", _tampered_export({"width": 10**9}), ["config.json", "width", "1000000000", "[1, 4096]"]),
     ("export config.json with a width for resnet18", _tampered_export({"arch": "resnet18", "width": 8}), ["width", "resnet18 has no width"]),
     ("export config.json with 10**6 classes", _tampered_export({"num_classes": 10**6}), ["num_classes", "[1, 100000]"]),
-    ("export config.json that is a list", lambda d: (_tampered_export()(d), (d / "runs/old/best/config.json").write_text("[1]"))[0],
+    ("export config.json that is a list", lambda d: (_tampered_export()(d), (d / "runs/old/best/config.json").write_text('["trial"]'))[0],
      ["path", "not an exported student"]),
     ("export config.json whose trial has an absurd width", _tampered_export({"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "width": 10**12}}),
      ["config.json", "trial.width", "1000000000000", "[1, 4096]"]),
