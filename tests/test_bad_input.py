@@ -355,7 +355,7 @@ ROWS = [
      ["data.data_dir", "user of this machine"]),
     ("--space is a directory", lambda d: ["--space", str(d)], ["--space", "is a directory, not a file"]),
     # --- issue 27: every check before anything moves or any teacher is built
-    ("IPv6 Ray address nobody answers", _with_yaml("--address", "[::1]:9"), ["--address", "[::1]:9", "no Ray head answers", "refused"]),
+    ("IPv6 Ray address nobody answers", _with_yaml("--address", "[::1]:9"), ["--address", "[::1]:9", "no Ray head answers"]),
     ("tracking store that is not a database", lambda d: [(d / "junk.db").write_bytes(b"not a database" * 10)]
      and _with_yaml("--tracking-uri", "sqlite:///junk.db")(d), ["--tracking-uri", "junk.db", "not an SQLite database"]),
     ("tracking server nobody answers", _with_yaml("--tracking-uri", "http://127.0.0.1:9"),

@@ -251,6 +251,7 @@ def test_a_second_ctrl_c_keeps_the_resume_hint(tmp_path, monkeypatch, capsys):
         raise Interrupted(signal.SIGINT)
 
     monkeypatch.setattr(cli, "_tune_locked", second_signal)
+    monkeypatch.setitem(tuning._FIT, "started", False)  # restored after the test: later tests see the true flag
     monkeypatch.chdir(tmp_path)
     _sat_space(tmp_path)
     assert cli.main(["--space", "s.yaml"]) == 130

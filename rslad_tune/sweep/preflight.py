@@ -6,6 +6,7 @@ is legal but likely a mistake gives one warning line each (returned, printed by 
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import tempfile
@@ -189,5 +190,6 @@ def check_writable(path: Path, key: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise SpecError(key, str(path), f"cannot be written: {p} is not writable ({e.strerror or type(e).__name__}); "
+        why = "is read-only for you" if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "takes no new file"
+        raise SpecError(key, str(path), f"cannot be written: {p} {why} ({e.strerror or type(e).__name__}); "
                         "give a writable place") from None
