@@ -202,3 +202,20 @@ def test_difference_sentence_three_cases_and_boundary():
     assert S.difference_sentence(0.5, 0.5, 3, 2.0).startswith("cannot tell")  # touches 0
     assert S.difference_sentence(-0.5, 0.5, 3, 2.0).startswith("cannot tell")
     assert S.difference_sentence(0.5, None, 1, None).startswith("cannot tell on PGD-20 at 1 seed (")
+
+
+def test_exact_spearman_p_of_eight_points_walks_their_orders_once():
+    """8 points: the p-value of all 8! orders of one side (two-sided), not of (8!)^2 pairings (23 GB)."""
+    import itertools
+
+    import numpy as np
+
+    from rslad_tune.sweep import stats
+
+    x, y = [1, 2, 3, 4, 5, 6, 7, 8], [2, 1, 4, 3, 6, 5, 8, 7]
+    r = stats.spearman(x, y)
+    yc = np.array(y, dtype=float) - 4.5
+    xs = np.array(list(itertools.permutations(x)), dtype=float) - 4.5
+    null = xs @ yc / np.sqrt((xs * xs).sum(1) * (yc @ yc))
+    assert r.exact and r.rho == pytest.approx(0.9047619)
+    assert r.pvalue == pytest.approx(np.mean(np.abs(null) >= r.rho - 1e-12))
