@@ -64,6 +64,9 @@ def correlate(teachers: list[str], proxies: dict, pgd: dict, *, seed: int = 0) -
             out[name] = None
             continue
         rho = stats.spearman(xs, means)
+        if rho.rho is None:  # under 3 teachers, or constant: undefined
+            out[name] = None
+            continue
         if not rho.exact:  # twelve teachers: 12! orders are too many to list, so a Monte Carlo permutation test
             rx, ry = sps.rankdata(xs), sps.rankdata(means)
             res = sps.permutation_test((rx, ry), lambda u, v, axis=-1: _pearson(u, v, axis), permutation_type="pairings",
