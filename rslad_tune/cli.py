@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "completion":  # before anything else is imported
         return cmd_completion(args)
     from .sweep.interrupts import Interrupted, handled
-    from .trial.errors import DataError, SpecError
+    from .trial.errors import DataError, SpecError, SweepFailed
 
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
         try:
@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         except (SpecError, DataError) as e:
             print(f"rslad-tune: error: {e}", file=sys.stderr)
             return 2
+        except SweepFailed as e:  # Ray gave up (its OOM killer took trials): one line, and how to continue
+            where = e.resume and (os.path.relpath(e.resume) if not os.path.relpath(e.resume).startswith("..") else e.resume)
+            again = f"; the sweep is saved, continue it with: rslad-tune resume {where}" if where else ""
+            print(f"rslad-tune: error: {e}{again}", file=sys.stderr, flush=True)
+            return 1
         except Interrupted as e:
             again = f"; the sweep is saved, continue it with: rslad-tune resume {e.resume}" if e.resume else ""
             print(f"rslad-tune: interrupted by {e}{again}", file=sys.stderr, flush=True)

@@ -401,3 +401,28 @@ def test_a_signal_between_the_parent_run_and_tune_leaves_no_run_running(tmp_path
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
     assert run.info.status == "KILLED"
+
+
+def test_ray_killing_the_trials_for_memory_is_one_line_exit_1_and_the_sweep_run_failed(tmp_path, monkeypatch, capsys):
+    """Ray's memory monitor killed trial workers (another process took the memory): Tune's fit() raises a
+    RuntimeError of 40 lines; the command says one line with the reason and ends the sweep's run FAILED."""
+    from rslad_tune.cli import main
+    from rslad_tune.sweep import tuning
+
+    class Lost:
+        def fit(self):
+            raise RuntimeError("Caught unexpected exception: 2 worker(s) were killed due to the node running low on "
+                               "memory. Memory on the node (IP: 192.0.2.2, ID: da7f184f) was 22.71GB used / 23.54GB "
+                               "limit (0.964917)\nOOM kill reason: Memory usage 24055107584B exceeded threshold")
+
+    monkeypatch.setattr(tuning, "_tuner", lambda *a, **k: Lost())
+    monkeypatch.chdir(tmp_path)
+    _sat_space(tmp_path)
+    assert main(["--space", "s.yaml"]) == 1
+    err = _ours(capsys.readouterr().err)
+    assert err == ("rslad-tune: error: Ray Tune stopped the sweep: 2 worker(s) were killed due to the node running low "
+                   "on memory. Memory on the node was 22.71GB used / 23.54GB limit (0.964917)"), err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert run.info.status == "FAILED" and "running low on memory" in run.data.tags["error"]
+    assert not (tmp_path / "runs" / "full" / ".trial-work").exists()

@@ -6,6 +6,7 @@ importable module (not __main__) so that `Tuner.restore` can find it again.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..trial.config import TrialConfig
+from ..trial.errors import SweepFailed
 from ..trial.methods import METHODS
 from .spec import Domain, SweepSpec, choose_tracking_uri
 
@@ -154,7 +156,10 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         tuner = _tuner(spec, exp, teacher_dirs, callback, address, resume)
         _FIT["started"] = True  # from here on the folder holds a sweep to resume, however the command ends
         with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except RuntimeError as e:  # Tune's controller lost an actor it cannot retry (Ray's OOM killer took it)
+                raise SweepFailed(ray_failure(e), resume=str(exp_dir) if _restorable(exp_dir) else None) from e
         if received():  # unfinished trials are neither finished nor "stopped by ASHA"; their runs end KILLED
             status = "KILLED"
             rows = result_rows(grid, spec.trial.epochs, unfinished=tracker.end_interrupted())
@@ -243,6 +248,14 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures), verbose=1),
     )
+
+
+def ray_failure(e: BaseException) -> str:
+    """The first line of Ray's error, without its node ids: '2 worker(s) were killed due to the node running low
+    on memory. Memory on the node was 22.71GB used / 23.54GB limit (0.96)'."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = re.sub(r"\s*\((?:IP|ID): [^)]*\)", "", first.replace("Caught unexpected exception: ", ""))
+    return f"Ray Tune stopped the sweep: {first[:300]}"
 
 
 def _restorable(exp_dir: Path) -> bool:

@@ -26,6 +26,15 @@ class TrialDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class SweepFailed(RuntimeError):
+    """Ray Tune gave up on the sweep (e.g. its memory monitor killed trial workers). One line; `resume` is the saved
+    sweep folder to continue, when Tune left one. The CLI exits 1."""
+
+    def __init__(self, reason: str, resume: str | None = None):
+        super().__init__(reason)
+        self.resume = resume
+
+
 STR_LIMIT = 300  # a string value (a path, most often) is shown whole up to this: users need the file it names
 
 
