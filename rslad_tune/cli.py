@@ -105,14 +105,17 @@ def _load(args):
     resume = getattr(args, "resume", False)
     uri = choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if resume else None)
     from .sweep.layout import ExperimentDir, resolve_store
-    from .sweep.preflight import check_store, check_sweep
+    from .sweep.preflight import check_data, check_places, check_store
 
-    # the data, teacher files, the machine or cluster, runs_dir writable: checked before anything is written
-    warnings = check_sweep(spec, getattr(args, "address", None), args.verb)
+    # checked before anything is written: runs_dir writable, teacher files, the cluster, the tracking store (no
+    # tensors: a bad one is refused before torch is imported), then the data and the machine
+    address = getattr(args, "address", None)
+    check_places(spec, address)
     exp = ExperimentDir(Path(spec.runs_dir).resolve() / spec.experiment)
     if resume and exp.sweep_file.is_file() and exp._ours():  # a resumed sweep keeps its own store
         uri = exp.recorded_tracking_uri
     check_store(resolve_store(uri, Path(spec.runs_dir)), "--tracking-uri" if getattr(args, "tracking_uri", None) else "tracking URI")
+    warnings = check_data(spec, address, args.verb)
     for line in warnings:
         print(f"rslad-tune: warning: {line}", file=sys.stderr, flush=True)
     return spec

@@ -540,3 +540,56 @@ print(json.dumps({{"rc": rc, "peak_kib": peak, "torch": "torch" in sys.modules}}
         lines = [line for line in proc.stderr.splitlines() if line.startswith("rslad-tune: error: ")]
         assert result["rc"] == 2 and len(lines) == 1 and len(lines[0]) < 400, (name, proc.stderr)
         assert not result["torch"] and result["peak_kib"] < 500 * 1024, (name, result)
+
+
+# Refused without torch (~630 MB on its own here): the YAML's values, the places a sweep writes, the tracking store,
+# the cluster (registries and schema are torch-free: trial/lazy.py), and a sweep folder's JSON files before any model
+# is built. Each row of ROWS named here runs in a fresh process that must end with torch never imported.
+NO_TORCH_ROWS = [
+    "zero samples", "unknown top key", "unknown trial key", "unknown model", "unknown method",
+    "width for an architecture without one", "runs_dir that is a file", "runs_dir below a file", "runs/teachers is a file",
+    "the lock's path is a folder", "tracking server nobody answers", "tracking store that is not a database",
+    "unreachable Ray address",
+    # issue 27's tampered sweep folders: validated before anything imports torch
+    "export config.json with an unknown arch", "export config.json with an absurd width",
+    "export config.json with a width for resnet18", "export config.json with 10**6 classes",
+    "export config.json that is a list", "export config.json whose trial has an absurd width",
+    "metrics.json not an object", "metrics.json with a string epoch", "result.json with strings for numbers",
+    "result.json with a fractional epoch", "trial.json with an empty history", "trial.json with a history that is a string",
+    "trial.json whose trial has an absurd width", "trial.json whose trial has an unknown arch",
+    "report of a folder whose sweep.json is not ours", "export of a folder with a broken sweep.json",
+]
+_BY_NAME = {r[0]: r[1:] for r in ROWS}
+NO_TORCH = [(name, *_BY_NAME[name]) for name in NO_TORCH_ROWS] + [
+    ("runs_dir of an unknown ~user", _yaml(runs_dir="~nosuchuser_rslad/x"), ["runs_dir", "~nosuchuser_rslad/x", "user of this machine"]),
+]
+
+
+@pytest.mark.parametrize("make,fragments", [r[1:] for r in NO_TORCH], ids=[r[0] for r in NO_TORCH])
+def test_bad_input_is_refused_without_importing_torch(make, fragments, tmp_path):
+    """In a fresh process (VmHWM of its own: ru_maxrss would carry the forking pytest's peak across exec): exit 2,
+    one error line, torch never imported, the whole process under 500 MB."""
+    import subprocess
+    import sys
+
+    argv = make(tmp_path)
+    env = {**os.environ, "RSLAD_TUNE_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = f"""
+import json, sys
+from rslad_tune.cli import main
+try:
+    rc = main({argv!r})
+except SystemExit as e:
+    rc = e.code
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"rc": rc, "peak_kib": peak, "torch": "torch" in sys.modules}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, env=env, text=True, capture_output=True,
+                          timeout=60, check=False)
+    result = json.loads(proc.stdout.splitlines()[-1])
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("rslad-tune: error: ")]
+    assert result["rc"] == 2 and len(lines) == 1, proc.stderr
+    for f in fragments:
+        assert f in lines[0], f"{f!r} not in {lines[0]!r}"
+    assert not result["torch"], ("torch was imported", lines[0])
+    assert result["peak_kib"] < 500 * 1024, result

@@ -114,3 +114,16 @@ def test_teacher_sources_are_named_only_in_their_registry_and_adapters():
         if rel not in SOURCE_HOMES and names:
             hits[rel] = names
     assert not hits, hits
+
+
+def test_the_schema_and_the_preflight_import_no_torch():
+    """The YAML's schema, the preflight and a sweep folder's JSON schema import no torch (~630 MB): a bad input is
+    refused by a small process. Registries name their implementations; torch comes with the first tensor."""
+    import subprocess
+    import sys
+
+    child = ("import sys, rslad_tune.sweep.spec, rslad_tune.sweep.preflight, rslad_tune.trial.config, "
+             "rslad_tune.trial.saved, rslad_tune.sweep.layout; print('torch' in sys.modules)")
+    env = {**__import__("os").environ, "PYTHONPATH": str(PKG.parent)}
+    out = subprocess.run([sys.executable, "-c", child], env=env, text=True, capture_output=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -50,10 +50,11 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
     columns = resolve_columns(attacks)
     cols = [c for c in SUITE if c in columns] or ["Clean"]  # every row has its clean accuracy
     trials = [t for t in ExperimentDir.open(exp_dir).finished_trials("to compare") if only is None or only(t)]
+    configs = {t.path: t.trial_config for t in trials}  # every trial's saved keys checked before torch is imported
     dev = resolve_device(device)
     rows = []
     for i, t in enumerate(sorted(trials, key=lambda t: (t.config["method"], str(t.config.get("teacher")), t.config["seed"])), 1):
-        cfg = t.trial_config
+        cfg = configs[t.path]
         want_aa = n_aa if cfg.seed == aa_seed and "AA" in columns else 0
         row = t.cached("suite.json")
         if _scored(row, t, cols, want_aa, n_examples, last):

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
@@ -22,6 +20,9 @@ from ..trial.trainer import make_student
 from .export import load_student
 from .layout import ExperimentDir
 from .tracking import log_to_run
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _folder_error(path, why: str) -> SpecError:
@@ -39,8 +40,25 @@ def load_model_folder(path: str | Path, device: torch.device) -> tuple[Path, str
 
     An exported student (config.json) gives its weights as "best", plus "last" when the trial
     checkpoint it came from (config.json "source") still holds model.safetensors. A trial
-    checkpoint folder gives best.safetensors as "best" and model.safetensors as "last".
+    checkpoint folder gives best.safetensors as "best" and model.safetensors as "last" (models built later).
     """
+    return load_models(*read_model_folder(path), device)
+
+
+def load_models(p: Path, kind: str, cfg: TrialConfig, rows: list[dict],
+                device: torch.device) -> tuple[Path, str, TrialConfig, list[dict]]:
+    """An exported student's models, built from its checked config.json (read_model_folder's rows)."""
+    for r in rows:
+        if r["row"] == "best" and kind == "export":
+            r["model"] = load_student(p, device)
+        elif kind == "export":
+            model = load_weights(build_from_config(r.pop("config")), Path(r["weights"]), "last checkpoint")
+            r["model"] = model.to(device).eval()
+    return p, kind, cfg, rows
+
+
+def read_model_folder(path: str | Path) -> tuple[Path, str, TrialConfig, list[dict]]:
+    """load_model_folder's JSON files, checked, and no model built ("model": None): torch is not imported."""
     p = Path(path)
     if not p.is_dir():
         raise _folder_error(path, "does not exist" if not p.exists() else "is not a folder")
@@ -54,15 +72,13 @@ def load_model_folder(path: str | Path, device: torch.device) -> tuple[Path, str
         cfg = _trial_config(saved["trial"], p / "config.json")
         metrics = saved_json.numbers(read_json(p / "metrics.json", "metrics.json"), p / "metrics.json",
                                      "the export's numbers") if (p / "metrics.json").is_file() else {}
-        rows = [{"row": "best", "epoch": metrics.get("epoch"), "weights": str(p / "model.safetensors"),
-                 "model": load_student(p, device)}]
+        rows = [{"row": "best", "epoch": metrics.get("epoch"), "weights": str(p / "model.safetensors"), "model": None}]
         src = Path(saved["source"]) if saved.get("source") else None
         if src is not None and (src / "model.safetensors").is_file():
             hist = saved_json.history(saved_json.mapping(read_json(src / "trial.json", "trial.json"), src / "trial.json",
                                       "the trial").get("history"), src / "trial.json") if (src / "trial.json").is_file() else []
-            model = load_weights(build_from_config(saved), src / "model.safetensors", "last checkpoint")
             rows.append({"row": "last", "epoch": hist[-1]["epoch"] if hist else None,
-                         "weights": str(src / "model.safetensors"), "model": model.to(device).eval()})
+                         "weights": str(src / "model.safetensors"), "model": None, "config": saved})
         return p, "export", cfg, rows
     if (p / "trial.json").is_file():
         trial = saved_json.mapping(read_json(p / "trial.json", "trial.json"), p / "trial.json", "the trial and its history")
@@ -88,14 +104,15 @@ def evaluate_folder(path: str | Path, *, n_examples: int | None = None, n_aa: in
     Returns the report written to eval.json: settings, protocol and {"rows": {"best": {...}, "last": {...}}}.
     """
     try:
-        dev = resolve_device(device)
-    except (ValueError, RuntimeError) as e:
-        raise SpecError("--device", device, str(e).split("; ", 1)[-1]) from None
-    try:
         wanted = resolve_columns(attacks)
     except ValueError:
         raise SpecError("--attacks", ",".join(map(str, attacks)), f"must be a comma-separated subset of {','.join(ATTACK_NAMES)}") from None
-    folder, kind, cfg, rows = load_model_folder(path, dev)
+    read = read_model_folder(path)  # the folder's JSON files, checked before torch is imported
+    try:
+        dev = resolve_device(device)
+    except (ValueError, RuntimeError) as e:
+        raise SpecError("--device", device, str(e).split("; ", 1)[-1]) from None
+    folder, kind, cfg, rows = load_models(*read, dev)
     splits = load_data(cfg, dev)
     x, y = splits.test_x, splits.test_y
     if n_examples is not None:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from ..trial import saved
 from ..trial.data import load_data, resolve_device
@@ -28,6 +25,10 @@ from .formats import write_formats
 from .layout import ExperimentDir
 from .mlflow_models import CHAMPION, register_student
 from .tracking import find_trial_run, log_to_run
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

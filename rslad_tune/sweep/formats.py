@@ -12,12 +12,16 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from ..trial.files import save_atomic
+from ..trial.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
+
 
 ONNX_OPSET = 18  # torch.onnx's own opset: a lower one is a lossy conversion step
 ONNX_MODULES = ("onnx", "onnxscript")  # what torch.onnx.export needs (onnxruntime only runs the file)

@@ -19,11 +19,17 @@ from .spec import SweepSpec
 
 def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune") -> list[str]:
     """Everything above, in order; returns the warnings."""
-    import torch
+    check_places(spec, address)
+    return check_data(spec, address, verb)
 
-    from ..teachers.sources import check_teacher_weights, check_teachers
+
+def check_places(spec: SweepSpec, address: str | None = None) -> None:
+    """The checks that load no tensors (torch is not imported): runs_dir and what the sweep makes in it, the
+    teachers' files and names (zoo, RobustBench's list, the network when a file must be downloaded), the cluster.
+    The CLI checks the tracking store after these and before check_data, so that any of them is one line from a
+    small process."""
+    from ..teachers.sources import check_teachers
     from ..trial.config import DATA_KEYS
-    from ..trial.data import load_data
 
     runs_dir = expand_user("runs_dir", spec.runs_dir)  # the YAML's or --runs-dir: `~nouser/runs` is one line
     spec.runs_dir = str(runs_dir)  # `~/runs` is the home's runs folder, not a folder named ~ in the cwd
@@ -35,18 +41,26 @@ def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune")
             raise SpecError("runs_dir", str(runs_dir / inside), "is a file where the teachers' folder goes; move it away")
         if inside.endswith(".lock") and (runs_dir / inside).is_dir():
             raise SpecError("runs_dir", str(runs_dir / inside), "is a folder where the experiment's lock file goes; move it away")
-    # the teachers' files and names (zoo, RobustBench's list, the network when a file must be downloaded), the data
-    # (a data dir without data, val_size too large, ...), then every weights file a teacher names
     try:
         check_teachers(spec.teachers, {k: getattr(spec.trial, k) for k in DATA_KEYS})
     except SpecError as e:  # located in the YAML, like the parser's errors
         raise e.located(spec.path) if spec.path and not e.where else e
+    if address:
+        check_ray_address(address)
+
+
+def check_data(spec: SweepSpec, address: str | None = None, verb: str = "tune") -> list[str]:
+    """After check_places: the data is loaded (a data dir without data, val_size too large, ...; this imports
+    torch), then every weights file a teacher names, the batch sizes, this machine (a local Ray), the schedule."""
+    import torch
+
+    from ..teachers.sources import check_teacher_weights
+    from ..trial.data import load_data
+
     splits = load_data(spec.trial, torch.device("cpu"))
     check_teacher_weights(spec.teachers, splits)  # a corrupt, truncated, pickled or NaN weights file stops us here
     warnings = _check_batches(spec, len(splits.train_x), len(splits.train_x) + len(splits.val_x))
-    if address:
-        check_ray_address(address)
-    elif verb == "tune":  # a local Ray: the trials must fit on this machine
+    if not address and verb == "tune":  # a local Ray: the trials must fit on this machine
         warnings += _check_machine(spec)
     return warnings + _check_schedule(spec)
 

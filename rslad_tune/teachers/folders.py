@@ -9,10 +9,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
@@ -22,6 +19,10 @@ from ..trial.models import build_from_config, count_macs, count_params
 from ..trial.robustness import autoattack_accuracy
 from ..trial.scoring import pgd_column, score
 from .source import Log, TeacherSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def read_card(folder: str | Path) -> dict:

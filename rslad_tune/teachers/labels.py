@@ -7,13 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..trial.config import TrialConfig
 from ..trial.data import Splits, num_views
 from ..trial.errors import SpecError
+from ..trial.lazy import LazyModule
 from .folders import config_folder
 from .source import Log, Source, TeacherSpec
+
+torch = LazyModule("torch")
+
 
 FLOOR = -30.0  # the logit of a zero probability (exp(-30) ~ 1e-13): finite, so every KL term stays finite
 

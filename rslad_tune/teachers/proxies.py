@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from ..trial.config import TrialConfig
 from ..trial.data import Splits, load_data, resolve_device
 from ..trial.errors import SpecError
 from ..trial.files import read_json, write_json
+from ..trial.lazy import LazyModule
 from .folders import read_card
 from .soft_labels import data_key
 from .sources import load_teacher, source_of
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+torch = LazyModule("torch")
+
 
 # each proxy -> whether a higher value is predicted to make the better student (predictions.md). entropy has no
 # prediction: it is ranked highest first (the softest teacher), a convention, not a claim.
@@ -43,34 +48,34 @@ def best_first(values: dict[str, float | None], by: str) -> list[str]:
     return known + [n for n, v in values.items() if v is None]
 
 
-@torch.no_grad()
 def teacher_proxies(teacher_or_table: nn.Module | Tensor, x: Tensor | None, y: Tensor, *, batch_size: int = 1000) -> dict:
     """The five proxies of a teacher module on images `x` (eval mode, no gradient), or of a precomputed logits
     table (n, classes) aligned with `y` (x unused). One pass, accumulated per batch in float64."""
-    is_table = isinstance(teacher_or_table, Tensor)
-    if not is_table:
-        teacher_or_table.eval()
-    n = len(y)
-    sums = torch.zeros(4, dtype=torch.float64)  # true_prob, correct, nll, entropy
-    bins = torch.zeros(3, ECE_BINS, dtype=torch.float64)  # count, sum of confidence, sum of correct
-    edges = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64)[1:-1]
-    for i in range(0, n, batch_size):
-        yb = y[i:i + batch_size].long().cpu()
-        out = teacher_or_table[i:i + batch_size] if is_table else teacher_or_table(x[i:i + batch_size])
-        logp = torch.log_softmax(out.double().cpu(), 1)
-        p = logp.exp()
-        conf, pred = p.max(1)
-        correct = (pred == yb).double()
-        true_logp = logp.gather(1, yb[:, None])[:, 0]
-        entropy = -(p * logp).nan_to_num().sum(1)  # 0 log 0 = 0
-        sums += torch.stack([true_logp.exp().sum(), correct.sum(), -true_logp.sum(), entropy.sum()])
-        b = torch.bucketize(conf, edges)  # bin b holds confidences in (b/15, (b+1)/15]
-        for row, v in enumerate((torch.ones_like(conf), conf, correct)):
-            bins[row].index_add_(0, b, v)
-    mean = (sums / n).tolist()
-    _, conf_sum, correct_sum = bins
-    ece = ((conf_sum - correct_sum).abs().sum() / n).item()  # sum_b |B|/n |acc_b - conf_b|
-    return {"true_prob": mean[0], "clean_acc": mean[1], "nll": mean[2], "ece": ece, "entropy": mean[3], "n": n}
+    with torch.no_grad():  # (not a decorator: that would import torch with this module)
+        is_table = isinstance(teacher_or_table, torch.Tensor)
+        if not is_table:
+            teacher_or_table.eval()
+        n = len(y)
+        sums = torch.zeros(4, dtype=torch.float64)  # true_prob, correct, nll, entropy
+        bins = torch.zeros(3, ECE_BINS, dtype=torch.float64)  # count, sum of confidence, sum of correct
+        edges = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64)[1:-1]
+        for i in range(0, n, batch_size):
+            yb = y[i:i + batch_size].long().cpu()
+            out = teacher_or_table[i:i + batch_size] if is_table else teacher_or_table(x[i:i + batch_size])
+            logp = torch.log_softmax(out.double().cpu(), 1)
+            p = logp.exp()
+            conf, pred = p.max(1)
+            correct = (pred == yb).double()
+            true_logp = logp.gather(1, yb[:, None])[:, 0]
+            entropy = -(p * logp).nan_to_num().sum(1)  # 0 log 0 = 0
+            sums += torch.stack([true_logp.exp().sum(), correct.sum(), -true_logp.sum(), entropy.sum()])
+            b = torch.bucketize(conf, edges)  # bin b holds confidences in (b/15, (b+1)/15]
+            for row, v in enumerate((torch.ones_like(conf), conf, correct)):
+                bins[row].index_add_(0, b, v)
+        mean = (sums / n).tolist()
+        _, conf_sum, correct_sum = bins
+        ece = ((conf_sum - correct_sum).abs().sum() / n).item()  # sum_b |B|/n |acc_b - conf_b|
+        return {"true_prob": mean[0], "clean_acc": mean[1], "nll": mean[2], "ece": ece, "entropy": mean[3], "n": n}
 
 
 def _on(folder: Path, model: nn.Module | None, trial: TrialConfig, splits: Splits, x: Tensor, y: Tensor) -> dict | None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..trial.config import TrialConfig, expand_user
 from ..trial.data import Splits
@@ -17,6 +14,10 @@ from ..trial.files import check_finite, load_torch_weights
 from . import robustbench_loader as rbz
 from .folders import carded
 from .source import Log, Source, TeacherSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def state(path: Path, key: str) -> dict:

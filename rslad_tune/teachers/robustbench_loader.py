@@ -17,10 +17,13 @@ import socket
 import sys
 import types
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..trial.errors import SpecError
+
+if TYPE_CHECKING:
+    from torch import nn
+
 
 # RobustBench dataset -> the data.dataset values whose images it takes (3x32x32 in [0, 1])
 DATASETS = {"cifar10": ("cifar10", "synthetic_cifar"), "cifar100": ("cifar100",)}
@@ -55,8 +58,6 @@ def robustbench(label: str = "robustbench"):
 
 def default_dataset(data_dataset: str) -> str | None:
     return next((rb for rb, ours in DATASETS.items() if data_dataset in ours), None)
-
-
 
 
 def check_entry(label: str, name: str, dataset: str, threat_model: str) -> None:

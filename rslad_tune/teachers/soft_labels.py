@@ -16,16 +16,19 @@ import json
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Callable
 
 from ..trial.config import TrialConfig, expand_user
 from ..trial.data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
 from ..trial.errors import SpecError
 from ..trial.files import DIGEST_KEY, read_tensors, save_tensors
+from ..trial.lazy import LazyModule
 from ..trial.progress import bar
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+torch = LazyModule("torch")
 
 
 def data_key(cfg: TrialConfig, splits: Splits) -> str:
@@ -59,23 +62,23 @@ def cache_path(teacher_dir: str | Path, cfg: TrialConfig, splits: Splits) -> Pat
     return Path(teacher_dir) / f"soft-labels-{table_key(cfg, splits)}.safetensors"
 
 
-@torch.no_grad()
 def compute_soft_labels(teacher: nn.Module, splits: Splits, batch_size: int = 1000) -> Tensor:
     """Teacher logits, shape (num_train, num_views, num_classes), fp16, on the splits' device."""
-    x = splits.train_x
-    dev = x.device
-    dys, dxs, flips = all_views(splits.augment, splits.pad, dev)
-    out = torch.empty(len(x), len(dys), splits.num_classes, dtype=torch.float16, device=dev)
-    with bar(len(x) * len(dys), "soft-label cache", "img") as b:
-        for v in range(len(dys)):
-            for i in range(0, len(x), batch_size):
-                xb = x[i:i + batch_size]
-                if splits.augment != "none":
-                    n = len(xb)
-                    xb = apply_views(xb, dys[v].expand(n), dxs[v].expand(n), flips[v].expand(n), splits.pad)
-                out[i:i + batch_size, v] = teacher(xb).half()
-                b.update(len(xb))
-    return out
+    with torch.no_grad():  # (not a decorator: that would import torch with this module)
+        x = splits.train_x
+        dev = x.device
+        dys, dxs, flips = all_views(splits.augment, splits.pad, dev)
+        out = torch.empty(len(x), len(dys), splits.num_classes, dtype=torch.float16, device=dev)
+        with bar(len(x) * len(dys), "soft-label cache", "img") as b:
+            for v in range(len(dys)):
+                for i in range(0, len(x), batch_size):
+                    xb = x[i:i + batch_size]
+                    if splits.augment != "none":
+                        n = len(xb)
+                        xb = apply_views(xb, dys[v].expand(n), dxs[v].expand(n), flips[v].expand(n), splits.pad)
+                    out[i:i + batch_size, v] = teacher(xb).half()
+                    b.update(len(xb))
+        return out
 
 
 def expected_shape(splits: Splits) -> tuple[int, int, int]:

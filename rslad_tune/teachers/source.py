@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..trial.config import TrialConfig, num
 from ..trial.data import Splits
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 Log = Callable[[str], None]
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..trial.config import TrialConfig, check_field, check_keys
 from ..trial.data import Splits
@@ -20,6 +17,11 @@ from ..trial.files import read_json
 from . import baseline, checkpoint, labels, robustbench, train, zoo
 from .folders import load_weights_folder
 from .source import Log, Source, TeacherSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 SOURCES: dict[str, Source] = {s.key: s for s in (checkpoint.SOURCE, train.SOURCE, robustbench.SOURCE, zoo.SOURCE,
                                                  baseline.SOURCE, labels.SOURCE)}

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from ..trial.config import TrialConfig
 from ..trial.data import Splits, load_data, resolve_device
@@ -17,6 +15,10 @@ from ..trial.trainer import train_model
 from . import soft_labels
 from .source import Log
 from .sources import load_teacher, source_of
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 
 def effective_config(cfg: TrialConfig, folder: str | Path | None) -> TrialConfig:

@@ -4,13 +4,18 @@ The caller sets the model's mode (the paper attacks with the student in eval mod
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from .lazy import LazyModule
 
-LossFn = Callable[[Tensor], Tensor]  # logits -> scalar loss (summed over the batch) to maximise
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
+
+
+LossFn = Callable[["Tensor"], "Tensor"]  # logits -> scalar loss (summed over the batch) to maximise
 
 
 def ce_loss(y: Tensor) -> LossFn:

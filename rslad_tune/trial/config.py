@@ -6,7 +6,8 @@ key is listed twice. Names come from the registries of the modules that run them
 (methods.METHODS), architectures (models.REGISTRY), datasets and augmentations (data.LOADERS,
 data.AUGMENTS), PGD starts (attacks.STARTS) and LR schedules (schedules.SCHEDULES).
 
-Bottom level: imports only the stdlib, yaml and those registries; touches no disk.
+Bottom level: imports only the stdlib, yaml and those registries, which import no torch (trial/lazy.py: a
+registry names where its implementation lives, torch comes with the first tensor); touches no disk.
 """
 from __future__ import annotations
 

@@ -13,18 +13,21 @@ import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from .errors import DataError
+from .lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
+
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 VAL_SPLIT_SEED = 1234  # the validation split is the same for every trial and teacher of every sweep
-
-
 
 
 def cache_dir() -> Path:

@@ -14,15 +14,20 @@ import os
 import pickle
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch import nn
 
 from .errors import SpecError
+from .lazy import LazyModule
 from .models import robustbench_state_dict
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
+safetensors_torch = LazyModule("safetensors.torch")
+
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 DIGEST_KEY = "rslad_tune.sha256"  # safetensors metadata: the digest of the tensors written (tensor_digest)
@@ -127,7 +132,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     """safetensors, atomically, with the tensors' digest in its metadata (checked by read_tensors)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {**(metadata or {}), DIGEST_KEY: tensor_digest(tensors)}
-    save_atomic(lambda p: save_file(tensors, p, metadata=meta), path)
+    save_atomic(lambda p: safetensors_torch.save_file(tensors, p, metadata=meta), path)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -15,13 +15,16 @@ It also declares the trial keys it reads (`knobs`): the trainer passes only thos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING, ClassVar
 
 from .attacks import LossFn, ce_loss, kl_loss
+from .lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 
 @dataclass

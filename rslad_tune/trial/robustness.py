@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Sequence
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .attacks import ce_loss, cw_loss, fgsm, pgd
+from .lazy import LazyModule
 from .progress import bar
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+torch = LazyModule("torch")
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:

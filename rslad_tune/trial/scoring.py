@@ -12,12 +12,17 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Sequence
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .files import read_json, write_json
+from .lazy import LazyModule
 from .robustness import COLUMNS, evaluate_suite, pgd_accuracy
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+nn = LazyModule("torch.nn")
+
 
 Log = Callable[[str], None] | None
 

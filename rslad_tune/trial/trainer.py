@@ -12,24 +12,26 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from .attacks import pgd
 from .config import TrialConfig
 from .data import Splits, apply_views, load_data, resolve_device, sample_views, view_ids
 from .errors import SpecError, TrialDiverged
 from .files import load_torch_weights, load_weights, read_state_dict, save_atomic, save_weights, write_json
+from .lazy import LazyModule
 from .methods import METHODS, Batch, Method
 from .models import build_from_config, model_config
 from .robustness import clean_and_pgd
 from .schedules import lr_factor
 
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
+
+
 Report = Callable[[dict, Path | None], None]
-
-
 
 
 def student_config(cfg: TrialConfig, splits: Splits) -> dict:

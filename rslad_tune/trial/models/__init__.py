@@ -5,30 +5,29 @@ its definition says so.
 """
 from __future__ import annotations
 
-from typing import Callable
+from ..lazy import LazyModule, resolve
 
-import torch
-from torch import nn
+torch = LazyModule("torch")
+nn = LazyModule("torch.nn")
 
-from .cnn import SmallCNN
-from .mobilenetv2 import MobileNetV2
-from .resnet import ResNet18
-from .wideresnet import WRN34_10, WRN70_16
-
-# name -> (constructor, the arch kwargs it accepts)
-REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
-    "small_cnn": (SmallCNN, ("width",)),
-    "resnet18": (ResNet18, ()),
-    "mobilenet_v2": (MobileNetV2, ()),
-    "wrn34_10": (WRN34_10, ()),  # RobustBench WideResNet-34-10 (TRADES layout), ~46.2 M params
-    "wrn70_16": (WRN70_16, ()),  # RobustBench DMWideResNet-70-16 (Swish, CIFAR-10 norm inside), ~266.8 M
+# name -> (where its constructor lives, the arch kwargs it accepts). The registry is torch-free: config checks
+# names and kwargs without importing a model; build_model imports the constructor on first use.
+REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "small_cnn": ("rslad_tune.trial.models.cnn:SmallCNN", ("width",)),
+    "resnet18": ("rslad_tune.trial.models.resnet:ResNet18", ()),
+    "mobilenet_v2": ("rslad_tune.trial.models.mobilenetv2:MobileNetV2", ()),
+    # RobustBench WideResNet-34-10 (TRADES layout), ~46.2 M params
+    "wrn34_10": ("rslad_tune.trial.models.wideresnet:WRN34_10", ()),
+    # RobustBench DMWideResNet-70-16 (Swish, CIFAR-10 norm inside), ~266.8 M
+    "wrn70_16": ("rslad_tune.trial.models.wideresnet:WRN70_16", ()),
 }
 
 
 def build_model(arch: str, in_channels: int, num_classes: int, width: int | None = None) -> nn.Module:
     if arch not in REGISTRY:
         raise ValueError(f"arch: {arch!r} is not a known model; allowed: {sorted(REGISTRY)}")
-    ctor, kwargs = REGISTRY[arch]
+    location, kwargs = REGISTRY[arch]
+    ctor = resolve(location)
     extra = {"width": width} if ("width" in kwargs and width is not None) else {}
     return ctor(in_channels=in_channels, num_classes=num_classes, **extra)
 
