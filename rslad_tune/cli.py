@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rslad-tune: error: {e}", file=sys.stderr)
             return 2
         except SweepFailed as e:  # Ray gave up (its OOM killer took trials): one line, and how to continue
-            where = e.resume and (os.path.relpath(e.resume) if not os.path.relpath(e.resume).startswith("..") else e.resume)
-            again = f"; the sweep is saved, continue it with: rslad-tune resume {where}" if where else ""
+            again = f"; the sweep is saved, continue it with: rslad-tune resume {_shown(e.resume)}" if e.resume else ""
             print(f"rslad-tune: error: {e}{again}", file=sys.stderr, flush=True)
             return 1
         except Interrupted as e:
@@ -90,15 +89,17 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 FOLDER_VERBS = ("export", "evaluate", "compare", "report")  # commands on a sweep folder: its lock, its own store only
 
 
+def _shown(path: str | Path) -> str:
+    """A sweep folder as a resume command names it: relative to here when it is below here."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
 def _load(args):
-    from .trial.yaml_loader import parse_set_overrides, read_space
+    # the schema imports no torch: a bad YAML is one line from a small process (tests/test_bad_input.py)
+    from .sweep.spec import choose_tracking_uri, load_sweep, parse_set_overrides
 
-    raw, text = read_space(args.space)  # a bad file is refused before torch is imported (600 MB on its own)
-    overrides = parse_set_overrides(args.set)
-    from .sweep.spec import choose_tracking_uri, parse_sweep
-
-    spec = parse_sweep(raw, path=str(Path(args.space)), source=text, overrides=overrides, data_dir=args.data_dir,
-                       sweep=args.verb == "tune")
+    spec = load_sweep(args.space, parse_set_overrides(args.set), args.data_dir, sweep=args.verb == "tune")
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
@@ -143,7 +144,7 @@ def cmd_tune(args) -> int:
             from .sweep.tuning import fit_started
 
             if e.resume or args.resume or fit_started():  # (a second Ctrl-C raises without it: the hint stays)
-                e.resume = os.path.relpath(exp.path) if not os.path.relpath(exp.path).startswith("..") else str(exp.path)
+                e.resume = _shown(exp.path)
             raise
 
 
@@ -344,9 +345,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_teachers(args) -> int:
-    from .trial.yaml_loader import read_space
-
-    read_space(args.space)  # a bad file is refused before torch is imported
     from .sweep.rank import cmd_rank
 
     return cmd_rank(args, _log)

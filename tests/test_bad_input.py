@@ -518,28 +518,38 @@ def test_the_worst_inputs_are_refused_in_seconds_and_megabytes(tmp_path, verb):
     integer, a folder. Before their caps they took minutes and gigabytes. They are refused before torch is
     imported (~650 MB on its own here), so the whole process stays under 500 MB (VmHWM: ru_maxrss would carry
     the forking pytest's peak across exec); 15 s is a timeout, not a timing."""
-    import subprocess
-    import sys
-
     good = yaml.safe_dump(GOOD)
     inputs = {"bomb.yaml": good + _alias_bomb(10), "big.yaml": "x" * 50_000_000,
               "deep.yaml": good + f"junk: {_nested(10_000)}\n", "int.yaml": good.replace("  epochs: 2\n", f"  epochs: {HUGE_INT}\n")}
     for name, text in inputs.items():
         (tmp_path / name).write_text(text)
-    env = {**os.environ, "RSLAD_TUNE_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for name in [*inputs, "."]:
-        child = f"""
+        result, lines, stderr = _in_a_fresh_process([*verb, name], tmp_path, timeout=15)
+        assert result["rc"] == 2 and len(lines) == 1 and len(lines[0]) < 400, (name, stderr)
+        assert not result["torch"] and result["peak_kib"] < 500 * 1024, (name, result)
+
+
+def _in_a_fresh_process(argv: list[str], cwd: Path, timeout: float) -> tuple[dict, list[str], str]:
+    """`rslad-tune argv` in a new Python: ({rc, peak_kib: its VmHWM, torch: imported?}, its error lines, stderr).
+    VmHWM, not ru_maxrss: that would carry the forking pytest's peak across exec."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RSLAD_TUNE_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = f"""
 import json, sys
 from rslad_tune.cli import main
-rc = main({[*verb, name]!r})
+try:
+    rc = main({argv!r})
+except SystemExit as e:
+    rc = e.code
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({{"rc": rc, "peak_kib": peak, "torch": "torch" in sys.modules}}))
 """
-        proc = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, env=env, text=True, capture_output=True, timeout=15)
-        result = json.loads(proc.stdout.splitlines()[-1])
-        lines = [line for line in proc.stderr.splitlines() if line.startswith("rslad-tune: error: ")]
-        assert result["rc"] == 2 and len(lines) == 1 and len(lines[0]) < 400, (name, proc.stderr)
-        assert not result["torch"] and result["peak_kib"] < 500 * 1024, (name, result)
+    proc = subprocess.run([sys.executable, "-c", child], cwd=cwd, env=env, text=True, capture_output=True,
+                          timeout=timeout, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("rslad-tune: error: ")]
+    return json.loads(proc.stdout.splitlines()[-1]), lines, proc.stderr
 
 
 # Refused without torch (~630 MB on its own here): the YAML's values, the places a sweep writes, the tracking store,
@@ -569,26 +579,8 @@ NO_TORCH = [(name, *_BY_NAME[name]) for name in NO_TORCH_ROWS] + [
 def test_bad_input_is_refused_without_importing_torch(make, fragments, tmp_path):
     """In a fresh process (VmHWM of its own: ru_maxrss would carry the forking pytest's peak across exec): exit 2,
     one error line, torch never imported, the whole process under 500 MB."""
-    import subprocess
-    import sys
-
-    argv = make(tmp_path)
-    env = {**os.environ, "RSLAD_TUNE_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    child = f"""
-import json, sys
-from rslad_tune.cli import main
-try:
-    rc = main({argv!r})
-except SystemExit as e:
-    rc = e.code
-peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({{"rc": rc, "peak_kib": peak, "torch": "torch" in sys.modules}}))
-"""
-    proc = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, env=env, text=True, capture_output=True,
-                          timeout=60, check=False)
-    result = json.loads(proc.stdout.splitlines()[-1])
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("rslad-tune: error: ")]
-    assert result["rc"] == 2 and len(lines) == 1, proc.stderr
+    result, lines, stderr = _in_a_fresh_process(make(tmp_path), tmp_path, timeout=60)
+    assert result["rc"] == 2 and len(lines) == 1, stderr
     for f in fragments:
         assert f in lines[0], f"{f!r} not in {lines[0]!r}"
     assert not result["torch"], ("torch was imported", lines[0])

@@ -35,30 +35,14 @@ def _trial_config(trial, where: Path) -> TrialConfig:
     return saved_json.trial_config(trial, where)  # the YAML's rules: bounds checked before anything is built
 
 
-def load_model_folder(path: str | Path, device: torch.device) -> tuple[Path, str, TrialConfig, list[dict]]:
-    """Resolve PATH -> (folder, kind, TrialConfig, [{"row", "epoch", "weights", "model"}]).
+def read_model_folder(path: str | Path) -> tuple[Path, str, TrialConfig, list[dict]]:
+    """Resolve PATH -> (folder, kind, TrialConfig, [{"row", "epoch", "weights", "model": None}]): its JSON files
+    checked by the YAML's rules, no model built, torch not imported (load_models builds them).
 
     An exported student (config.json) gives its weights as "best", plus "last" when the trial
     checkpoint it came from (config.json "source") still holds model.safetensors. A trial
-    checkpoint folder gives best.safetensors as "best" and model.safetensors as "last" (models built later).
+    checkpoint folder gives best.safetensors as "best" and model.safetensors as "last" (built when scored).
     """
-    return load_models(*read_model_folder(path), device)
-
-
-def load_models(p: Path, kind: str, cfg: TrialConfig, rows: list[dict],
-                device: torch.device) -> tuple[Path, str, TrialConfig, list[dict]]:
-    """An exported student's models, built from its checked config.json (read_model_folder's rows)."""
-    for r in rows:
-        if r["row"] == "best" and kind == "export":
-            r["model"] = load_student(p, device)
-        elif kind == "export":
-            model = load_weights(build_from_config(r.pop("config")), Path(r["weights"]), "last checkpoint")
-            r["model"] = model.to(device).eval()
-    return p, kind, cfg, rows
-
-
-def read_model_folder(path: str | Path) -> tuple[Path, str, TrialConfig, list[dict]]:
-    """load_model_folder's JSON files, checked, and no model built ("model": None): torch is not imported."""
     p = Path(path)
     if not p.is_dir():
         raise _folder_error(path, "does not exist" if not p.exists() else "is not a folder")
@@ -94,6 +78,16 @@ def read_model_folder(path: str | Path) -> tuple[Path, str, TrialConfig, list[di
         return p, "checkpoint", cfg, [{"row": r, "epoch": epochs[r], "weights": str(f), "model": None}
                                       for r, f in files.items() if f.is_file()]
     raise _folder_error(path, "is not a model folder (no config.json or trial.json)")
+
+
+def load_models(p: Path, kind: str, cfg: TrialConfig, rows: list[dict],
+                device: torch.device) -> tuple[Path, str, TrialConfig, list[dict]]:
+    """read_model_folder's result with an exported student's models built from its checked config.json."""
+    if kind == "export":
+        for r in rows:
+            r["model"] = load_student(p, device) if r["row"] == "best" else load_weights(
+                build_from_config(r.pop("config")), Path(r["weights"]), "last checkpoint").to(device).eval()
+    return p, kind, cfg, rows
 
 
 def evaluate_folder(path: str | Path, *, n_examples: int | None = None, n_aa: int | None = None,

@@ -81,9 +81,8 @@ def stop_system_metrics(monitor, log: Callable[[str], None]) -> None:
     sweep shorter than one interval (10 s) would have no system metrics at all."""
     monitor.finish()
     try:
-        tail = monitor.aggregate_metrics() or monitor.collect_metrics() and monitor.aggregate_metrics()
-        if tail:
-            monitor.publish_metrics(tail)
-            monitor.mlflow_logger.flush()
+        monitor.collect_metrics()  # one sample at the stop, averaged with the interval's unlogged ones
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
     except Exception as e:  # the store went away: the sweep's results stand without this sample
         log(f"the last system-metrics sample was not logged: {type(e).__name__}: {str(e)[:150]}")

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from ..teachers.proxies import PROXIES, check_proxy
 from ..teachers.source import TeacherSpec
 from ..teachers.sources import parse_teacher
