@@ -116,6 +116,10 @@ def _load(args):
     if resume and exp.sweep_file.is_file() and exp._ours():  # a resumed sweep keeps its own store
         uri = exp.recorded_tracking_uri
     check_store(resolve_store(uri, Path(spec.runs_dir)), "--tracking-uri" if getattr(args, "tracking_uri", None) else "tracking URI")
+    if resume:  # the folder, its manifest and its checkpoints' digests: no torch yet
+        from .sweep.tuning import check_resumable
+
+        check_resumable(spec)
     warnings = check_data(spec, address, args.verb)
     for line in warnings:
         print(f"rslad-tune: warning: {line}", file=sys.stderr, flush=True)
@@ -127,11 +131,9 @@ def cmd_tune(args) -> int:
         from .trial.errors import SpecError
 
         raise SpecError("--set", args.set[0], "cannot be combined with --resume: a sweep resumes with its own values")
-    spec = _load(args)
-    from .sweep.tuning import check_resumable, experiment_dir
+    spec = _load(args)  # (with --resume, checks the folder to resume: tuning.check_resumable)
+    from .sweep.tuning import experiment_dir
 
-    if args.resume:
-        check_resumable(spec)
     exp = experiment_dir(spec)
     if not args.resume:
         exp.check_replaceable()  # only an earlier sweep of ours is moved aside

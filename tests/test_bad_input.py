@@ -158,13 +158,33 @@ def _sweep_dir(sweep_json: str | None, verb: str, *extra: str, trial: bool = Fal
             ckpt = exp / "trial_1" / "checkpoint_000001"
             ckpt.mkdir(parents=True)
             cfg = TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict()
-            (ckpt / "trial.json").write_text(json.dumps({"trial": cfg, "history": []}))
+            (ckpt / "trial.json").write_text(json.dumps({"trial": cfg, "history": [{"epoch": 2, "pgd_acc": 0.5}]}))
             _truncated(ckpt / "best.safetensors")
             _truncated(ckpt / "model.safetensors")
             (exp / "trial_1" / "result.json").write_text(json.dumps({"trial_id": "1", "best_pgd_acc": 0.5, "epoch": 2,
                                                                       "best_epoch": 2}) + "\n")
         return [verb, str(exp), *extra]
     return make
+
+
+def _damaged_resume(d: Path) -> list[str]:
+    """A sweep folder signed by this machine (test_reliability's) whose one checkpoint has a flipped bit."""
+    from rslad_tune.sweep.manifest import write_manifest
+
+    exp = d / "runs" / "bad"
+    ckpt = exp / "trial_a" / "checkpoint_000002"
+    ckpt.mkdir(parents=True)
+    for f in (d / "space.yaml", exp / "space.yaml"):
+        f.write_text(yaml.safe_dump(GOOD))
+    (exp / "sweep.json").write_text(json.dumps({"experiment": "bad", "space": str(d / "space.yaml")}))
+    write_manifest(exp)
+    (ckpt / "state.pt").write_bytes(b"")  # (not read before the weights are verified)
+    for name in ("model.safetensors", "best.safetensors"):
+        save_weights(build_model("small_cnn", 1, 10, 4), ckpt / name)
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[-5] ^= 0x01  # one bit of a tensor: the file parses, its digest no longer matches
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    return ["resume", str(exp)]
 
 
 def _alias_bomb(levels: int) -> str:
@@ -385,6 +405,10 @@ ROWS = [
     ("result.json with a fractional epoch", _tampered_trial({"trial_id": "1", "best_pgd_acc": 0.5, "epoch": 2.5, "best_epoch": 2}),
      ["result.json", "epoch", "2.5", "whole number"]),
     ("trial.json with an empty history", _tampered_trial(trial_json={"history": []}), ["trial.json", "history", "must hold epoch 2"]),
+    ("compare of a trial.json with an empty history", _tampered_trial(trial_json={"history": []}, verb="compare"),
+     ["trial.json", "history", "must hold epoch 2"]),
+    ("resume of a checkpoint with a flipped bit", _damaged_resume,
+     ["--resume", "checkpoint_000002/model.safetensors", "damaged", "sha256", "no earlier good checkpoint"]),
     ("trial.json with a history that is a string", _tampered_trial(trial_json={"history": "x"}), ["trial.json", "history", "list"]),
     ("trial.json whose trial has an absurd width", _tampered_trial(trial_json={"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "width": 10**9}}, verb="compare"),
      ["trial.json", "trial.width", "1000000000", "[1, 4096]"]),
@@ -568,6 +592,8 @@ NO_TORCH_ROWS = [
     "result.json with a fractional epoch", "trial.json with an empty history", "trial.json with a history that is a string",
     "trial.json whose trial has an absurd width", "trial.json whose trial has an unknown arch",
     "report of a folder whose sweep.json is not ours", "export of a folder with a broken sweep.json",
+    # and the last three that needed torch to find the fault: the data's files, a checkpoint's digest, a cut history
+    "corrupt .gz in the data dir", "compare of a trial.json with an empty history", "resume of a checkpoint with a flipped bit",
 ]
 _BY_NAME = {r[0]: r[1:] for r in ROWS}
 NO_TORCH = [(name, *_BY_NAME[name]) for name in NO_TORCH_ROWS] + [

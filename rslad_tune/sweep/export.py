@@ -52,8 +52,8 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, 
     exp.check_free(exp.best_dir, force)  # an existing export is replaced only when asked, before any work
     best = exp.best_trial()
     cfg = best.trial_config
-    best_epoch = best.result.get("best_epoch")  # the history checked before any work: a cut file is one line
-    val = saved.history_epoch(best.history, best_epoch, best.checkpoint / "trial.json")
+    best_epoch = best.result.get("best_epoch")
+    val = best.best_entry
     device = resolve_device(cfg.device)
     splits = load_data(cfg, device)
     mcfg = student_config(cfg, splits)

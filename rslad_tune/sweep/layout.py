@@ -111,6 +111,12 @@ class TrialDir:
         return self._saved.get("history") or []
 
     @property
+    def best_entry(self) -> dict:
+        """The history's entry of the trial's best epoch: a cut or changed trial.json is one line naming it, before
+        any work (export, compare and report all read it first)."""
+        return saved.history_epoch(self.history, self.result.get("best_epoch"), self.checkpoint / "trial.json")
+
+    @property
     def error(self) -> str | None:
         """The trial's last error; None without one, or when the trial ran every epoch after it (a retry that
         succeeded: Ray leaves the error.txt of the attempt that failed)."""

@@ -30,6 +30,7 @@ def check_places(spec: SweepSpec, address: str | None = None) -> None:
     small process."""
     from ..teachers.sources import check_teachers
     from ..trial.config import DATA_KEYS
+    from ..trial.data import prepare_data
 
     runs_dir = expand_user("runs_dir", spec.runs_dir)  # the YAML's or --runs-dir: `~nouser/runs` is one line
     spec.runs_dir = str(runs_dir)  # `~/runs` is the home's runs folder, not a folder named ~ in the cwd
@@ -41,6 +42,7 @@ def check_places(spec: SweepSpec, address: str | None = None) -> None:
             raise SpecError("runs_dir", str(runs_dir / inside), "is a file where the teachers' folder goes; move it away")
         if inside.endswith(".lock") and (runs_dir / inside).is_dir():
             raise SpecError("runs_dir", str(runs_dir / inside), "is a folder where the experiment's lock file goes; move it away")
+    prepare_data(spec.trial.dataset, spec.trial.data_dir)  # a corrupt .gz or a cut idx file: one line, before torch
     try:
         check_teachers(spec.teachers, {k: getattr(spec.trial, k) for k in DATA_KEYS})
     except SpecError as e:  # located in the YAML, like the parser's errors

@@ -304,7 +304,7 @@ def check_resumable(spec: SweepSpec) -> None:
         ckpts = sorted(p for p in trial.path.glob("checkpoint_*") if (p / "state.pt").is_file())
         errors = [_damage(c) for c in ckpts]
         if errors and errors[-1] and all(errors):
-            raise SpecError("--resume", errors[-1].value, f"is damaged ({errors[-1].allowed.split(':')[0]}) and trial "
+            raise SpecError("--resume", errors[-1].value, f"{errors[-1].allowed}; trial "
                             f"{trial.trial_id} has no earlier good checkpoint: move {trial.path} away to rerun it")
     if not exp.sweep_file.is_file() or not tune.Tuner.can_restore(str(exp.path)):
         raise SpecError("--resume", str(exp.path), "holds no sweep to resume; run without --resume to start one")
@@ -314,14 +314,15 @@ def check_resumable(spec: SweepSpec) -> None:
 
 
 def _damage(folder: Path):
-    """The SpecError of a checkpoint folder's first weights file that does not verify (digest, NaN/inf), or None."""
+    """The SpecError of a checkpoint folder's first weights file that does not verify (digest, NaN/inf), or None.
+    Read without torch: resume's preflight refuses a damaged folder from a small process."""
     from ..trial.errors import SpecError
-    from ..trial.files import read_state_dict
+    from ..trial.files import verify_safetensors
 
     for name in ("model.safetensors", "best.safetensors"):
         try:
             if (folder / name).is_file():
-                read_state_dict(folder / name, "checkpoint", finite=True)
+                verify_safetensors(folder / name, "checkpoint")
         except SpecError as e:
             return e
     return None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,28 @@ def _fmnist_source(data_dir: str | None) -> Path | None:
     return None
 
 
+IDX_RULE = "not an idx file of unsigned bytes whose header gives its length"
+
+
+def _idx_ok(path: Path) -> bool:
+    """An idx file (Fashion-MNIST's format) whose header agrees with its length: magic 0 0 8 <rank>, then rank
+    big-endian sizes, then their product in bytes. Read without torch, so that a cut or foreign file is one line
+    from the preflight, before torchvision reads it."""
+    rank = 1 if "labels" in path.name else 3
+    with open(path, "rb") as fin:
+        head = fin.read(4 + 4 * rank)
+    if len(head) != 4 + 4 * rank or head[:4] != bytes([0, 0, 8, rank]):
+        return False
+    return path.stat().st_size == len(head) + math.prod(struct.unpack(f">{rank}I", head[4:]))
+
+
+def prepare_data(dataset: str, data_dir: str | None) -> None:
+    """What the preflight checks of the data before torch is imported: Fashion-MNIST's files unpacked and their
+    headers read (a corrupt .gz is one line from a small process). CIFAR is checked by torchvision (md5)."""
+    if dataset == "fashion_mnist":
+        prepare_fashion_mnist(data_dir)
+
+
 def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
     """Return a torchvision root for FashionMNIST(root, download=False), unpacking Debian's .gz files once.
 
@@ -82,13 +106,16 @@ def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
         root = cache_dir() / "torchvision"
         return root
     if all((src / f).is_file() for f in FMNIST_FILES) and src.name == "raw":
+        for f in FMNIST_FILES:
+            if not _idx_ok(src / f):
+                raise DataError(f"data_dir: {str(src / f)!r} cannot be read ({IDX_RULE}); replace it with an intact copy")
         return src.parent.parent
     root = cache_dir() / "fashion-mnist" / hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for f in FMNIST_FILES:
         out = raw / f
-        if out.is_file():
+        if out.is_file() and _idx_ok(out):  # unpacked and checked before (a cut copy is unpacked again)
             continue
         tmp = raw / f".{f}.{os.getpid()}.tmp"
         try:
@@ -97,6 +124,8 @@ def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
             else:
                 with gzip.open(src / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
+            if not _idx_ok(tmp):
+                raise OSError(IDX_RULE)
         except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz (BadGzipFile is an OSError)
             tmp.unlink(missing_ok=True)  # nothing half-written left in the cache
             name = f if (src / f).is_file() else f"{f}.gz"

@@ -10,6 +10,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import pickle
 from contextlib import contextmanager
@@ -151,6 +152,47 @@ def read_tensors(path: Path, key: str, device: str = "cpu") -> tuple[dict[str, t
     if DIGEST_KEY in meta and tensor_digest(tensors) != meta[DIGEST_KEY]:
         raise SpecError(key, str(path), "is damaged: its tensors do not match the sha256 digest written with them")
     return {k: v.to(device) for k, v in tensors.items()}, meta
+
+
+# safetensors dtype -> (numpy dtype or None for bfloat16, torch's name in tensor_digest)
+SAFETENSORS_DTYPES = {"F64": ("<f8", "torch.float64"), "F32": ("<f4", "torch.float32"), "F16": ("<f2", "torch.float16"),
+                      "BF16": (None, "torch.bfloat16"), "I64": ("<i8", "torch.int64"), "I32": ("<i4", "torch.int32"),
+                      "I16": ("<i2", "torch.int16"), "I8": ("i1", "torch.int8"), "U8": ("u1", "torch.uint8"),
+                      "BOOL": ("?", "torch.bool")}
+
+
+def verify_safetensors(path: Path, key: str) -> None:
+    """read_tensors' checks without torch (the preflight of `resume`, in a small process): the header read as the
+    format defines it, the digest of the tensors recomputed as tensor_digest does, and no NaN/inf; one SpecError."""
+    import numpy as np
+
+    def bad(why: str) -> SpecError:
+        return SpecError(key, str(path), why)
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 2 <= n <= min(100 << 20, os.path.getsize(path) - 8):
+                raise ValueError(f"header length {n}")
+            header, data = json.loads(fh.read(n)), fh.read()
+        meta = header.pop("__metadata__", None) or {}
+        h = hashlib.sha256()
+        for name in sorted(header):
+            dtype, shape, (lo, hi) = header[name]["dtype"], header[name]["shape"], header[name]["data_offsets"]
+            np_type, torch_name = SAFETENSORS_DTYPES[dtype]
+            raw = data[lo:hi]
+            if hi > len(data) or len(raw) != math.prod(shape) * np.dtype(np_type or "<u2").itemsize:
+                raise ValueError(f"tensor {name!r}: {dtype} {shape} at {lo}-{hi}")
+            h.update(f"{name}|{torch_name}|{tuple(shape)}|".encode())
+            h.update(raw)
+            if (dtype[0] == "F" and not np.isfinite(np.frombuffer(raw, np_type)).all()) or (  # bfloat16: exponent all ones
+                    dtype == "BF16" and ((np.frombuffer(raw, "<u2") & 0x7F80) == 0x7F80).any()):
+                raise bad(f"holds NaN or infinite values (tensor {name!r}): a diverged or damaged model; give finite weights")
+    except SpecError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise bad(f"is not a readable safetensors file ({' '.join(str(e).split())[:100]})") from None
+    if DIGEST_KEY in meta and h.hexdigest() != meta[DIGEST_KEY]:
+        raise bad("is damaged: its tensors do not match the sha256 digest written with them")
 
 
 def check_finite(state: dict[str, torch.Tensor], key: str, path: Path) -> None:
