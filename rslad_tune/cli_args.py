@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     _file(tp.add_argument("--space", required=True, help="YAML search space, e.g. search_spaces/teacher.yaml"))
     tp.add_argument("--by", default="true_prob", help="the proxy to sort by: true_prob (default), clean_acc, nll, ece, entropy")
     tp.add_argument("--json", action="store_true", help="print the rows as JSON")
+    tp.add_argument("--space-only", action="store_true", help="rank only the YAML's teachers (default: also the other "
+                    "zoo teachers of its dataset, marked *)")
 
     co = sub.add_parser("completion", help="print a shell completion script (shtab), e.g. rslad-tune completion bash",
                         description="e.g. rslad-tune completion bash > ~/.local/share/bash-completion/completions/rslad-tune")

@@ -133,3 +133,29 @@ def test_teachers_rank_prints_one_table_sorted_by_the_proxy(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("rslad-tune: error: --by: 'accuracy' is not allowed; must be one of the proxies true_prob, clean_acc, "
                    "nll, ece, entropy (docs/teacher-proxies/predictions.md)")
+
+
+def test_teachers_rank_shows_every_built_zoo_teacher_of_the_dataset_marked_when_the_yaml_does_not_name_it(
+        tmp_path, monkeypatch, capsys):
+    """teacher.yaml names six zoo teachers: rank lists every built zoo teacher of fashion_mnist, the others marked
+    (in_space false, `*`), each with its proxies (cached on the shipped cards); --space-only lists the YAML's alone."""
+    from rslad_tune.cli import main
+    from rslad_tune.sweep.spec import load_sweep
+    from rslad_tune.teachers.zoo import FILES, ZOO_ROOT, zoo_names
+
+    space = str(Path("search_spaces/teacher.yaml").resolve())
+    monkeypatch.chdir(tmp_path)  # its runs_dir (runs/) resolves here
+    named = {t.args["zoo"].split("/")[1] for t in load_sweep(space, sweep=False).teachers.values() if t.source == "zoo"}
+    built = {z.split("/")[1] for z in zoo_names() if z.startswith("fashion_mnist/")
+             and all((ZOO_ROOT / z / f).is_file() for f in FILES)}
+    assert len(built - named) >= 6  # the held-out teachers are not in teacher.yaml
+    assert main(["teachers", "rank", "--space", space, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {r["teacher"] for r in rows if r["in_space"]} == named | {"none"}
+    assert {r["teacher"] for r in rows if not r["in_space"]} == built - named
+    assert all(r["training"]["true_prob"] > 0 for r in rows if r["teacher"] != "none")
+    assert main(["teachers", "rank", "--space", space]) == 0
+    out = capsys.readouterr().out
+    assert "natural_w32 *" in out and "natural_w16 *" not in out and "add `<name>: {zoo: fashion_mnist/<name>}`" in out
+    assert main(["teachers", "rank", "--space", space, "--space-only", "--json"]) == 0
+    assert {r["teacher"] for r in json.loads(capsys.readouterr().out)["rows"]} == named | {"none"}

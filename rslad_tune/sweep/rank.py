@@ -1,4 +1,5 @@
-"""`rslad-tune teachers rank --space FILE [--by PROXY] [--json]`: a YAML's teachers ranked before any student trains.
+"""`rslad-tune teachers rank --space FILE [--by PROXY] [--json] [--space-only]`: a YAML's teachers ranked before any
+student trains, with the other zoo teachers of its dataset beside them (marked; --space-only leaves them out).
 
 Every teacher of the YAML is resolved (into its runs_dir, as a sweep would), its proxies computed once on the YAML's
 student data and cached in its card (teachers/proxies.py), and one table printed, sorted by a proxy best first in
@@ -19,18 +20,36 @@ from ..teachers.proxies import (
     best_first,
     check_proxy,
 )
+from ..teachers.source import TeacherSpec
 from ..teachers.sources import is_control, prepare_teachers
+from ..teachers.zoo import FILES, ZOO_ROOT, zoo_names
 from .spec import SweepSpec, load_sweep
 
 
-def rank_rows(spec: SweepSpec, log: Callable[[str], None] = print) -> list[dict]:
-    """One row per teacher of the YAML: its proxies on the training images and the validation split, its card."""
-    dirs = prepare_teachers(spec.teachers, spec.trial, Path(spec.runs_dir).resolve(), None, log)
+def other_zoo_teachers(spec: SweepSpec) -> dict[str, TeacherSpec]:
+    """The built zoo teachers of the YAML's dataset that it does not name: ranked beside its own (a user choosing
+    which teachers to search sees every shipped candidate), marked as not in the YAML."""
+    named = {t.args.get("zoo") for t in spec.teachers.values() if t.source == "zoo"}
+    out = {}
+    for zoo in zoo_names():
+        dataset, short = zoo.split("/")
+        if dataset == spec.trial.dataset and zoo not in named and all((ZOO_ROOT / zoo / f).is_file() for f in FILES):
+            name = short if short not in spec.teachers else zoo
+            out[name] = TeacherSpec(name=name, source="zoo", args={"zoo": zoo})
+    return out
+
+
+def rank_rows(spec: SweepSpec, log: Callable[[str], None] = print, zoo: bool = True) -> list[dict]:
+    """One row per teacher of the YAML (and, with zoo, per zoo teacher of its dataset it does not name): its proxies
+    on the training images and the validation split, its card."""
+    extra = other_zoo_teachers(spec) if zoo else {}
+    dirs = prepare_teachers({**spec.teachers, **extra}, spec.trial, Path(spec.runs_dir).resolve(), None, log)
     proxies = all_proxies(dirs, spec.trial, log)
     rows = []
     for name, folder in dirs.items():
         c, p = read_card(folder), proxies[name] or {}
-        rows.append({"teacher": name, "control": is_control(folder), "training": p.get("training"), "validation": p.get("validation"),
+        rows.append({"teacher": name, "in_space": name not in extra, "control": is_control(folder),
+                     "training": p.get("training"), "validation": p.get("validation"),
                      "pgd20": c.get("pgd20_acc"), "pgd20_n": c.get("eval_n"), "aa": c.get("aa_acc"), "aa_n": c.get("aa_n"),
                      "params": c.get("params"), "source": c.get("source"), "folder": folder})
     return rows
@@ -47,7 +66,7 @@ def format_rank(rows: list[dict], by: str, trial) -> str:
     for r in sort_rows(rows, by):
         t = r["training"]
         rank += t is not None
-        table.append([str(rank) if t else "–", r["teacher"], *(f"{t[k]:.4f}" if t else "–" for k in PROXIES),
+        table.append([str(rank) if t else "–", r["teacher"] + ("" if r.get("in_space", True) else " *"), *(f"{t[k]:.4f}" if t else "–" for k in PROXIES),
                       "–" if r["pgd20"] is None else f"{100 * r['pgd20']:.2f} ({r['pgd20_n']})",
                       "–" if r["aa"] is None else f"{100 * r['aa']:.2f} ({r['aa_n']})",
                       "–" if not r["params"] else f"{r['params']:,}", str(r["source"] or "–")])
@@ -58,6 +77,10 @@ def format_rank(rows: list[dict], by: str, trial) -> str:
                  + (" (entropy: no predicted direction)" if by == "entropy" else "") + f"; proxies on the {n} training "
                  f"images of {trial.dataset} (train_subset {trial.train_subset}, val_size {trial.val_size}); PGD-20 and "
                  "AutoAttack: the card's, % on the test split (images); – : no teacher to measure")
+    if not all(r.get("in_space", True) for r in rows):
+        lines.append(f"* a zoo teacher of {trial.dataset} that this YAML does not name: add `<name>: {{zoo: "
+                     f"{trial.dataset}/<name>}}` under teachers: (and to search.teacher) to give it students; "
+                     "--space-only hides them")
     return "\n".join(lines)
 
 
@@ -70,7 +93,8 @@ def cmd_rank(args, log: Callable[[str], None] = print) -> int:
     by = check_proxy(args.by, "--by")
     spec = load_sweep(args.space, sweep=False)
     check_sweep(spec, verb="teachers")  # the teachers' files and names, the data: one line before anything is written
-    rows = rank_rows(spec, (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else log)  # stdout: the JSON
+    rows = rank_rows(spec, (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else log,  # stdout: the JSON
+                     zoo=not args.space_only)
     if args.json:
         print(json.dumps({"by": by, "rows": sort_rows(rows, by)}, indent=2))
     else:
