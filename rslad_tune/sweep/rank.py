@@ -20,29 +20,15 @@ from ..teachers.proxies import (
     best_first,
     check_proxy,
 )
-from ..teachers.source import TeacherSpec
 from ..teachers.sources import is_control, prepare_teachers
-from ..teachers.zoo import FILES, ZOO_ROOT, zoo_names
+from ..teachers.zoo import unnamed_zoo_teachers
 from .spec import SweepSpec, load_sweep
-
-
-def other_zoo_teachers(spec: SweepSpec) -> dict[str, TeacherSpec]:
-    """The built zoo teachers of the YAML's dataset that it does not name: ranked beside its own (a user choosing
-    which teachers to search sees every shipped candidate), marked as not in the YAML."""
-    named = {t.args.get("zoo") for t in spec.teachers.values() if t.source == "zoo"}
-    out = {}
-    for zoo in zoo_names():
-        dataset, short = zoo.split("/")
-        if dataset == spec.trial.dataset and zoo not in named and all((ZOO_ROOT / zoo / f).is_file() for f in FILES):
-            name = short if short not in spec.teachers else zoo
-            out[name] = TeacherSpec(name=name, source="zoo", args={"zoo": zoo})
-    return out
 
 
 def rank_rows(spec: SweepSpec, log: Callable[[str], None] = print, zoo: bool = True) -> list[dict]:
     """One row per teacher of the YAML (and, with zoo, per zoo teacher of its dataset it does not name): its proxies
     on the training images and the validation split, its card."""
-    extra = other_zoo_teachers(spec) if zoo else {}
+    extra = unnamed_zoo_teachers(spec.teachers, spec.trial.dataset) if zoo else {}
     dirs = prepare_teachers({**spec.teachers, **extra}, spec.trial, Path(spec.runs_dir).resolve(), None, log)
     proxies = all_proxies(dirs, spec.trial, log)
     rows = []

@@ -59,6 +59,20 @@ def zoo_folder(name: object, key: str = "zoo", built: bool = True) -> Path:
     return folder
 
 
+def unnamed_zoo_teachers(teachers: dict[str, TeacherSpec], dataset: str) -> dict[str, TeacherSpec]:
+    """The built zoo teachers of `dataset` that `teachers` (a YAML's) do not name, as entries of their own (named
+    by their short name, or <dataset>/<name> where the YAML uses that name): `teachers rank` shows every shipped
+    candidate beside the YAML's."""
+    named = {t.args.get("zoo") for t in teachers.values() if t.source == SOURCE.key}
+    out = {}
+    for zoo in zoo_names():
+        ds, short = zoo.split("/")
+        if ds == dataset and zoo not in named and all((ZOO_ROOT / zoo / f).is_file() for f in FILES):
+            name = short if short not in teachers else zoo
+            out[name] = TeacherSpec(name=name, source=SOURCE.key, args={"zoo": zoo})
+    return out
+
+
 def read_recipe(name: str) -> dict:
     # YamlLoader: yaml.safe_load's loader, but `lr: 1e-3` is a float
     return yaml.load((zoo_folder(name, built=False) / "recipe.yaml").read_text(), Loader=YamlLoader)
