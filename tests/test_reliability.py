@@ -2,6 +2,7 @@
 checks before work, tampered sweep-folder JSON, resume's manifest, full disks, read-only places and signals."""
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,41 @@ def _flip_a_weight(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def test_the_torch_free_verifier_agrees_with_the_torch_reader_on_every_dtype(tmp_path):
+    """verify_safetensors (resume's preflight, no torch) recomputes tensor_digest from the file's bytes: it accepts
+    what save_tensors wrote for every dtype it maps, and refuses, in read_tensors' / check_finite's words, a flipped
+    bit, NaN/inf (bf16 included) and a file that is not safetensors."""
+    import torch
+
+    from rslad_tune.trial.errors import SpecError
+    from rslad_tune.trial.files import (SAFETENSORS_DTYPES, check_finite, read_tensors, save_tensors,
+                                        verify_safetensors)
+
+    dtypes = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+              torch.int8, torch.uint8, torch.bool]
+    assert sorted(str(d) for d in dtypes) == sorted(t for _, t in SAFETENSORS_DTYPES.values())
+    good = {f"t{i}": (torch.arange(12).reshape(3, 4) % 3).to(d) for i, d in enumerate(dtypes)} | {"scalar": torch.tensor(1.5)}
+    save_tensors(good, tmp_path / "good.safetensors")
+    verify_safetensors(tmp_path / "good.safetensors", "k")
+    read_tensors(tmp_path / "good.safetensors", "k")
+
+    _flip_a_weight(shutil.copy(tmp_path / "good.safetensors", tmp_path / "flipped.safetensors"))
+    for reader in (verify_safetensors, read_tensors):
+        with pytest.raises(SpecError, match="is damaged: its tensors do not match the sha256 digest"):
+            reader(tmp_path / "flipped.safetensors", "k")
+    for d in (torch.float32, torch.bfloat16):
+        bad = good | {"t1": torch.tensor([1.0, float("inf")], dtype=d)}
+        save_tensors(bad, tmp_path / "inf.safetensors")
+        with pytest.raises(SpecError) as torch_error:
+            check_finite(read_tensors(tmp_path / "inf.safetensors", "k")[0], "k", tmp_path / "inf.safetensors")
+        with pytest.raises(SpecError) as free_error:
+            verify_safetensors(tmp_path / "inf.safetensors", "k")
+        assert str(free_error.value) == str(torch_error.value) and "tensor 't1'" in str(free_error.value)
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 20)
+    with pytest.raises(SpecError, match="is not a readable safetensors file"):
+        verify_safetensors(tmp_path / "junk.safetensors", "k")
 
 
 def test_resume_refuses_a_damaged_checkpoint_in_one_line_naming_it(two_checkpoints, tmp_path):

@@ -50,9 +50,7 @@ def evaluate_trials(exp_dir: Path, *, n_aa: int = 500, aa_seed: int = 0, n_examp
     columns = resolve_columns(attacks)
     cols = [c for c in SUITE if c in columns] or ["Clean"]  # every row has its clean accuracy
     trials = [t for t in ExperimentDir.open(exp_dir).finished_trials("to compare") if only is None or only(t)]
-    configs = {}
-    for t in trials:  # every trial's saved keys and history checked before torch is imported
-        configs[t.path], _ = t.trial_config, t.best_entry
+    configs = {t.path: t.check_saved() for t in trials}  # every trial's saved JSON checked before torch is imported
     dev = resolve_device(device)
     rows = []
     for i, t in enumerate(sorted(trials, key=lambda t: (t.config["method"], str(t.config.get("teacher")), t.config["seed"])), 1):

@@ -110,11 +110,15 @@ class TrialDir:
     def history(self) -> list[dict]:
         return self._saved.get("history") or []
 
-    @property
     def best_entry(self) -> dict:
         """The history's entry of the trial's best epoch: a cut or changed trial.json is one line naming it, before
         any work (export, compare and report all read it first)."""
         return saved.history_epoch(self.history, self.result.get("best_epoch"), self.checkpoint / "trial.json")
+
+    def check_saved(self) -> TrialConfig:
+        """The trial's saved keys and its history's best entry checked (before torch is imported); its config."""
+        self.best_entry()
+        return self.trial_config
 
     @property
     def error(self) -> str | None:

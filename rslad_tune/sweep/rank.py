@@ -52,7 +52,7 @@ def format_rank(rows: list[dict], by: str, trial) -> str:
     for r in sort_rows(rows, by):
         t = r["training"]
         rank += t is not None
-        table.append([str(rank) if t else "–", r["teacher"] + ("" if r.get("in_space", True) else " *"), *(f"{t[k]:.4f}" if t else "–" for k in PROXIES),
+        table.append([str(rank) if t else "–", r["teacher"] + ("" if r["in_space"] else " *"), *(f"{t[k]:.4f}" if t else "–" for k in PROXIES),
                       "–" if r["pgd20"] is None else f"{100 * r['pgd20']:.2f} ({r['pgd20_n']})",
                       "–" if r["aa"] is None else f"{100 * r['aa']:.2f} ({r['aa_n']})",
                       "–" if not r["params"] else f"{r['params']:,}", str(r["source"] or "–")])
@@ -63,7 +63,7 @@ def format_rank(rows: list[dict], by: str, trial) -> str:
                  + (" (entropy: no predicted direction)" if by == "entropy" else "") + f"; proxies on the {n} training "
                  f"images of {trial.dataset} (train_subset {trial.train_subset}, val_size {trial.val_size}); PGD-20 and "
                  "AutoAttack: the card's, % on the test split (images); – : no teacher to measure")
-    if not all(r.get("in_space", True) for r in rows):
+    if not all(r["in_space"] for r in rows):
         lines.append(f"* a zoo teacher of {trial.dataset} that this YAML does not name: add `<name>: {{zoo: "
                      f"{trial.dataset}/<name>}}` under teachers: (and to search.teacher) to give it students; "
                      "--space-only hides them")

@@ -91,8 +91,8 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
     if not exp.teacher_dirs:
         raise SpecError("experiment", str(exp_dir), "used no teacher: the selection report compares teachers")
     trials = exp.finished_trials("to report on")
-    for t in trials:  # every trial's saved keys and history checked before torch is imported
-        _ = t.trial_config, t.best_entry
+    for t in trials:  # every trial's saved JSON checked before torch is imported
+        t.check_saved()
     full = sorted((t for t in trials if t.result.get("epoch") == t.config.get("epochs")), key=lambda t: t.trial_id)
     dev = resolve_device(device)
     rows = []

@@ -88,6 +88,11 @@ def _idx_ok(path: Path) -> bool:
     return path.stat().st_size == len(head) + math.prod(struct.unpack(f">{rank}I", head[4:]))
 
 
+def _unreadable(path: Path, why: str) -> DataError:
+    return DataError(f"data_dir: {str(path)!r} cannot be read ({why}); replace it with an intact copy (the Debian "
+                     "package dataset-fashion-mnist has one)")
+
+
 def prepare_data(dataset: str, data_dir: str | None) -> None:
     """What the preflight checks of the data before torch is imported: Fashion-MNIST's files unpacked and their
     headers read (a corrupt .gz is one line from a small process). CIFAR is checked by torchvision (md5)."""
@@ -108,7 +113,7 @@ def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
     if all((src / f).is_file() for f in FMNIST_FILES) and src.name == "raw":
         for f in FMNIST_FILES:
             if not _idx_ok(src / f):
-                raise DataError(f"data_dir: {str(src / f)!r} cannot be read ({IDX_RULE}); replace it with an intact copy")
+                raise _unreadable(src / f, IDX_RULE)
         return src.parent.parent
     root = cache_dir() / "fashion-mnist" / hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
     raw = root / "FashionMNIST" / "raw"
@@ -129,8 +134,7 @@ def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
         except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz (BadGzipFile is an OSError)
             tmp.unlink(missing_ok=True)  # nothing half-written left in the cache
             name = f if (src / f).is_file() else f"{f}.gz"
-            raise DataError(f"data_dir: {str(src / name)!r} cannot be read ({type(e).__name__}: {str(e)[:80]}); "
-                            "replace it with an intact copy (the Debian package dataset-fashion-mnist has one)") from None
+            raise _unreadable(src / name, f"{type(e).__name__}: {str(e)[:80]}") from None
         os.replace(tmp, out)
     return root
 

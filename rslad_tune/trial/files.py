@@ -140,6 +140,20 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     save_tensors(state_dict_of(model), path, metadata)
 
 
+# what a weights read refuses, in the same words whichever reader found it (read_tensors / check_finite with torch,
+# verify_safetensors without)
+DAMAGED = "is damaged: its tensors do not match the sha256 digest written with them"
+
+
+def _unreadable(key: str, path: Path, e: Exception) -> SpecError:
+    return SpecError(key, str(path), f"is not a readable safetensors file ({' '.join(str(e).split())[:100]})")
+
+
+def _not_finite(key: str, path: Path, name: str) -> SpecError:
+    return SpecError(key, str(path), f"holds NaN or infinite values (tensor {name!r}): a diverged or damaged model; "
+                     "give finite weights")
+
+
 def read_tensors(path: Path, key: str, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A safetensors file's tensors and metadata. Unreadable, or tensors that differ from the digest written
     with them (a damaged file), is a one-line SpecError; a file without a digest is read as it is."""
@@ -148,9 +162,9 @@ def read_tensors(path: Path, key: str, device: str = "cpu") -> tuple[dict[str, t
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise SpecError(key, str(path), f"is not a readable safetensors file ({' '.join(str(e).split())[:100]})") from None
+        raise _unreadable(key, path, e) from None
     if DIGEST_KEY in meta and tensor_digest(tensors) != meta[DIGEST_KEY]:
-        raise SpecError(key, str(path), "is damaged: its tensors do not match the sha256 digest written with them")
+        raise SpecError(key, str(path), DAMAGED)
     return {k: v.to(device) for k, v in tensors.items()}, meta
 
 
@@ -166,8 +180,6 @@ def verify_safetensors(path: Path, key: str) -> None:
     format defines it, the digest of the tensors recomputed as tensor_digest does, and no NaN/inf; one SpecError."""
     import numpy as np
 
-    def bad(why: str) -> SpecError:
-        return SpecError(key, str(path), why)
     try:
         with open(path, "rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
@@ -186,21 +198,20 @@ def verify_safetensors(path: Path, key: str) -> None:
             h.update(raw)
             if (dtype[0] == "F" and not np.isfinite(np.frombuffer(raw, np_type)).all()) or (  # bfloat16: exponent all ones
                     dtype == "BF16" and ((np.frombuffer(raw, "<u2") & 0x7F80) == 0x7F80).any()):
-                raise bad(f"holds NaN or infinite values (tensor {name!r}): a diverged or damaged model; give finite weights")
+                raise _not_finite(key, path, name)
     except SpecError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise bad(f"is not a readable safetensors file ({' '.join(str(e).split())[:100]})") from None
+        raise _unreadable(key, path, e) from None
     if DIGEST_KEY in meta and h.hexdigest() != meta[DIGEST_KEY]:
-        raise bad("is damaged: its tensors do not match the sha256 digest written with them")
+        raise SpecError(key, str(path), DAMAGED)
 
 
 def check_finite(state: dict[str, torch.Tensor], key: str, path: Path) -> None:
     """NaN or inf in any floating-point tensor is a one-line SpecError naming the first such tensor."""
     for name, t in state.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise SpecError(key, str(path), f"holds NaN or infinite values (tensor {name!r}): a diverged or damaged "
-                            "model; give finite weights")
+            raise _not_finite(key, path, name)
 
 
 def load_torch_weights(path: Path, key: str):
