@@ -1,119 +1,117 @@
-"""Which ASHA settings can pick the right teacher? Replays teacher.yaml's sweep on the ground truth's curves.
+"""Which ASHA settings pick the right choice, and at what regret? teacher.yaml's sweep replayed on the 9-seed curves.
 
-    python -m bench.asha_simulation docs/teacher-selection/ground-truth.json --extra docs/teacher-selection/validation-histories-run1.json [--out docs/teacher-selection/asha-simulation]
+    python -m bench.asha_simulation --old docs/teacher-selection/ground-truth.json --arm results/baseline_groundtruth \
+        --arm results/teacher_groundtruth_fresh [--out docs/teacher-selection/asha-regret]
 
-The ground truth (search_spaces/teacher_groundtruth.yaml) trained every zoo teacher's student 3 times (and
-`--extra` adds an earlier run's curves: the same seeds do not give the same curves on this CPU) at
-alpha 0.75, epsilon 0.1 -- the point teacher.yaml's first six trials use (tuning.teacher_points: every teacher
-once, the other searched keys at their centres). A simulated sweep draws, for each of its trials, one of that
-teacher's three recorded validation curves: trials 1-6 take the six teachers in order, later trials a teacher
-at random (TPE proposes at random for its first 10 trials). Trials report in index order to Ray's own ASHA
-rule (`_Bracket`: a trial stops at a rung when its value is below the (1 - 1/rf) quantile of the values
-recorded there before it). The sweep's pick is the teacher of its best trial by best validation PGD-20 (what
-export ships). Scored against the test-split ground truth: the share of draws that pick its best teacher,
-that pick one within its noise (teacher_selection.gt_near: at most 2 standard errors below it), and the mean trained epochs as a
-fraction of the ground truth's trained epochs (108).
+The choices: teacher.yaml's six zoo teachers and the no-teacher baseline (`none`), their students archived at its
+equal-hyper-parameter point (alpha 0.75, epsilon 0.1, 6 epochs) on the seeds all of them share (0-8; seeds 0-2 of
+the teachers from the first ground truth, `--old`). A replayed sweep is teacher.yaml's first pass: one trial per
+choice in a shuffled order, all at one seed, each reporting that seed's recorded validation curve to the tool's
+scheduler (bench.selection_regret.replay: Ray's AsyncHyperBandScheduler, the baseline a reference arm that is
+never stopped and stays out of the rungs, as sweeps now run it; the rows marked "baseline in the race" run it as
+any other trial, as before). The pick is the choice of the best trial by best validation PGD-20 (what export ships),
+scored on the other seeds' test PGD-20: regret with seed-bootstrap intervals, hit rates and compute
+(bench.selection_regret), against three controls: a random teacher + the baseline, the baseline alone, and the
+worst teacher by the true-class-probability proxy + the baseline, each raced the same way at teacher.yaml's rungs.
 
-What it leaves out, said plainly: later trials of the real sweep use other alpha/epsilon values (here they
-repeat the centre's curves), and two concurrent trials can reach a rung in either order.
+A regime cell (`--cell`, with `--space` the sweep YAML replayed on it), e.g. few labels:
+
+    python -m bench.asha_simulation --cell results/regime_few_labels --space search_spaces/few_labels.yaml \
+        --baseline none --reference pseudo --objective pgd --objective balanced --out docs/regimes/asha-replay-few-labels
+
+The choices are the cell's arms (its sweep's `teacher` values): the zoo teachers, the baseline and the other
+reference arms (every control keeps them all); the proxy of the worst-teacher control is computed on the YAML's
+data (bench.proxy_test.proxies_on_space); each `--objective` (pgd; balanced: (clean + PGD-20) / 2, picked by it at
+each trial's kept epoch while ASHA stops on PGD-20) gets its section.
+
+What it leaves out, said plainly: later trials of the real sweep (num_samples above 7) use other alpha/epsilon values,
+and two concurrent trials can reach a rung in either order; trials here report one after another.
 """
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 from pathlib import Path
 
-import numpy as np
-
-from bench.teacher_selection import gt_near
+from bench.proxy_test import proxy_values
+from bench.selection_regret import (OBJECTIVES, Policy, add_cell_arguments, baseline_alone, cell_markdown, controls,
+                                    load_cell_replay, markdown, provenance, race, score, verdicts)
+from bench.should_distill import BASELINE, load_arms
+from rslad_tune.sweep.scheduling import asha_scheduler, milestones
 from rslad_tune.trial.files import read_json, write_json, write_text
 
-SETTINGS = [(g, rf, n) for g in (1, 2, 3, 4) for rf in (2, 3) for n in (6, 7, 8)]
+SETTINGS = [(1, 2), (2, 2), (3, 2), (1, 3), (2, 3)]  # (grace period, reduction factor); teacher.yaml's: (3, 2)
+SHIPPED = (3, 2)
 
 
-def rungs(grace: int, rf: int, max_t: int) -> list[int]:
-    """Ray's milestones for one bracket: grace * rf**k while <= max_t (async_hyperband._Bracket)."""
-    n = int(np.log(max_t / grace) / np.log(rf) + 1)
-    return [grace * rf ** k for k in range(n)]
-
-
-def replay(curves: list[tuple[str, list[float]]], grace: int, rf: int, max_t: int) -> tuple[str, int, list[str]]:
-    """One sweep: (picked teacher, trained epochs, teachers with a full-length trial)."""
-    recorded: dict[int, list[float]] = {m: [] for m in rungs(grace, rf, max_t)}
-    lengths = []
-    for _, curve in curves:
-        stop = max_t
-        for m in sorted(recorded):
-            if m >= max_t:
-                break
-            v = curve[m - 1]
-            cutoff = np.nanpercentile(recorded[m], (1 - 1 / rf) * 100) if recorded[m] else None
-            recorded[m].append(v)
-            if cutoff is not None and v < cutoff:
-                stop = m
-                break
-        lengths.append(stop)
-    best = max(range(len(curves)), key=lambda i: max(curves[i][1][:lengths[i]]))
-    full = sorted({curves[i][0] for i in range(len(curves)) if lengths[i] == max_t})
-    return curves[best][0], sum(lengths), full
-
-
-def simulate(histories: dict[str, list[list[float]]], gt: dict, grace: int, rf: int, n: int, draws: int,
-             rng: random.Random, max_t: int, shuffle: bool = False) -> dict:
-    """shuffle: the teachers' first pass in a random order each draw instead of the YAML's (ASHA lets the first
-    trial at a rung through, so the teacher listed first has an advantage that has nothing to do with it)."""
-    teachers = list(histories)
-    best, near = gt["ranking"][0], set(gt_near(gt))
-    hits = within = 0
-    epochs, decided = [], []
-    for _ in range(draws):
-        first = rng.sample(teachers, len(teachers)) if shuffle else teachers
-        order = first[:n] + [rng.choice(teachers) for _ in range(n - len(teachers))]
-        picked, used, full = replay([(t, rng.choice(histories[t])) for t in order], grace, rf, max_t)
-        hits += picked == best
-        within += picked in near
-        epochs.append(used)
-        decided.append(len(full))
-    return {"grace_period": grace, "reduction_factor": rf, "num_samples": n, "rungs": rungs(grace, rf, max_t), "shuffled": shuffle,
-            "p_best": hits / draws, "p_within_noise": within / draws, "epochs": statistics.fmean(epochs),
-            "compute_fraction": statistics.fmean(epochs) / gt["trial_epochs"], "decided_teachers": statistics.fmean(decided)}
-
-
-def markdown(rows: list[dict], best: str, near: list[str], draws: int) -> str:
-    md = [f"Replayed sweeps ({draws} draws each) scored against the test-split ground truth: best teacher **{best}**; "
-          f"within its noise: {', '.join(near)}.", "",
-          "| grace | rf | samples | rungs | teacher order | picks the best | picks within noise | epochs | compute | teachers decided |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        md.append(f"| {r['grace_period']} | {r['reduction_factor']} | {r['num_samples']} | {r['rungs']} | "
-                  f"{'shuffled' if r['shuffled'] else 'as listed'} | "
-                  f"{100 * r['p_best']:.0f} % | {100 * r['p_within_noise']:.0f} % | {r['epochs']:.1f} | "
-                  f"{100 * r['compute_fraction']:.0f} % | {r['decided_teachers']:.1f} |")
-    return "\n".join(md)
+def policies(teachers: list[str], proxies: dict, max_t: int, baseline: str = BASELINE, extra: tuple[str, ...] = (),
+             shipped: tuple[int, int] = SHIPPED, space: str = "teacher.yaml") -> list[Policy]:
+    """Every ASHA setting with the reference arms (`baseline` and `extra`) as references and in the race, then the
+    controls at `shipped`: a random teacher, the proxy's worst, the baseline alone (and, with `extra`, the
+    reference arms alone), each with the reference arms."""
+    refs = [baseline, *extra]
+    choices, names = teachers + refs, " + ".join(refs)
+    hows = ((set(refs), "baseline a reference"), (set(), "baseline in the race (as before)")) if not extra else (
+        (set(refs), f"{' and '.join(refs)} references"), (set(), f"{' and '.join(refs)} in the race"))
+    out = []
+    for grace, rf in SETTINGS:
+        rungs = milestones(asha_scheduler(max_t, grace, rf), max_t)
+        for references, how in hows:
+            out.append(Policy(f"ASHA grace {grace}, rf {rf} (rungs {rungs}), {how}"
+                              + (f" ({space})" if (grace, rf) == shipped and references else ""),
+                              race(choices, grace, rf, max_t, references), f"all {len(choices)}, one trial each",
+                              random_control=f"control: random 1 + {names}"))
+    by_proxy = sorted(teachers, key=lambda t: -proxies[t]["true_prob"])
+    grace, rf = shipped
+    return out + controls(by_proxy, 1, baseline, "true_prob", grace, rf, max_t, f"control: random 1 + {names}",
+                          extra) + [
+        Policy("control: the baseline alone", baseline_alone(baseline, max_t), baseline, control=True)] + (
+        [Policy(f"control: the reference arms alone ({names})", race(refs, grace, rf, max_t, set(refs)),
+                ", ".join(refs), control=True)] if extra else [])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("ground_truth", help="the JSON that `python -m bench.teacher_selection` wrote")
-    ap.add_argument("--extra", action="append", default=[], metavar="JSON",
-                    help="more curves of the same trials (an earlier run of the ground truth: {'trials': [{teacher, val_pgd}]})")
-    ap.add_argument("--draws", type=int, default=2000)
+    ap.add_argument("--old", type=Path, help="the first ground truth's JSON (seeds 0-2 of the six first teachers)")
+    ap.add_argument("--arm", type=Path, action="append", default=[], help="archives of students (results/...)")
+    ap.add_argument("--zoo-cards", default="rslad_tune/teacher_zoo/fashion_mnist", type=Path)
+    ap.add_argument("--draws", type=int, default=400)
+    ap.add_argument("--boots", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="docs/teacher-selection/asha-simulation")
+    ap.add_argument("--out", default="docs/teacher-selection/asha-regret")
+    add_cell_arguments(ap)
     args = ap.parse_args()
-    gt = read_json(Path(args.ground_truth), "ground truth")
-    histories: dict[str, list[list[float]]] = {}
-    for t in gt["ground_truth"]["histories"] + [t for f in args.extra for t in read_json(Path(f), "--extra")["trials"]]:
-        histories.setdefault(t["teacher"], []).append(t["val_pgd"])
-    max_t = min(len(c) for cs in histories.values() for c in cs)
-    rng = random.Random(args.seed)
-    rows = [simulate(histories, gt["ground_truth"], g, rf, n, args.draws, rng, max_t, shuffle)
-            for g, rf, n in SETTINGS for shuffle in (False, True)]
-    best, near = gt["ground_truth"]["ranking"][0], gt_near(gt["ground_truth"])
-    md = markdown(rows, best, near, args.draws)
-    write_json({"source": args.ground_truth, "extra": args.extra, "curves_per_teacher": {k: len(v) for k, v in histories.items()},
-                "draws": args.draws, "seed": args.seed, "rows": rows}, Path(args.out + ".json"))
+    if args.cell:
+        return main_cell(args)
+    pgd, curves = load_arms(args.old, args.arm)
+    cards = {p.parent.name: read_json(p) for p in args.zoo_cards.glob("*/card.json")}
+    teachers = sorted(a for a in pgd if a in cards)
+    choices = teachers + [BASELINE]
+    max_t = min(len(c) for a in choices for c in curves[a].values())
+    result = score(policies(teachers, {t: proxy_values(cards[t]) for t in teachers}, max_t),
+                   pgd, curves, choices, BASELINE, max_t=max_t, draws=args.draws, boots=args.boots, seed=args.seed)
+    head, record = provenance("bench.asha_simulation", [args.old, *args.arm])
+    md = "\n".join([f"# ASHA replayed, judged by regret: {', '.join(a.name for a in args.arm)}", "", head, ""]
+                   + markdown(result) + [""] + [f"- {v}" for v in verdicts(result)])
+    write_json(record | {"old": str(args.old), "result": result}, Path(args.out + ".json"))
+    write_text(md + "\n", Path(args.out + ".md"))
+    print(md)
+
+
+def main_cell(args) -> None:
+    """The replay on a regime cell: one section per objective."""
+    c = load_cell_replay(args, args.zoo_cards)
+    results = {o: score(policies(c.teachers, c.proxies, c.max_t, c.baseline, c.extra, (c.grace, c.rf), c.space),
+                        truth, curves, c.choices, c.baseline, max_t=c.max_t, draws=args.draws, boots=args.boots,
+                        seed=args.seed, metric=OBJECTIVES[o], picks=True)
+               for o, (truth, curves) in c.data.items()}
+    head, record = provenance("bench.asha_simulation", args.cell)
+    notes = [f"A replayed sweep is {c.space}'s: one trial per choice in a shuffled order, all at one seed, each "
+             "reporting that seed's recorded validation curve to the tool's scheduler (reference arms never stopped, "
+             "out of the rungs; rows \"... in the race\": stopped like any trial). The rows at other ASHA settings "
+             f"are what-ifs; the controls run at {c.space}'s."]
+    md = cell_markdown(f"ASHA replayed on {', '.join(a.name for a in args.cell)}, judged by regret", head, c, results,
+                       notes)
+    write_json(record | c.record(args) | {"results": results}, Path(args.out + ".json"))
     write_text(md + "\n", Path(args.out + ".md"))
     print(md)
 

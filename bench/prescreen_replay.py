@@ -1,120 +1,74 @@
-"""Would prescreening teachers by a proxy let teacher.yaml find the right choice at a tenth of the ground truth's compute?
+"""Would prescreening teachers by a proxy let teacher.yaml find the right choice at a fraction of the compute -- and is
+that the proxy's doing, or only a smaller race's?
 
     python -m bench.prescreen_replay --old docs/teacher-selection/ground-truth.json --arm results/baseline_groundtruth \
         --arm results/teacher_groundtruth_fresh --arm results/teacher_groundtruth_new [--out docs/teacher-proxies/prescreen-replay]
 
 The choices: every zoo teacher whose RSLAD students are archived (alpha 0.75, epsilon 0.1, 6 epochs) and the
-no-teacher baseline (the same student, SAT alone), on the seeds they all share, so every comparison is paired by
-seed. One replayed sweep: `tune.prescreen` keeps the K teachers with the best proxy on their cards (and the
-baseline, always kept), then one trial per kept choice, in a shuffled order, each drawing one of its recorded
-validation curves, reports to Ray's ASHA rule at teacher.yaml's rungs (bench.asha_simulation.replay); the pick is
-the choice of the best trial. Scored on the test split: the pick is within the noise of the best choice (paired,
-Holm), and -- the proxy's own test, without the baseline -- the picked teacher is within the noise of the best
-teacher. Compute: trained epochs over the ground truth's (every choice x every shared seed x 6 epochs); a proxy
-costs one forward pass of each teacher (stored on the zoo's cards), not counted. Intervals: seed bootstrap (the
-shared seed list resampled, the ground truth re-derived from it, the replay rerun).
+no-teacher baseline (the same student, SAT alone), on the seeds they all share. One replayed sweep: `tune.prescreen`
+keeps the K teachers with the best proxy on their cards and the baseline, then one trial per kept choice in a
+shuffled order, all at one seed, each reporting that seed's recorded validation curve to the tool's scheduler at
+teacher.yaml's rungs (the baseline a reference arm: never stopped, out of the rungs); the pick is the choice of the
+best trial. Scored on the other seeds (bench.selection_regret): regret with seed-bootstrap intervals, hit rates,
+compute (trained epochs over the ground truth's; a proxy costs one forward pass of each teacher, stored on the zoo's
+cards, not counted), and the three controls run on the same replays: K random teachers + the baseline, the
+baseline alone, and the proxy's K worst-ranked teachers + the baseline. The proxy's claim is its regret minus the
+random control's at the same K, with its seed-bootstrap interval.
+
+A regime cell (`--cell`, with `--space` the sweep YAML replayed on it), e.g. few labels:
+
+    python -m bench.prescreen_replay --cell results/regime_few_labels --space search_spaces/few_labels.yaml \
+        --baseline none --reference pseudo --objective pgd --objective balanced --out docs/regimes/prescreen-replay-few-labels
+
+The choices are the cell's arms (its sweep's `teacher` values): the zoo teachers, the baseline and the other
+reference arms, which every prescreen and control keeps; the proxies are computed on the YAML's data
+(bench.proxy_test.proxies_on_space), the rungs are the YAML's, and each `--objective` (pgd; balanced: (clean +
+PGD-20) / 2, picked by it at each trial's kept epoch while ASHA stops on PGD-20) gets its section.
 """
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 from pathlib import Path
 
-from bench.asha_simulation import replay
 from bench.proxy_test import PROXIES, proxy_values
-from bench.should_distill import BASELINE, LABELS, _near, load_arms, only
+from bench.selection_regret import (OBJECTIVES, Policy, add_cell_arguments, baseline_alone, cell_markdown,
+                                    controls, load_cell_replay, markdown, provenance, race, score, verdicts)
+from bench.should_distill import BASELINE, LABELS, load_arms
 from rslad_tune.trial.files import read_json, write_json, write_text
 
-
-def _truth(pgd: dict, choices: list[str]) -> tuple[set[str], set[str]]:
-    """(choices within the noise of the best choice, teachers within the noise of the best teacher)."""
-    order = sorted(choices, key=lambda a: -statistics.fmean(pgd[a].values()))
-    teachers = [a for a in order if a != BASELINE]
-    return set(_near(pgd, order)), set(_near(pgd, teachers))
+GRACE, RF = 3, 2  # teacher.yaml's ASHA
 
 
-def _rates(curves: dict, kept: list[str], near: tuple[set[str], set[str]], means: dict, draws: int,
-           rng: random.Random, grace: int, rf: int, max_t: int) -> tuple[float, float, float, float, float]:
-    """(within noise of the best choice, kept teachers only: within noise of the best teacher, mean epochs,
-    the best choice picked, mean regret: the best choice's test PGD-20 minus the pick's, points)."""
-    within = teacher_within = epochs = top = regret = 0
-    teachers = [a for a in kept if a != BASELINE]
-    best = max(means, key=means.get)
-    for _ in range(draws):
-        order = rng.sample(kept, len(kept))
-        picked, used, _ = replay([(a, rng.choice(curves[a])) for a in order], grace, rf, max_t)
-        within += picked in near[0]
-        epochs += used
-        top += picked == best
-        regret += means[best] - means[picked]
-        order = rng.sample(teachers, len(teachers))
-        picked, _, _ = replay([(a, rng.choice(curves[a])) for a in order], grace, rf, max_t)
-        teacher_within += picked in near[1]
-    return within / draws, teacher_within / draws, epochs / draws, top / draws, regret / draws
-
-
-def _means(pgd: dict) -> dict:
-    return {a: statistics.fmean(v.values()) for a, v in pgd.items()}
-
-
-def prescreen_replay(pgd: dict, curves: dict, proxies: dict, by: str, keep: int, *, grace: int = 3, rf: int = 2,
-                     draws: int = 400, boots: int = 200, seed: int = 0) -> dict:
-    sign = PROXIES[by][1] or 1  # proxy_values already negated nll and ece: larger is predicted better
-    teachers = sorted((t for t in pgd if t not in (BASELINE, LABELS)), key=lambda t: -sign * proxies[t][by])
-    kept = teachers[:keep] + [BASELINE]  # keep >= the number of teachers: no prescreen, teacher.yaml as it is
-    choices = teachers + [BASELINE]
-    seeds = sorted(set.intersection(*(set(pgd[a]) & set(curves[a]) for a in choices)))
-    max_t = min(len(curves[a][s]) for a in choices for s in seeds)
-    rng = random.Random(seed)
-    truth = _truth(only(pgd, seeds), choices)
-    point = _rates({a: [curves[a][s] for s in seeds] for a in kept}, kept, truth, _means(only(pgd, seeds)),
-                   draws, rng, grace, rf, max_t)
-    samples = []
-    for _ in range(boots):  # one resampled seed list for every arm: the comparisons stay paired
-        ss = [rng.choice(seeds) for _ in seeds]
-        boot = {a: {i: pgd[a][s] for i, s in enumerate(ss)} for a in choices}
-        samples.append(_rates({a: [curves[a][s] for s in ss] for a in kept}, kept, _truth(boot, choices), _means(boot),
-                              draws // 4, rng, grace, rf, max_t))
-
-    def interval(i: int) -> list[float]:
-        xs = sorted(s[i] for s in samples)
-        return [xs[int(0.025 * boots)], xs[int(0.975 * boots) - 1]]
-
-    full = len(choices) * len(seeds) * max_t
-    return {"by": by, "keep": keep, "kept": kept, "seeds": seeds, "grace_period": grace, "reduction_factor": rf,
-            "draws": draws, "bootstraps": boots, "p_within_noise": point[0], "p_within_noise_interval": interval(0),
-            "p_teacher_within_noise": point[1], "p_teacher_within_noise_interval": interval(1),
-            "epochs": point[2], "ground_truth_epochs": full, "compute_fraction": point[2] / full,
-            "near_best": sorted(truth[0]), "near_best_teacher": sorted(truth[1]),
-            "p_best": point[3], "p_best_interval": interval(3), "regret": point[4], "regret_interval": interval(4)}
-
-
-def markdown(rows: list[dict], pgd: dict) -> str:
-    seeds = rows[0]["seeds"]
-    order = sorted(pgd, key=lambda a: -statistics.fmean(pgd[a][s] for s in seeds))
-    md = [f"Choices on seeds {seeds} (test PGD-20, mean): " + ", ".join(
-              f"{a} {statistics.fmean(pgd[a][s] for s in seeds):.2f}" for a in order) + ".", "",
-          f"Within the noise of the best choice (paired, Holm, on these seeds): {len(rows[0]['near_best'])} of "
-          f"{len(order)} choices ({', '.join(rows[0]['near_best'])}); of the best teacher: "
-          f"{len(rows[0]['near_best_teacher'])} of {len(order) - 1} teachers. Where that is (nearly) every choice, the "
-          "within-noise rate cannot fail: read the best-picked rate and the regret.", "",
-          "| by | keep | kept | within noise of the best choice | kept teachers alone: within noise of the best teacher "
-          "| best choice picked | regret (points) | epochs | compute |", "|---|---|---|---|---|---|---|---|---|"]
-
-    def pct(r: dict, key: str) -> str:
-        lo, hi = r[key + "_interval"]
-        return f"{100 * r[key]:.0f} % ({100 * lo:.0f}–{100 * hi:.0f})"
-    for r in rows:
-        lo, hi = r["regret_interval"]
-        kept = "all (no prescreen)" if len(r["kept"]) == len(order) else ", ".join(r["kept"])
-        md.append(f"| {r['by']} | {r['keep']} | {kept} | {pct(r, 'p_within_noise')} | {pct(r, 'p_teacher_within_noise')} "
-                  f"| {pct(r, 'p_best')} | {r['regret']:.2f} ({lo:.2f}–{hi:.2f}) "
-                  f"| {r['epochs']:.1f} | {100 * r['compute_fraction']:.1f} % |")
-    md += ["", f"{rows[0]['draws']} shuffled draws per row; 95 % seed-bootstrap intervals ({rows[0]['bootstraps']} "
-               f"resamples); ASHA grace {rows[0]['grace_period']}, reduction factor {rows[0]['reduction_factor']} "
-               f"(teacher.yaml's); compute = trained epochs / {rows[0]['ground_truth_epochs']} (the ground truth's)."]
-    return "\n".join(md)
+def policies(teachers: list[str], proxies: dict, bys: list[str], keeps: list[int], max_t: int,
+             baseline: str = BASELINE, extra: tuple[str, ...] = (), grace: int = GRACE, rf: int = RF,
+             space: str = "teacher.yaml") -> list[Policy]:
+    """Per proxy and K: the prescreen and its worst-K control; per K: the random control; then no prescreen (every
+    teacher raced) and the baseline alone (and, with `extra` reference arms, which every row but that one keeps:
+    the reference arms alone)."""
+    out, seen = [], set()
+    refs = [baseline, *extra]
+    names = " + ".join(refs)
+    for k in keeps:
+        random_name = f"control: random {k} + {names}"
+        for by in bys:
+            sign = PROXIES[by][1] or 1  # proxy_values already negated nll and ece: larger is predicted better
+            ranked = sorted(teachers, key=lambda t: -sign * proxies[t][by])
+            kept = ranked[:k] + refs
+            out.append(Policy(f"prescreen by {by}, K = {k}", race(kept, grace, rf, max_t, set(refs)), ", ".join(kept),
+                              k=k, random_control=random_name))
+            for c in controls(ranked, k, baseline, by, grace, rf, max_t, random_name, extra):
+                if c.name not in seen:
+                    seen.add(c.name)
+                    out.append(c)
+    choices, top = teachers + refs, out[0]
+    before = "baseline in the race (as before)" if not extra else f"{' and '.join(refs)} in the race"
+    return out + [Policy(f"no prescreen ({space} as it is)", race(choices, grace, rf, max_t, set(refs)),
+                         f"all {len(choices)}"),
+                  Policy(f"{top.name}, {before}", race(top.kept.split(", "), grace, rf, max_t, set()), top.kept),
+                  Policy(f"no prescreen, {before}", race(choices, grace, rf, max_t, set()), f"all {len(choices)}"),
+                  Policy(f"control: {baseline} alone", baseline_alone(baseline, max_t), baseline, control=True)] + (
+        [Policy(f"control: the reference arms alone ({names})", race(refs, grace, rf, max_t, set(refs)),
+                ", ".join(refs), control=True)] if extra else [])
 
 
 def main() -> None:
@@ -123,28 +77,55 @@ def main() -> None:
     ap.add_argument("--arm", type=Path, action="append", default=[], help="archives of students (results/...)")
     ap.add_argument("--zoo-cards", default="rslad_tune/teacher_zoo/fashion_mnist", type=Path)
     ap.add_argument("--by", action="append", default=None, help="proxies to prescreen by (default true_prob, clean_acc)")
-    ap.add_argument("--keep", type=int, action="append", default=None, help="K values (default 1 2 3; every teacher, "
-                    "no prescreen, is always added as the reference row)")
+    ap.add_argument("--keep", type=int, action="append", default=None, help="K values (default 1 2 3)")
+    ap.add_argument("--draws", type=int, default=400)
+    ap.add_argument("--boots", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/teacher-proxies/prescreen-replay")
+    add_cell_arguments(ap)
     args = ap.parse_args()
+    if args.cell:
+        return main_cell(args)
     pgd, curves = load_arms(args.old, args.arm)
     cards = {p.parent.name: read_json(p) for p in args.zoo_cards.glob("*/card.json")}
-    proxies = {t: proxy_values(cards[t]) for t in cards}
-    pgd = {a: v for a, v in pgd.items() if a == BASELINE or a in cards}
-    curves = {a: curves[a] for a in pgd}
-    n_teachers = len(pgd) - 1
-    rows = [prescreen_replay(pgd, curves, proxies, by, k) for by in args.by or ["true_prob", "clean_acc"]
-            for k in args.keep or [1, 2, 3]] + [prescreen_replay(pgd, curves, proxies, "true_prob", n_teachers)]
-    import subprocess
-    import sys
+    teachers = sorted(a for a in pgd if a in cards and a != LABELS)
+    choices = teachers + [BASELINE]
+    max_t = min(len(c) for a in choices for c in curves[a].values())
+    proxies = {t: proxy_values(cards[t]) for t in teachers}
+    result = score(policies(teachers, proxies, args.by or ["true_prob", "clean_acc"], args.keep or [1, 2, 3], max_t),
+                   pgd, curves, choices, BASELINE, max_t=max_t, draws=args.draws, boots=args.boots, seed=args.seed)
+    head, record = provenance("bench.prescreen_replay", [args.old, *args.arm])
+    md = "\n".join([f"# Prescreen replay, judged by regret: {', '.join(a.name for a in args.arm)}", "", head, ""]
+                   + markdown(result) + ["", f"ASHA grace {GRACE}, reduction factor {RF} (teacher.yaml's); the baseline a "
+                                             "reference arm (never stopped, out of the rungs) except in the rows "
+                                             "\"baseline in the race (as before)\", where ASHA may stop it like any "
+                                             "trial, as sweeps ran it before reference arms."]
+                   + [""] + [f"- {v}" for v in verdicts(result)])
+    write_json(record | {"arms": [str(a) for a in args.arm], "old": str(args.old), "result": result},
+               Path(args.out + ".json"))
+    write_text(md + "\n", Path(args.out + ".md"))
+    print(md)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    command = "python -m bench.prescreen_replay " + " ".join(sys.argv[1:])
-    md = "\n".join([f"# Prescreen replay: {', '.join(a.name for a in args.arm)}", "",
-                     f"`{command}` (commit {commit}, {date}; 2-core CPU, seconds).", "", markdown(rows, pgd)])
-    write_json({"command": command, "commit": commit, "date": date, "arms": [str(a) for a in args.arm],
-                "old": str(args.old), "rows": rows}, Path(args.out + ".json"))
+
+def main_cell(args) -> None:
+    """The replay on a regime cell: one section per objective."""
+    c = load_cell_replay(args, args.zoo_cards)
+    bys, keeps = args.by or ["true_prob", "clean_acc"], args.keep or [1, 2, 3]
+    results = {o: score(policies(c.teachers, c.proxies, bys, keeps, c.max_t, c.baseline, c.extra, c.grace, c.rf,
+                                 c.space),
+                        truth, curves, c.choices, c.baseline, max_t=c.max_t, draws=args.draws, boots=args.boots,
+                        seed=args.seed, metric=OBJECTIVES[o], picks=True)
+               for o, (truth, curves) in c.data.items()}
+    head, record = provenance("bench.prescreen_replay", args.cell)
+    refs = " and ".join([c.baseline, *c.extra])
+    notes = [f"A replayed sweep: the prescreen keeps the K teachers with the best proxy and the reference arms ({refs}), "
+             f"then one trial per kept choice in a shuffled order, all at one seed, each reporting that seed's recorded "
+             f"validation curve to the tool's scheduler at {c.space}'s rungs (reference arms never stopped, out of "
+             f"the rungs; rows \"... in the race\": stopped like any trial). A proxy costs one forward pass of each "
+             "teacher over the labelled images, not counted in the compute."]
+    md = cell_markdown(f"Prescreen replayed on {', '.join(a.name for a in args.cell)}, judged by regret", head, c,
+                       results, notes)
+    write_json(record | c.record(args) | {"results": results}, Path(args.out + ".json"))
     write_text(md + "\n", Path(args.out + ".md"))
     print(md)
 

@@ -145,3 +145,24 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def proxies_on_space(space: Path, zoo: Path, teachers: list[str]) -> tuple[dict, str]:
+    """Each zoo teacher's proxies on the student data of the sweep YAML `space` (the images that carry a label,
+    as rslad_tune.teachers.proxies.folder_proxies reads them), computed here in memory (no card is written), in
+    proxy_values' convention (nll and ece negated), and a line saying what they were computed on."""
+    from rslad_tune.sweep.spec import load_sweep
+    from rslad_tune.teachers.proxies import teacher_proxies
+    from rslad_tune.teachers.sources import load_teacher
+    from rslad_tune.trial.data import load_data
+
+    trial = load_sweep(str(space), sweep=False).trial
+    labelled = load_data(trial, "cpu").only_labelled()
+    out = {}
+    for t in teachers:
+        p = teacher_proxies(load_teacher(zoo / t, "cpu"), labelled.train_x, labelled.train_y)
+        out[t] = {name: None if p.get(name) is None else (sign or 1) * float(p[name])
+                  for name, (where, sign) in PROXIES.items() if where == "training"}
+    return out, (f"computed by this command on the {len(labelled.train_y)} labelled training images of "
+                 f"{Path(space).name}'s data ({trial.dataset}, train_subset {trial.train_subset}, val_size "
+                 f"{trial.val_size}, labelled {trial.labelled}), not read from the cards")

@@ -1,4 +1,4 @@
-"""Should I distil at all, and from which teacher? The 9-seed ground truth with the statistics of shared/DESIGN.md.
+"""Should I distil at all, and from which teacher? The 9-seed ground truth with the statistics of docs/statistics.md.
 
     python -m bench.should_distill --old docs/teacher-selection/ground-truth.json \
         --arm results/baseline_groundtruth --arm results/teacher_groundtruth_fresh --arm results/labels_groundtruth \
@@ -26,7 +26,7 @@ import random
 import statistics
 from pathlib import Path
 
-from bench.asha_simulation import replay
+from bench.selection_regret import replay
 from rslad_tune.sweep import stats
 from rslad_tune.sweep.layout import ExperimentDir
 from rslad_tune.trial.files import read_json, write_json, write_text

@@ -8,6 +8,7 @@
     rslad-tune report runs/<experiment>                       # teacher selection: every teacher's students, the verdict
     rslad-tune zoo list [--json] | zoo build fashion_mnist/sat_w32   # the shipped teachers; rebuild one from its recipe
     rslad-tune teachers rank --space FILE [--by true_prob]   # a YAML's teachers by a proxy, before any student trains
+    rslad-tune ui runs/<experiment> [--port N]                # mlflow ui on the sweep's store; prints the runs' URL
     rslad-tune completion bash                                # a bash completion script (shtab)
 
 Bad input exits with status 2 and one line naming the key, the value and what is allowed. The arguments are
@@ -22,7 +23,6 @@ import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from .cli_args import build_parser, route
@@ -43,24 +43,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "completion":  # before anything else is imported
         return cmd_completion(args)
     from .sweep.interrupts import Interrupted, handled
-    from .trial.errors import DataError, SpecError, SweepFailed
+    from .trial.errors import DataError, SpecError, StoreBusy, SweepFailed
 
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
         try:
             if args.verb in FOLDER_VERBS:  # the store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI
-                from .sweep.layout import COMMAND_STORE
+                from .sweep.stores import COMMAND_STORE
                 from .sweep.spec import check_tracking_uri
 
+                from .sweep.folder_command import on_folder
+
                 COMMAND_STORE["uri"] = check_tracking_uri(args.tracking_uri, "--tracking-uri") if args.tracking_uri else None
-                with _on_folder(getattr(args, "experiment_dir", None) or args.path):
+                with on_folder(args, _log):  # links out, earlier outputs, a broken store: refused before any work
                     return {"export": cmd_export, "evaluate": cmd_evaluate, "compare": cmd_compare,
                             "report": cmd_report}[args.verb](args)
             return {"tune": cmd_tune, "resume": cmd_resume, "train": cmd_train, "export": cmd_export,
                     "evaluate": cmd_evaluate, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo,
-                    "teachers": cmd_teachers}[args.verb](args)
+                    "teachers": cmd_teachers, "ui": cmd_ui}[args.verb](args)
         except (SpecError, DataError) as e:
             print(f"rslad-tune: error: {e}", file=sys.stderr)
             return 2
+        except StoreBusy as e:  # a store another process holds: nothing was changed, try again later
+            print(f"rslad-tune: error: {e}", file=sys.stderr, flush=True)
+            return 1
         except SweepFailed as e:  # Ray gave up (its OOM killer took trials): one line, and how to continue
             again = f"; the sweep is saved, continue it with: rslad-tune resume {_shown(e.resume)}" if e.resume else ""
             print(f"rslad-tune: error: {e}{again}", file=sys.stderr, flush=True)
@@ -105,7 +110,8 @@ def _load(args):
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
     resume = getattr(args, "resume", False)
     uri = choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if resume else None)
-    from .sweep.layout import ExperimentDir, resolve_store
+    from .sweep.layout import ExperimentDir
+    from .sweep.stores import resolve_store
     from .sweep.preflight import check_data, check_places, check_store
 
     # checked before anything is written: runs_dir writable, teacher files, the cluster, the tracking store (no
@@ -157,7 +163,8 @@ def _tune_locked(args, spec) -> int:
 
     t0 = time.time()
     rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log, resume=args.resume)
-    from .sweep.layout import COMMAND_STORE, ExperimentDir
+    from .sweep.layout import ExperimentDir
+    from .sweep.stores import COMMAND_STORE
 
     COMMAND_STORE["uri"] = ExperimentDir.open(exp_dir).recorded_tracking_uri  # the export below logs to the sweep's store
     print("\n" + format_summary(rows), flush=True)
@@ -170,8 +177,8 @@ def _tune_locked(args, spec) -> int:
     if not done:
         print("rslad-tune: error: no trial finished; see the summary above", file=sys.stderr)
         return 1
-    if not args.no_export:
-        out = export_best(exp_dir, log=_log)
+    if not args.no_export:  # a resumed sweep replaces its own export and report
+        out = export_best(exp_dir, log=_log, force=args.resume)
         m = json.loads((out / "metrics.json").read_text())
         _log(f"best student: {out}  (test clean {m['test_clean_acc']:.4f}, PGD-{m['eval_steps']} {m['test_pgd_acc']:.4f})")
     searched = spec.search.get("teacher")
@@ -181,9 +188,15 @@ def _tune_locked(args, spec) -> int:
         md, path = selection_report(exp_dir, n_examples=spec.report.n_examples, n_aa=spec.report.n_aa,
                                     device=spec.trial.device, log=_log)
         print("\n" + md + "\n", flush=True)
-        _log(f"teacher selection report: {path} and {path.with_suffix('.png')}")
-    _log(f"MLflow UI: mlflow ui --backend-store-uri {ExperimentDir.open(exp_dir).recorded_tracking_uri}")
+        _log(f"teacher selection report: {path}, {path.with_suffix('.png')} and {path.with_name('selection_curves.png')}")
+    _open_lines(exp_dir)
     return 0
+
+
+def _open_lines(exp_dir: str | Path) -> None:  # the last lines of sweep, export, report: how to open the sweep's runs
+    from .sweep.mlflow_ui import open_lines
+    for line in open_lines(exp_dir, _shown(exp_dir)):
+        _log(line)
 
 
 def cmd_resume(args) -> int:
@@ -191,6 +204,12 @@ def cmd_resume(args) -> int:
     from .sweep.layout import ExperimentDir
 
     exp = ExperimentDir.open(args.experiment_dir)
+    name = exp.sweep.get("experiment")
+    if isinstance(name, str) and name != exp.path.resolve().name:  # Tune and the lock would take runs/<name>
+        from .trial.errors import SpecError
+
+        raise SpecError("experiment", str(exp.path), f"holds the sweep of experiment {name!r} (its sweep.json), which "
+                        f"resumes only in a folder of that name: move it to {exp.path.resolve().parent / name} first")
     original = exp.sweep.get("space") or ""
     space = original if original and Path(original).is_file() else str(exp.space_file)
     ns = argparse.Namespace(verb="tune", space=space, set=[], data_dir=None, runs_dir=str(exp.path.resolve().parent),
@@ -254,28 +273,11 @@ def parse_set_keys(pairs: list[str]) -> list[str]:
     return [p.split("=", 1)[0].strip() for p in pairs if "=" in p]
 
 
-@contextmanager
-def _on_folder(path: str | Path):
-    """export, compare, report, evaluate: the experiment's lock for the whole command (a sweep starting or running
-    there is refused in one line, and they are refused while it runs), then the MLflow calls the sweep could not
-    make (its store was away) replayed into this command's store, if it is the sweep's own."""
-    from .sweep.layout import find_experiment
-    from .sweep.tracking import replay_pending
-
-    exp = find_experiment(Path(path))
-    if exp is None or not exp._ours():
-        yield
-        return
-    with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):
-        if exp.pending_file.is_file():
-            replay_pending(exp.pending_file, exp.tracking_uri, exp.sweep.get("experiment", exp.name), exp.parent_run_id, _log)
-        yield
-
-
 def cmd_export(args) -> int:
     from .sweep.export import export_best
 
     export_best(Path(args.experiment_dir), log=_log, force=args.force)
+    _open_lines(args.experiment_dir)
     return 0
 
 
@@ -316,7 +318,8 @@ def cmd_report(args) -> int:
     md, path = selection_report(Path(args.experiment_dir), n_examples=n_examples, n_aa=n_aa,
                                 device=args.device, log=_log)
     print("\n" + md + "\n", flush=True)
-    _log(f"wrote {path} and {path.with_suffix('.png')}")
+    _log(f"wrote {path}, {path.with_suffix('.png')} and {path.with_name('selection_curves.png')}")
+    _open_lines(args.experiment_dir)
     return 0
 
 
@@ -344,6 +347,11 @@ def cmd_evaluate(args) -> int:
     _log(f"wrote {out} ({report['seconds']:.0f}s)")
     log_eval_to_mlflow(report, out, log=_log)
     return 0
+
+
+def cmd_ui(args) -> int:
+    from .sweep.mlflow_ui import cmd_ui
+    return cmd_ui(args, _log)
 
 
 def cmd_teachers(args) -> int:

@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume", "zoo", "teachers", "completion")
+VERBS = ("tune", "train", "export", "evaluate", "compare", "report", "resume", "zoo", "teachers", "ui", "completion")
 DEVICES = ("auto", "cpu", "cuda")
 SHELLS = ("bash", "zsh", "tcsh")  # what shtab writes completion scripts for (and tests here)
 # shtab's FILE and DIRECTORY hints, written out so that building the parser needs no shtab
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--attacks", default="clean,fgsm,pgd_sat,pgd_trades,cw_inf,aa",
                    help="comma-separated columns (default: all six; e.g. clean,pgd_sat,aa for a ranking by PGD-20)")
     c.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
+    c.add_argument("--force", action="store_true", help="replace an earlier comparison.{md,json} (refused without it)")
 
     r = sub.add_parser("report", help="teacher selection report: every teacher's students (mean ± std), the verdict against the noise")
     _file(r.add_argument("experiment_dir", help="runs/<experiment> of a sweep that used teachers, e.g. of search_spaces/teacher.yaml"), _DIR)
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-aa", type=_count, metavar="N", help="AutoAttack on the first N images (default: the sweep's "
                    "report.n_aa, else 200; 0: none)")
     r.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu or cuda")
+    r.add_argument("--force", action="store_true", help="replace an earlier report (selection.{md,json,png}, "
+                   "selection_curves.png; refused without it)")
 
     store_help = ("the MLflow store to log to and replay into: this flag, else $MLFLOW_TRACKING_URI, else mlflow.db in "
                   "the sweep's runs folder; used only when it is the one the sweep's sweep.json names")
@@ -181,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--json", action="store_true", help="print the rows as JSON")
     tp.add_argument("--space-only", action="store_true", help="rank only the YAML's teachers (default: also the other "
                     "zoo teachers of its dataset, marked *)")
+
+    u = sub.add_parser("ui", help="serve a sweep's MLflow store with `mlflow ui` on 127.0.0.1 and print the URL of its "
+                       "runs (the Model training view); Ctrl-C stops it")
+    _file(u.add_argument("path", nargs="?", default="runs", help="a sweep folder (runs/<experiment>: its recorded store "
+                         "and experiment) or a runs folder (its mlflow.db, every experiment); default runs"), _DIR)
+    u.add_argument("--port", type=_int_in(1, 65535, "a port number in [1, 65535]"),
+                   help="the port to serve on (default 5000, or a free port when 5000 is taken)")
 
     co = sub.add_parser("completion", help="print a shell completion script (shtab), e.g. rslad-tune completion bash",
                         description="e.g. rslad-tune completion bash > ~/.local/share/bash-completion/completions/rslad-tune")

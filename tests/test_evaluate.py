@@ -142,6 +142,7 @@ def test_autoattack_runs_through_pyautoattack_and_is_no_weaker_than_pgd(sat_ckpt
     assert logging.getLogger("auto-attack").propagate and not logging.getLogger("auto-attack").handlers
 
 
+@pytest.mark.slow  # AutoAttack's four attacks on surviving points (~12 s); the fast suite keeps the no-weaker-than-PGD check
 def test_autoattack_runs_all_four_attacks_when_points_survive(sat_ckpt, monkeypatch):
     """~10 s: at eps 0.04 some images survive APGD, so FAB-T and Square (5000 queries) run too."""
     _spy_autoattack(monkeypatch)

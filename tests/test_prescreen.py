@@ -114,6 +114,7 @@ def test_the_num_samples_warning_counts_the_teachers_after_the_prescreen():
     assert any("fewer than the 4 teachers searched after the prescreen" in w for w in _check_schedule(parse_sweep(raw)))
 
 
+@pytest.mark.slow  # a whole Ray sweep (~30 s); the prescreen's choice and records are unit-tested above
 def test_a_sweep_prescreens_before_any_trial_and_records_it(tmp_path):
     """One tiny Ray sweep (two 1-epoch trials): three weights-file teachers and the baseline, keep 1 by true_prob."""
     import json

@@ -46,6 +46,10 @@ def check_quickstart(runs: Path) -> dict:
     assert client.get_model_version_by_alias("quickstart-student", "champion")
     first = (runs / "quickstart" / "selection.md").read_text().splitlines()[0]
     assert "distil" in first and "no no-teacher baseline" not in first, first
+    # the baseline is a reference arm: ASHA never stops it, so the report compares the teachers with it
+    assert "ASHA stopped every student trained alone" not in first, first
+    alone = [c for c in children if c.data.params["teacher"] == "none"]
+    assert alone and all(c.data.tags["early_stopped"] == "false" for c in alone), first
     fresh = json.loads(subprocess.run([sys.executable, "-c", RELOAD, str(best)], capture_output=True, text=True,
                                       check=True).stdout)
     assert abs(fresh["clean_acc"] - metrics["test_clean_acc"]) <= 0.01

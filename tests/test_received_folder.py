@@ -5,6 +5,7 @@ in-process and laid out as Ray does."""
 import http.server
 import json
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -139,10 +140,16 @@ def test_a_copied_runs_folder_points_at_its_own_store(tmp_path):
                      "z": "/opt/zoo/t"}}, "experiment: exp\n")
     saved = json.loads(exp.sweep_file.read_text())
     assert saved["tracking_uri"] == "sqlite:///mlflow.db"
+    assert saved["teacher_dirs"] == {"t": "teachers/k", "z": "/opt/zoo/t"}  # inside runs/: relative, like the store
+    sqlite3.connect(root / "mlflow.db").execute("CREATE TABLE t (x)")  # a SQLite store (without runs to check)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     copy = ExperimentDir(tmp_path / "b" / "runs" / "exp")
     own = f"sqlite:///{(tmp_path / 'b' / 'runs' / 'mlflow.db').resolve()}"
     assert copy.recorded_tracking_uri == own and copy.tracking_uri == own
+    assert copy.teacher_dirs == {"t": str(tmp_path / "b" / "runs" / "teachers" / "k"), "z": "/opt/zoo/t"}
+    (tmp_path / "b" / "runs" / "mlflow.db").unlink()  # copied without its store: nothing is logged, none is created
+    assert ExperimentDir(tmp_path / "b" / "runs" / "exp").tracking_uri is None
+    assert not (tmp_path / "b" / "runs" / "mlflow.db").exists()
     climbing = ExperimentDir(tmp_path / "b" / "runs" / "exp")
     climbing.__dict__["sweep"] = {"tracking_uri": "sqlite:///../../elsewhere.db"}
     assert climbing.recorded_tracking_uri is None and climbing.tracking_uri is None

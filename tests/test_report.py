@@ -112,6 +112,11 @@ def test_teachers_are_compared_at_the_hyper_parameters_most_of_them_share():
     seeds = [trial(5 + i, t, 0.75, 0.1, seed=s) for i, (s, t) in enumerate([(1, "a"), (1, "b"), (2, "a"), (2, "b")])]
     assert comparison_set(centre + seeds) == {"t0", "t1", "t2", "t5", "t6", "t7", "t8"}  # seeds replicate, not differ
     assert comparison_set([]) == set()
+    # the quickstart's case: the baseline's SAT reads no alpha, so it joins the teachers' centre whatever TPE proposed
+    base = SimpleNamespace(trial_id="t9", config={"teacher": "none", "method": "sat", "alpha": 0.75, "epsilon": 0.1,
+                                                  "seed": 0, "epochs": 6, "num_threads": 1})
+    rslad = [SimpleNamespace(trial_id=t.trial_id, config=t.config | {"method": "rslad"}) for t in centre + tpe]
+    assert comparison_set(rslad + [base], {"none"}) == {"t0", "t1", "t2", "t9"}
 
 
 def test_one_student_per_teacher_uses_the_ground_truths_noise_when_the_yaml_gives_it():
@@ -151,6 +156,38 @@ def test_the_report_opens_with_should_i_distill(teachers, case, words):
     first = md.splitlines()[0]
     assert all(w in first for w in words), first
     assert "| reference | none |" in md and len(v["vs_baseline"]) == len(teachers)
+
+
+def test_one_student_each_without_a_noise_estimate_answers_with_no_interval():
+    """The quickstart's case since the baseline runs to the end: one student per arm, no report.noise_std."""
+    rows = [_base("none", [0.60]), _row("sat_w16", 50_000, [0.62]), _row("natural_w16", 10_000, [0.59])]
+    v = verdict(rows)
+    first = format_markdown(rows).splitlines()[0]
+    assert v["should_distill"]["case"] == "cannot_tell" and v["should_distill"]["halfwidth"] is None
+    assert first.startswith("**Cannot tell whether to distil: one student each, no interval.**"), first
+    assert "sat_w16, minus the student trained alone (none; 1 seed): +2.00 points of test PGD-20, +2.00 of clean" in first, first
+
+
+def test_a_pseudo_label_baseline_is_ranked_against_the_student_trained_alone():
+    """few_labels.yaml's case: two baselines; the plain one is the reference even when robust self-training
+    (the pseudo-label baseline) scores higher, and the pseudo one is an arm with its class like a teacher."""
+    rows = [_base("pseudo", [0.66, 0.667, 0.655]) | {"pseudo": "natural_2k_w32"}, _base("none", [0.63, 0.635, 0.625]),
+            _row("t1", 50_000, [0.62, 0.628, 0.618])]
+    v = verdict(rows)
+    assert v["reference"] == "none" and v["ranking"] == ["pseudo", "t1"]
+    assert {b["teacher"]: b["class"] for b in v["both_axes"]}["pseudo"] == "helps"
+    first = format_markdown(rows).splitlines()[0]
+    assert first.startswith("**Distil, from pseudo (pseudo-label SAT: robust self-training"), first
+
+
+def test_the_clean_axis_takes_its_noise_from_report_clean_noise_std_with_one_student_each():
+    rows = [_base("none", [0.60]), _row("sat_w16", 50_000, [0.62])]
+    no_clean = verdict(rows, noise_std=1.0, noise_dof=30)["both_axes"][0]["clean"]
+    v = verdict(rows, noise_std=1.0, noise_dof=30, clean_noise_std=0.5, clean_noise_dof=30)
+    clean = v["both_axes"][0]["clean"]
+    assert no_clean["noise"] is None and v["clean_noise_std"] == 0.5
+    # difference of means against the pooled sd: t(30) x 0.5 x sqrt(2) = 1.44 points; +2.00 is beyond it
+    assert clean["diff"] == pytest.approx(2.0) and clean["noise"] == pytest.approx(1.444, abs=0.01)
 
 
 def test_a_sweep_without_a_baseline_says_it_cannot_answer_should_i_distill():

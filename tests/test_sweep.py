@@ -9,30 +9,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-SPACE = {
-    "experiment": "tiny",
-    "data": {"dataset": "synthetic", "train_subset": 600, "test_subset": 200, "val_size": 100},
-    "teachers": {"t1": {"train": {"method": "sat", "arch": "small_cnn", "width": 8, "epochs": 2, "attack_steps": 2,
-                                  "batch_size": 32, "lr": 0.05}, "card_aa_examples": 16},
-                 "t2": {"train": {"method": "natural", "arch": "small_cnn", "width": 4, "epochs": 1, "batch_size": 32},
-                        "card_aa_examples": 0}},
-    "trial": {"method": "rslad", "arch": "small_cnn", "width": 4, "epochs": 2, "attack_steps": 2, "eval_steps": 3,
-              "lr": 0.05, "batch_size": 32},
-    "search": {"alpha": {"uniform": [0.5, 1.0]}, "epsilon": {"uniform": [0.05, 0.1]}, "teacher": {"choice": ["t1", "t2"]}},
-    "report": {"n_examples": 50, "n_aa": 6},
-    "tune": {"num_samples": 2, "max_concurrent": 2, "scheduler": {"grace_period": 1}, "resources": {"cpu": 1}},
-}
 
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sweep")
-    space = dict(SPACE, runs_dir=str(d / "runs"))
-    (d / "space.yaml").write_text(yaml.safe_dump(space))
-    proc = subprocess.run([sys.executable, "-m", "rslad_tune.cli", "--space", str(d / "space.yaml")],
-                          cwd=d, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return d, proc.stdout
+@pytest.fixture
+def sweep(finished_sweep):
+    """(folder, the sweep's stdout): conftest's finished sweep, shared with tests/test_copied_sweep.py."""
+    return finished_sweep
 
 
 def test_mlflow_holds_parent_and_one_child_per_trial(sweep):
@@ -176,6 +157,38 @@ def test_the_sweep_reads_as_mlflow_and_optuna_users_expect(sweep, tmp_path):
     assert np.abs(np.load(tmp_path / "y.npy") - expected).max() < 1e-5
 
 
+def test_the_mlflow_ui_tells_the_answer_and_the_sweep_prints_its_link(sweep):
+    """What a person meets in the UI: the experiment's one line, the parent run's description (the report's answer,
+    the recommended teacher, the exported student's test numbers, the command), the model version's description;
+    and the sweep's last lines: the command that serves the store and the URL of its runs (Model training view)."""
+    d, out = sweep
+    exp_dir = d / "runs" / "tiny"
+    client = MlflowClient(f"sqlite:///{d / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    headline = exp.tags["mlflow.note.content"]
+    assert headline.startswith("rslad-tune sweep: RSLAD students") and "teacher ∈ {t1, t2}" in headline
+    assert "\n" not in headline
+    parent = json.loads((exp_dir / "sweep.json").read_text())["parent_run_id"]
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    verdict = json.loads((exp_dir / "selection.json").read_text())["verdict"]
+    best = json.loads((exp_dir / "best" / "metrics.json").read_text())
+    assert note.startswith("**Should I distil?**") and note.endswith(f"**The space:** {headline}")
+    assert f"**Should I distil?** {verdict['should_distill']['text']}" in note and "**Recommended teacher:**" in note
+    numbers = (f"test clean {100 * best['test_clean_acc']:.2f} %, PGD-3 (cross-entropy, L∞ ε 0.1, step 0.025, uniform "
+               f"start) {100 * best['test_pgd_acc']:.2f} % on the first 200 test images")
+    assert numbers in note and f"teacher `{best['teacher']}`" in note
+    assert "**Reproduce:** `rslad-tune --space " in note and "tiny-student@champion" in note
+    mv = client.get_model_version_by_alias("tiny-student", "champion")
+    trial = json.loads((exp_dir / "best" / "config.json").read_text())["trial"]
+    assert numbers in mv.description and f"α {trial['alpha']:.2f}, training ε {trial['epsilon']:.3f}" in mv.description
+    assert mv.description.startswith("The best student of the sweep `tiny`: RSLAD from teacher")
+    lines = out.strip().splitlines()
+    i = next(i for i, ln in enumerate(lines) if "MLflow UI: rslad-tune ui runs/tiny" in ln)
+    assert lines[i].endswith(f"(or: mlflow ui --backend-store-uri sqlite:///{d / 'runs' / 'mlflow.db'})")
+    assert lines[i + 1].endswith(f"then open: http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+                              "?workflowType=machine_learning")
+
+
 def test_compare_evaluates_every_trial_once_and_aggregates(sweep):
     from rslad_tune.sweep.compare import compare_experiment
 
@@ -250,19 +263,26 @@ def test_selection_report_shows_every_teacher_and_is_logged(sweep, capsys):
     parent = json.loads((exp / "sweep.json").read_text())["parent_run_id"]
     arts = {a.path for a in client.list_artifacts(parent, "selection")}
     assert {"selection/selection.md", "selection/selection.png", "selection/selection.json"} <= arts
-    metrics = client.get_run(parent).data.metrics
+    # the per-teacher table as an MLflow table, not as per-teacher metrics: the parent's charts keep a few figures
+    assert "selection/selection_table.json" in {a.path for a in client.list_artifacts(parent, "selection")}
+    table = json.loads(Path(client.download_artifacts(parent, "selection/selection_table.json", str(d))).read_text())
+    assert {"rank", "teacher", "class", "student_pgd20_mean"} <= set(table["columns"])
+    by_teacher = {row[table["columns"].index("teacher")]: row for row in table["data"]}
     for r in rows:
-        assert metrics[f"selection.{r['teacher']}.full_length"] == r["full_length"]
-        if r["decided"]:
-            assert metrics[f"selection.{r['teacher']}.student_pgd20_mean"] == pytest.approx(r["student_pgd20_mean"])
+        assert by_teacher[r["teacher"]][table["columns"].index("full_length")] == r["full_length"]
+    metrics = client.get_run(parent).data.metrics
+    assert {k for k in metrics if not k.startswith("system/")} <= {"best_val_pgd_acc", "best_val_clean_acc",
+                                                                   "test_clean_acc", "test_pgd_acc"}, sorted(metrics)
     assert "teacher selection report" in out
     # the verb re-writes the report from the cached student numbers (nothing re-evaluated)
     capsys.readouterr()
-    assert main(["report", str(exp), "--n-examples", "50", "--n-aa", "6", "--device", "cpu"]) == 0
+    assert main(["report", str(exp), "--n-examples", "50", "--n-aa", "6", "--device", "cpu"]) == 2  # it stands
+    assert "--force" in capsys.readouterr().err
+    assert main(["report", str(exp), "--n-examples", "50", "--n-aa", "6", "--device", "cpu", "--force"]) == 0
     assert ": student " not in capsys.readouterr().out  # the evaluation log line of report.py
     assert json.loads((exp / "selection.json").read_text())["rows"] == rows
     # without flags the verb uses the sweep's own report: section (n_examples 50, n_aa 6 here), not its own defaults
-    assert main(["report", str(exp), "--device", "cpu"]) == 0
+    assert main(["report", str(exp), "--device", "cpu", "--force"]) == 0
     assert ": student " not in capsys.readouterr().out
     assert json.loads((exp / "selection.json").read_text())["rows"] == rows
 
@@ -288,14 +308,15 @@ def test_no_command_unpickles_a_received_sweep_folder(sweep, tmp_path):
     d, _ = sweep
     exp = tmp_path / "runs" / "tiny"
     shutil.copytree(d / "runs" / "tiny", exp)
+    shutil.copytree(d / "runs" / "teachers", tmp_path / "runs" / "teachers")  # (sweep.json names them inside runs/)
     marker = tmp_path / "pwned"
     planted = list(exp.rglob("*.pkl"))
     for p in planted:
         p.write_bytes(pickle.dumps(_Payload(str(marker))))
     assert len(planted) >= 4  # tuner.pkl, the searcher's state, each trial's params.pkl
     assert main(["export", str(exp), "--force"]) == 0
-    assert main(["compare", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
-    assert main(["report", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
+    assert main(["compare", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu", "--force"]) == 0
+    assert main(["report", str(exp), "--n-examples", "16", "--n-aa", "0", "--device", "cpu", "--force"]) == 0
     assert main(["evaluate", str(exp / "best"), "--n-examples", "16", "--n-aa", "0", "--device", "cpu"]) == 0
     assert not marker.exists()
     pickle.loads((exp / "tuner.pkl").read_bytes())  # the payload is live: loading it does create the marker
@@ -315,6 +336,7 @@ def test_a_number_is_computed_once_across_export_report_and_compare(sweep, tmp_p
     d, _ = sweep
     exp = tmp_path / "runs" / "tiny"
     shutil.copytree(d / "runs" / "tiny", exp)
+    shutil.copytree(d / "runs" / "teachers", tmp_path / "runs" / "teachers")  # (sweep.json names them inside runs/)
     for f in [*exp.rglob("*.scores.json"), *exp.rglob("suite.json"), *exp.rglob("selection.json")]:
         f.unlink()
     shutil.rmtree(exp / "best")

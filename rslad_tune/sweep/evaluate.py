@@ -18,7 +18,8 @@ from ..trial.robustness import ATTACK_NAMES, COLUMNS, resolve_columns, suite_pro
 from ..trial.scoring import score
 from ..trial.trainer import make_student
 from .export import load_student
-from .layout import ExperimentDir
+from .layout import ExperimentDir, find_experiment
+from .relocation import read_back
 from .tracking import log_to_run
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def read_model_folder(path: str | Path) -> tuple[Path, str, TrialConfig, list[di
         metrics = saved_json.numbers(read_json(p / "metrics.json", "metrics.json"), p / "metrics.json",
                                      "the export's numbers") if (p / "metrics.json").is_file() else {}
         rows = [{"row": "best", "epoch": metrics.get("epoch"), "weights": str(p / "model.safetensors"), "model": None}]
-        src = Path(saved["source"]) if saved.get("source") else None
+        src = _source(p, saved.get("source"))
         if src is not None and (src / "model.safetensors").is_file():
             hist = saved_json.history(saved_json.mapping(read_json(src / "trial.json", "trial.json"), src / "trial.json",
                                       "the trial").get("history"), src / "trial.json") if (src / "trial.json").is_file() else []
@@ -78,6 +79,22 @@ def read_model_folder(path: str | Path) -> tuple[Path, str, TrialConfig, list[di
         return p, "checkpoint", cfg, [{"row": r, "epoch": epochs[r], "weights": str(f), "model": None}
                                       for r, f in files.items() if f.is_file()]
     raise _folder_error(path, "is not a model folder (no config.json or trial.json)")
+
+
+def _source(best: Path, value) -> Path | None:
+    """The trial checkpoint an export came from: stored relative to its sweep folder (best/..), or, by an earlier
+    version, absolute: re-rooted into this sweep when it holds it, else read where it is (evaluate_folder writes no
+    score cache outside the folders it was given)."""
+    here = read_back(value, best.parent, "trial_*")
+    return here if here is not None or not isinstance(value, str) or not Path(value).is_absolute() else Path(value)
+
+
+def _cache(weights: Path, folder: Path) -> Path | None:
+    """The score cache beside `weights` when they are inside the folder evaluated (or its sweep); elsewhere (the
+    original sweep of a copied export) nothing is written."""
+    exp = find_experiment(folder)
+    root = (exp.path if exp is not None else folder).resolve()
+    return weights.with_suffix(".scores.json") if weights.resolve().is_relative_to(root) else None
 
 
 def load_models(p: Path, kind: str, cfg: TrialConfig, rows: list[dict],
@@ -126,7 +143,7 @@ def evaluate_folder(path: str | Path, *, n_examples: int | None = None, n_aa: in
                                                                           f"{r['row']} checkpoint").to(dev)
         if log:
             log(f"{r['row']} checkpoint (epoch {r['epoch']}): {r['weights']}")
-        res = score(load, x, y, eps, wanted, seed=seed, n_aa=n_aa_eff, cache=weights.with_suffix(".scores.json"),
+        res = score(load, x, y, eps, wanted, seed=seed, n_aa=n_aa_eff, cache=_cache(weights, folder),
                     digest=file_digest(weights), batch_size=batch_size, log=log)
         report["rows"][r["row"]] = {"epoch": r["epoch"], "weights": r["weights"], **res}
     report["seconds"] = round(time.perf_counter() - t0, 1)

@@ -24,6 +24,8 @@ from ..trial.trainer import student_config
 from .formats import write_formats
 from .layout import ExperimentDir
 from .mlflow_models import CHAMPION, register_student
+from .mlflow_notes import describe_sweep, student_line
+from .relocation import stored
 from .tracking import find_trial_run, log_to_run
 
 if TYPE_CHECKING:
@@ -76,7 +78,8 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, 
     tmp = exp.scratch("best")
     shutil.copyfile(weights, tmp / "model.safetensors")
     shutil.copyfile(weights.with_suffix(".scores.json"), tmp / "model.scores.json")  # the same weights' numbers
-    write_json({**mcfg, "trial": cfg.to_dict(), "source": str(best.checkpoint)}, tmp / "config.json")
+    # the trial checkpoint it came from, relative to the sweep folder: a copy of the folder reads its own (relocation.py)
+    write_json({**mcfg, "trial": cfg.to_dict(), "source": stored(best.checkpoint, exp.path)}, tmp / "config.json")
     write_json(metrics, tmp / "metrics.json")
     # two images (repeated if the test split has one): torch.export keeps the batch axis dynamic only for a batch > 1
     student, example = model.cpu().eval(), splits.test_x[:2].detach().cpu().float().repeat(2, 1, 1, 1)[:2]
@@ -90,10 +93,16 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, 
     name = exp.sweep.get("registered_model") or f"{experiment}-student"
     tags = {k: metrics[k] for k in ("test_clean_acc", "test_pgd_acc", "test_aa_acc", "test_n", "eval_epsilon",
                                     "eval_steps", "teacher", "trial_id") if metrics.get(k) is not None}
-    version = register_student(exp.tracking_uri, run_id, student, example, name, {**tags, "experiment": experiment}, log)
+    if run_id is None:  # said with where it looked: the store this command used, or why it used none
+        log(f"the student was not registered in MLflow: no run of trial {best.trial_id} was found "
+            + (f"in {exp.tracking_uri} (parent run {exp.parent_run_id})" if exp.tracking_uri else f"({exp.store_note or 'the sweep names no MLflow store'})"))
+    about = f"The best student of the sweep `{experiment}`: {student_line(metrics, cfg, exp.teacher_dirs)}"
+    version = register_student(exp.tracking_uri, run_id, student, example, name, {**tags, "experiment": experiment},
+                               log, description=about) if run_id else None
     if version:
         log(f"registered MLflow model {name} version {version} (alias {CHAMPION}): models:/{name}@{CHAMPION}")
     # the sweep's run holds the answer: which trial was exported, its test numbers (above) and its model version
     log_to_run(exp.tracking_uri, exp.parent_run_id, tags={"exported_trial_id": best.trial_id, "registered_model": name,
                                                           **({"registered_model_version": version} if version else {})}, log=log)
+    describe_sweep(exp.tracking_uri, exp, log)  # the parent run's description, now with the exported student
     return out

@@ -137,7 +137,7 @@ def keys_page() -> str:
                   for k, *rest in _dataclass_rows(TrialConfig, trial_only, "trial.")]
     teacher_rows = [(f"`{s.key}:`", s.example.split(" ", 1)[1].strip("() ") if " " in s.example else "",
                      ", ".join(f"`{k}`" for k in s.entry_keys) or "–",
-                     "yes" if s.takes_card else "no") for s in SOURCES.values()]
+                     "yes" if s.takes_card else "no", "yes" if s.reference else "no") for s in SOURCES.values()]
     parts = [
         HEADER,
         "# YAML key reference\n\n",
@@ -158,8 +158,10 @@ def keys_page() -> str:
          f"{', '.join(f'`{k}`' for k in SEARCHABLE_KEYS if k in searchable)}.\n\n"),
         "## `teachers:`\n\n",
         ("`<name>: {<source>: ...}`, exactly one source per entry (the registry, teachers/sources.py). A source that "
-         "takes a card also takes `card_examples` and `card_aa_examples`.\n\n"),
-        _table(teacher_rows, ("source", "what", "other keys", "card")),
+         "takes a card also takes `card_examples` and `card_aa_examples`. Every entry takes `reference: true` or "
+         "`false` (default: its source's, the last column): a reference arm's students are never stopped early by "
+         "ASHA, and stay out of its rungs unless `tune.reference_in_rungs: true`.\n\n"),
+        _table(teacher_rows, ("source", "what", "other keys", "card", "reference arm")),
         "\n## `tune:`\n\n",
         _table(_dataclass_rows(TuneSpec, prefix="tune."), HEAD),
         "\n## `report:`\n\n",

@@ -9,8 +9,7 @@ folder received from someone else is never unpickled by export, compare, report 
       .<experiment>.lock           held (flock) by the command running a sweep of that name (ExperimentDir.lock)
       <experiment>/                ExperimentDir: Ray Tune's experiment folder plus ours
         sweep.json                 tracking URI, MLflow parent run id, teacher folders, YAML path, epochs, metric
-                                   (a SQLite store inside runs/ by its path relative to runs/: a copy of runs/
-                                   points at its own store, never at the original's)
+                                   (paths inside runs/ relative to it: a copy reads its own, relocation.py)
         space.yaml                 the YAML the sweep ran
         optuna.db                  the Optuna study (resume)
         mlflow-pending.jsonl       MLflow calls the sweep could not make (store away), replayed later (tracking.py)
@@ -39,6 +38,9 @@ from ..trial import saved
 from ..trial.config import TrialConfig
 from ..trial.errors import SpecError
 from ..trial.files import LockHeld, file_lock, read_json, write_json
+from .relocation import read_back, stored, stored_uri
+from .stores import check_sweep_store, command_store, relocate_artifacts, sqlite_path
+from .two_axes import best_trial
 
 NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
 # entries of runs/ that are not sweeps: an experiment of that name would overwrite or be mistaken for them
@@ -161,47 +163,14 @@ class TrialDir:
         write_json(row, self.path / name)
 
 
-COMMAND_STORE: dict[str, str | None] = {"uri": None}  # --tracking-uri of this command (cli.py); None: the default
-
-
-def command_store(runs_root: Path) -> str:
-    """The MLflow store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI, else the runs root's
-    mlflow.db (as tracking.resolve_tracking_uri: a relative SQLite path is relative to the working folder)."""
-    return resolve_store(COMMAND_STORE["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or None, runs_root)
-
-
-def resolve_store(uri: str | None, runs_root: Path) -> str:
-    """None: the runs root's mlflow.db; a relative SQLite path: from the working folder; any other URI as it is."""
-    if uri is None:
-        return f"sqlite:///{(Path(runs_root) / 'mlflow.db').resolve()}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
-
-
-def _relative_store(uri: str | None, root: Path) -> str | None:
-    """sqlite:////abs/runs/mlflow.db -> sqlite:///mlflow.db (relative to the runs root); any other URI as it is."""
-    if isinstance(uri, str) and uri.startswith("sqlite:////"):
-        rel = _relative_path(uri[len("sqlite:///"):], root)
-        return f"sqlite:///{rel}" if not Path(rel).is_absolute() else uri
-    return uri
-
-
-def _relative_path(path: str, root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(root).as_posix()
-    except ValueError:
-        return path
-
-
 def check_free(out: Path, force: bool, key: str = "--out") -> None:
-    """Nothing this tool wrote (an export, a checkpoint folder) or anything else is overwritten unless asked:
-    an existing, non-empty `out` without --force is one line, before any work."""
+    """Nothing this tool wrote (an export, a checkpoint folder, a report) or anything else is overwritten unless
+    asked: an existing, non-empty `out` without --force is one line, before any work."""
     out = Path(out)
     if force or not (out.exists() or out.is_symlink()) or (out.is_dir() and not any(out.iterdir())):
         return
-    raise SpecError(key, str(out), "exists and holds files (an earlier export or another folder): nothing was "
-                    "overwritten; give --force to replace it whole, or choose another place")
+    what = "exists and holds files (an earlier export or another folder)" if out.is_dir() else "exists (an earlier run's)"
+    raise SpecError(key, str(out), f"{what}: nothing was overwritten; give --force to replace it, or choose another place")
 
 
 def replace_folder(tmp: Path, out: Path) -> Path:
@@ -215,6 +184,25 @@ def replace_folder(tmp: Path, out: Path) -> Path:
     else:
         tmp.rename(out)
     return out
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    """One warning line per process, however many times a command opens the folder."""
+    if line not in _WARNED:
+        _WARNED.add(line)
+        print(f"rslad-tune: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _in_use(holder: str, command: str) -> str:
+    """Who holds an experiment's lock, in the words that fit: a sweep, or another command on its folder."""
+    verb = lambda text: (re.findall(r"rslad-tune (export|evaluate|compare|report|resume)\b", text) or ["sweep"])[0]  # noqa: E731
+    held, mine = verb(holder or ""), verb(command)
+    what = "a running sweep" if held in ("sweep", "resume") else f"another `rslad-tune {held}`"
+    again = ", or choose another experiment name" if held in ("sweep", "resume") and mine == "sweep" else ""
+    return f"is in use by {what} ({holder or 'pid unknown'}); wait for it to end or stop it{again}"
 
 
 def find_experiment(path: Path) -> "ExperimentDir | None":
@@ -260,8 +248,9 @@ class ExperimentDir:
         return read_json(self.sweep_file, "sweep.json")
 
     def write_sweep(self, info: dict, space_text: str) -> None:
-        root = self.path.parent.resolve()
-        info = {**info, "tracking_uri": _relative_store(info.get("tracking_uri"), root)}  # (teachers: read where they are)
+        root = self.path.parent.resolve()  # paths inside runs/ stored relative to it: a copy reads its own (relocation.py)
+        info = {**info, "tracking_uri": stored_uri(info.get("tracking_uri"), root),
+                "teacher_dirs": {k: stored(v, root) for k, v in (info.get("teacher_dirs") or {}).items()}}
         self.path.mkdir(parents=True)
         write_json(info, self.sweep_file)
         (self.path / "space.yaml").write_text(space_text)
@@ -287,14 +276,26 @@ class ExperimentDir:
     def tracking_uri(self) -> str | None:
         """The store this command logs to and replays into: the one it resolved itself (--tracking-uri,
         $MLFLOW_TRACKING_URI, else runs/mlflow.db beside this folder), and only when it is the sweep's own.
-        A URI read from the folder is never contacted on its own say-so (a received folder could name any host)."""
+        A URI read from the folder is never contacted on its own say-so (a received folder could name any host).
+        A missing SQLite store is not created (nothing is logged); a broken one is one SpecError line
+        (stores.check_sweep_store); a copied one's artifact locations are moved into this runs folder first."""
         recorded, current = self.recorded_tracking_uri, command_store(self.path.parent)
-        if recorded is None or recorded == current:
+        if recorded is None:
+            return None
+        if recorded != current:
+            self.store_note = (f"{self.sweep_file} names the MLflow store {recorded[:300]!r}, this command uses "
+                               f"{current[:300]!r}: nothing is logged or replayed; give --tracking-uri to use the sweep's store")
+        elif sqlite_path(recorded) is not None and not sqlite_path(recorded).exists():
+            self.store_note = (f"{self.sweep_file} names the MLflow store {recorded[:300]!r}, which does not exist: nothing "
+                               "is logged (copy runs/mlflow.db with the sweep to keep its MLflow runs)")
+        else:
+            check_sweep_store(recorded, self.parent_run_id, "tracking URI")
+            relocate_artifacts(recorded, self.path.parent, lambda line: print(f"[rslad-tune] {line}", flush=True))
             return recorded
-        print(f"rslad-tune: warning: {self.sweep_file} names the MLflow store {recorded[:120]!r}, this command uses "
-              f"{current[:120]!r}: nothing is logged or replayed; give --tracking-uri to use the sweep's store",
-              file=sys.stderr, flush=True)
+        _warn_once(self.store_note)
         return None
+
+    store_note = ""  # why tracking_uri is None for a sweep that names a store: said where a run is looked for
 
     @property
     def parent_run_id(self) -> str | None:
@@ -302,7 +303,9 @@ class ExperimentDir:
 
     @property
     def teacher_dirs(self) -> dict[str, str]:
-        return self.sweep.get("teacher_dirs") or {}
+        """Teacher name -> its folder, stored relative to the runs folder (an older sweep's absolute ones: read under
+        this runs folder's teachers/ when it holds them)."""
+        return {k: str(read_back(v, self.path.parent, "teachers") or v) for k, v in (self.sweep.get("teacher_dirs") or {}).items()}
 
     @property
     def optuna_db(self) -> Path:
@@ -311,7 +314,6 @@ class ExperimentDir:
     @property
     def best_dir(self) -> Path:
         return self.path / "best"
-
 
     def trials(self) -> list[TrialDir]:
         return [TrialDir(p) for p in sorted(self.path.glob("trial_*")) if p.is_dir()]
@@ -323,9 +325,9 @@ class ExperimentDir:
         return done
 
     def best_trial(self) -> TrialDir:
-        """The sweep's answer: the finished trial with the highest validation PGD accuracy at its best epoch (then
-        the higher clean accuracy). export.py exports it; the parent run and pareto.png name it."""
-        return max(self.finished_trials(), key=lambda t: (t.result["best_pgd_acc"], t.result.get("clean_acc", 0)))
+        """The sweep's answer, by `report.objective` (two_axes.best_trial): exported, named on the parent run."""
+        return best_trial(self.finished_trials(), self.sweep.get("report_objective") or "pgd",
+                          self.sweep.get("report_clean_weight", 0.5))
 
     def publish_best(self, tmp: Path) -> Path:
         """Replace best/ with the fully written folder `tmp` (the old export goes only once the new one is in place)."""
@@ -353,8 +355,7 @@ class ExperimentDir:
             held = file_lock(lock, f"pid {os.getpid()}: {command}", wait=False)
             held.__enter__()
         except LockHeld as e:
-            raise SpecError("experiment", str(self.path), f"is in use by a running sweep ({e.holder or 'pid unknown'}); "
-                            "wait for it to end or stop it, or choose another experiment name") from None
+            raise SpecError("experiment", str(self.path), _in_use(e.holder, command)) from None
         except OSError as e:  # runs/ read-only, the lock's path a folder: one line, nothing done
             raise SpecError("experiment", str(lock), f"its lock file cannot be made ({e.strerror or type(e).__name__}); "
                             "give a runs folder you can write to") from None

@@ -17,7 +17,8 @@ from ray.tune import Callback
 
 from ..trial.data import cache_dir
 from ..trial.errors import SpecError
-from ..trial.files import file_digest, write_json
+from ..trial.files import file_digest, verify_safetensors, write_json
+from .relocation import resumed
 
 NAME = ".rslad-manifest.json"
 
@@ -76,6 +77,10 @@ class ManifestCallback(Callback):
     def __init__(self, folder: str | Path):
         self.folder, self.seen = Path(folder), None
 
+    def __setstate__(self, state):  # Ray pickled the folder the sweep first ran in: a resumed copy signs its own
+        self.__dict__.update(state)
+        self.folder = resumed("folder") or self.folder
+
     def on_step_end(self, iteration, trials, **info):
         state = [(p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in trusted(self.folder)]
         if state != self.seen:
@@ -84,3 +89,15 @@ class ManifestCallback(Callback):
 
     def on_experiment_end(self, trials, **info):
         write_manifest(self.folder)
+
+
+def checkpoint_damage(folder: Path):
+    """The SpecError of a checkpoint folder's first weights file that does not verify (digest, NaN/inf), or None.
+    Read without torch: resume's preflight refuses a damaged folder from a small process."""
+    for name in ("model.safetensors", "best.safetensors"):
+        try:
+            if (folder / name).is_file():
+                verify_safetensors(folder / name, "checkpoint")
+        except SpecError as e:
+            return e
+    return None

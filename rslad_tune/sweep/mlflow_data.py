@@ -12,7 +12,7 @@ from typing import Any
 from ..trial.config import TrialConfig
 from ..trial.data import Splits, data_source, load_data
 
-DATA_KEYS = ("dataset", "data_dir", "train_subset", "test_subset", "val_size")  # what decides a trial's splits
+DATA_KEYS = ("dataset", "data_dir", "train_subset", "test_subset", "val_size", "labelled")  # what decides a trial's splits
 CONTEXT_TAG = "mlflow.data.context"  # MLflow's own tag: the UI shows it beside the dataset's name
 
 

@@ -59,10 +59,11 @@ def scripted(model, example):
 
 
 def register_student(uri: str | None, run_id: str | None, model, example, name: str, tags: dict[str, str],
-                     log: Callable[[str], None] | None = print) -> str | None:
+                     log: Callable[[str], None] | None = print, description: str | None = None) -> str | None:
     """Log the student to its trial's run as an MLflow PyTorch model (TorchScript, see above), register it as a new
-    version of `name`, tag that version and move the alias `champion` to it. Returns the version; a store that is
-    gone or refuses is one line, never raised: the exported files already stand."""
+    version of `name`, tag and describe that version (Markdown, mlflow_notes.student_line) and move the alias
+    `champion` to it. Returns the version; a store that is gone or refuses is one line, never raised: the exported
+    files already stand."""
     if not uri or not run_id:
         if log:
             log(f"the student was not registered in MLflow: no run of its trial was found{f' in {uri}' if uri else ''}")
@@ -88,6 +89,8 @@ def register_student(uri: str | None, run_id: str | None, model, example, name: 
         version = str(info.registered_model_version)
         for k, v in tags.items():
             client.set_model_version_tag(name, version, k, str(v))
+        if description:
+            client.update_model_version(name, version, description=description)
         client.set_registered_model_alias(name, CHAMPION, version)
     except Exception as e:  # the store, the registry or TorchScript: the files in best/ stand either way
         if log:

@@ -1,7 +1,8 @@
 """The sweep's parent MLflow run as people read it: its inputs when the sweep starts (the three data splits as
 datasets, every teacher as a logged model), its answer when the trials are done (the best trial's validation
 numbers, parameters and teacher) and the plots of the sweep (written to runs/<experiment>/ and logged beside
-pgd_per_epoch.png). export.py adds the exported student's test numbers and model version."""
+pgd_per_epoch.png), and the descriptions a person reads first in the UI (mlflow_notes.py: the experiment's line, the
+parent run's answer). export.py adds the exported student's test numbers and model version."""
 from __future__ import annotations
 
 import time
@@ -12,6 +13,7 @@ from ..trial.errors import SpecError
 from .layout import ExperimentDir
 from .mlflow_data import split_records
 from .mlflow_models import log_teachers
+from .mlflow_notes import NOTE, describe_sweep, experiment_line
 from .plots import plot_pareto, plot_study
 from .provenance import trial_run_name
 from .spec import SweepSpec
@@ -20,10 +22,12 @@ from .tracking import EPOCH_METRICS
 
 def record_inputs(tracker, spec: SweepSpec, teacher_dirs: dict[str, str], cards: dict[str, dict],
                   log: Callable[[str], None]) -> dict[str, str]:
-    """Every teacher as a logged model, then the parent's inputs (datasets, teacher models). Returns teacher name ->
-    logged model id, for the trials' runs."""
+    """The experiment's one-line description, every teacher as a logged model, then the parent's inputs (datasets,
+    teacher models). Returns teacher name -> logged model id, for the trials' runs."""
     from ..trial.data import load_data
 
+    tracker.store.attempt("describe the experiment", lambda: tracker.client.set_experiment_tag(
+        tracker.experiment_id, NOTE, experiment_line(spec)))
     models = log_teachers(tracker.client, tracker.experiment_id, tracker.parent_id, teacher_dirs, cards, spec.teachers, log)
     try:
         datasets = split_records(spec.trial, load_data(spec.trial, "cpu"))
@@ -37,7 +41,8 @@ def record_inputs(tracker, spec: SweepSpec, teacher_dirs: dict[str, str], cards:
 def record_answer(tracker, spec: SweepSpec, exp_dir: Path, log: Callable[[str], None]) -> list[Path]:
     """The best trial (layout.ExperimentDir.best_trial, the one export exports) on the parent run: metrics
     best_val_pgd_acc / best_val_clean_acc (at its best epoch), params best.<searched key>, tags best_trial_id,
-    best_teacher; then pareto.png and the study's plots, written and logged. Returns the plots written."""
+    best_teacher; then pareto.png and the study's plots, written and logged; then the parent run's description
+    (export and report rewrite it with their numbers). Returns the plots written."""
     exp = ExperimentDir.open(exp_dir)
     try:
         trials, best = exp.finished_trials(), exp.best_trial()
@@ -76,4 +81,5 @@ def record_answer(tracker, spec: SweepSpec, exp_dir: Path, log: Callable[[str], 
         tracker.do("log a plot of the sweep", "artifact", tracker.parent_id, path=str(png))
     if plots:
         log(f"plots of the sweep: {', '.join(p.name for p in plots)} in {exp.path}")
+    describe_sweep(tracker.uri, exp, log)
     return plots

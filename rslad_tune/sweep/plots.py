@@ -1,7 +1,8 @@
 """Sweep plots: validation PGD accuracy per epoch of every trial (a trial ASHA stopped ends early, marked x), the
 clean-vs-PGD Pareto front of the finished trials, the Optuna study's parallel coordinates and hyper-parameter
 importance (Optuna's own matplotlib functions), and the teacher selection plot (each teacher's students,
-mean ± std, against teacher size and robustness)."""
+mean ± std, against teacher size and robustness) with its curves: every arm's validation PGD-20 per epoch, the ASHA
+rungs marked."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -198,3 +199,43 @@ def plot_selection(rows: list[dict], path: Path, title: str = "", noise: float |
     fig.suptitle(title or "teacher selection", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(fig, path, layout=False)
+
+
+def plot_selection_curves(rows: list[dict], rungs: list[int] | None, path: Path, title: str = "",
+                          references: list[str] = ()) -> Path:
+    """Every arm's validation PGD-20 per epoch, one colour per teacher (the baseline and other reference arms drawn
+    thicker): its compared students solid, its other full-length students dashed, the students ASHA stopped ending
+    in x. The rungs (the epochs where ASHA can stop a trial) are dotted vertical lines, so a teacher's lead at an
+    early rung that later reverses shows. `rungs` None: not recorded by the sweep (written before they were)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    longest = 1
+    for i, r in enumerate(rows):
+        ref = r["teacher"] in references or r.get("baseline")
+        colour, lw = f"C{i % 10}", 2.4 if ref else 1.2
+        label = r["teacher"] + (" (reference)" if ref else "")
+        for style, key in (("-", "curves"), ("--", "other_curves"), (":", "stopped_curves")):
+            for curve in r.get(key) or []:
+                epochs = range(1, len(curve) + 1)
+                longest = max(longest, len(curve))
+                ax.plot(epochs, [100 * v for v in curve], style, marker="o", ms=3, lw=lw, color=colour, label=label)
+                label = None  # one legend entry per arm
+                if key == "stopped_curves":
+                    ax.plot(len(curve), 100 * curve[-1], marker="x", ms=9, mew=2, color=colour)
+    for k, m in enumerate(rungs or []):
+        ax.axvline(m, color="gray", ls=":", lw=1, label="ASHA rung" if k == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation PGD-20 accuracy (%)")
+    ax.set_xlim(0.8, longest + 0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    note = "" if rungs is not None else " (ASHA rungs not recorded by this sweep)"
+    ax.set_title((title or "validation PGD-20 per epoch of every arm") + note + "\nsolid: compared students; dashed: "
+                 "other full-length; dotted, x: stopped by ASHA", fontsize=9)
+    return _save(fig, path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..trial.config import expand_user
 from ..trial.errors import SpecError
 from .spec import SweepSpec
+from .stores import SQLITE_HEADER
 
 
 def check_sweep(spec: SweepSpec, address: str | None = None, verb: str = "tune") -> list[str]:
@@ -148,9 +149,6 @@ def check_ray_address(address: str) -> None:
     except OSError as e:
         raise SpecError("--address", address, f"no Ray head answers there ({e.strerror or type(e).__name__}); "
                         "start one with `ray start --head` or leave --address out for a local Ray") from None
-
-
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def check_store(uri: str, key: str = "tracking URI") -> None:

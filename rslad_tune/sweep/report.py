@@ -13,8 +13,10 @@ of one teacher's students (pooled over teachers with two or more, else the YAML'
 measured by a ground-truth sweep), scaled to the two means compared -- and answers whether a larger teacher
 made a better student. Numbers are cached beside each checkpoint
 (`selection.json`), so a second call only computes what is missing. Writes `selection.md`,
-`selection.json` and `selection.png` under the experiment folder and logs them, with per-teacher metrics,
-to the sweep's MLflow parent run.
+`selection.json`, `selection.png` and `selection_curves.png` (every arm's validation curve, the ASHA rungs marked)
+under the experiment folder and logs them to the sweep's MLflow parent run, with the per-teacher table as an MLflow
+table (no per-teacher metrics: the run's charts keep the few numbers compared across sweeps) and the report's answer
+in the run's description (mlflow_notes.py).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from ..trial.files import write_json, write_text
 from ..trial.methods import unread_knobs
 from .compare import NOT_COMPARED
 from .layout import ExperimentDir, TrialDir
-from .plots import plot_selection
+from .mlflow_notes import describe_sweep, log_selection_table
+from .plots import plot_selection, plot_selection_curves
 from .selection_verdict import verdict, verdict_words
 from .tracking import log_to_run
 
@@ -78,11 +81,18 @@ def comparison_set(trials: list[TrialDir], baselines: set[str] = frozenset()) ->
 
     keys = sorted({k for t in trials for k in t.config} - NOT_HYPER)
     varying = [k for k in keys if len({repr(value(t, k)) for t in trials if value(t, k) is not None}) > 1]
-    groups: dict[str, list[TrialDir]] = {}
-    for t in trials:
-        groups.setdefault(repr([value(t, k) for k in varying]), []).append(t)
-    best = max(groups.values(), key=lambda g: (len({t.config.get("teacher") for t in g}), len(g)), default=[])
-    return {t.trial_id for t in best}
+
+    def point(t) -> list[str | None]:
+        return [None if value(t, k) is None else repr(value(t, k)) for k in varying]
+
+    def fits(t, p: list) -> bool:  # a knob the trial's method does not read (None) matches any value
+        return all(v is None or v == q for v, q in zip(point(t), p))
+
+    # the candidate points: those of trials that read every varying knob (a distilling trial), else all
+    full = [point(t) for t in trials if None not in point(t)] or [point(t) for t in trials]
+    best = max(full, key=lambda p: (len({t.config.get("teacher") for t in trials if fits(t, p)}),
+                                    sum(fits(t, p) for t in trials)), default=None)
+    return {t.trial_id for t in trials if best is not None and fits(t, best)}
 
 
 def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 200, device: str = "auto",
@@ -101,7 +111,8 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
     for name, folder in exp.teacher_dirs.items():
         card = read_card(folder)
         mine = [t for t in trials if t.config.get("teacher") == name]
-        row = {"teacher": name, "baseline": name in baselines, "params": card.get("params"), "macs": card.get("macs"), "teacher_method": card.get("recipe", {}).get("method"),
+        # a pseudo-label baseline uses the teacher (its argmax labels): compared against the plain baseline
+        row = {"teacher": name, "baseline": name in baselines, "pseudo": card.get("pseudo"), "params": card.get("params"), "macs": card.get("macs"), "teacher_method": card.get("recipe", {}).get("method"),
                "teacher_clean": card.get("clean_acc"), "teacher_pgd20": card.get("pgd20_acc"), "teacher_n": card.get("eval_n"),
                "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"), "source": card.get("source"),
                "trials": len(mine), "full_length": sum(t in full for t in mine), "students": [], "other_students": []}
@@ -119,6 +130,8 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
         row["stopped_curves"] = [[h["pgd_acc"] for h in t.history] for t in mine if t not in full and t.history]
         row["curves"] = [[h["pgd_acc"] for h in t.history] for t in full
                          if t.config.get("teacher") == name and t.trial_id in compared]
+        row["other_curves"] = [[h["pgd_acc"] for h in t.history] for t in full
+                               if t.config.get("teacher") == name and t.trial_id not in compared]
         for key in ("val_pgd", "clean", "pgd20", "aa"):
             vals = [100 * s[key] for s in row["students"] if s.get(key) is not None]
             row[f"student_{key}_mean"], row[f"student_{key}_std"] = _spread(vals)
@@ -196,15 +209,20 @@ def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
     rows = selection_rows(exp, **kw)
     sweep = ExperimentDir.open(exp)
     noise_std = sweep.sweep.get("report_noise_std")  # the YAML's report.noise_std
-    v = verdict(rows, noise_std, sweep.sweep.get("report_noise_dof"))
+    v = verdict(rows, noise_std, sweep.sweep.get("report_noise_dof"), sweep.sweep.get("report_objective") or "pgd",
+                sweep.sweep.get("report_clean_weight", 0.5), sweep.sweep.get("report_clean_noise_std"),
+                sweep.sweep.get("report_clean_noise_dof"))
     md = format_markdown(rows, v=v, prescreen=sweep.sweep.get("prescreen"))
     write_json({"rows": rows, "verdict": v, "prescreen": sweep.sweep.get("prescreen")}, exp / "selection.json")
     write_text(md + "\n", exp / "selection.md")
     png = plot_selection(rows, exp / "selection.png", f"{exp.name}: each teacher's students at equal hyper-parameters",
                          noise=v["noise_std"])
-    metrics = {f"selection.{r['teacher']}.{k}": r[k] for r in rows
-               for k in ("student_pgd20_mean", "student_aa_mean", "student_clean_mean", "full_length") if r.get(k) is not None}
-    files = [(f, "selection") for f in (exp / "selection.md", exp / "selection.json", png)]
-    if log_to_run(sweep.tracking_uri, sweep.parent_run_id, metrics=metrics, artifacts=files, log=log):
-        log("selection report logged to the sweep's MLflow parent run")
+    curves = plot_selection_curves(rows, sweep.sweep.get("rungs"), exp / "selection_curves.png",
+                                   f"{exp.name}: validation PGD-20 per epoch of every arm",
+                                   references=sweep.sweep.get("references", []))
+    files = [(f, "selection") for f in (exp / "selection.md", exp / "selection.json", png, curves)]
+    if log_to_run(sweep.tracking_uri, sweep.parent_run_id, artifacts=files, log=log):
+        log_selection_table(sweep.tracking_uri, sweep.parent_run_id, rows, v, log)
+        describe_sweep(sweep.tracking_uri, sweep, log)  # the parent run's description opens with this report's answer
+        log("selection report logged to the sweep's MLflow parent run (its files, the table, the run's description)")
     return md, exp / "selection.md"

@@ -1,7 +1,7 @@
 """The selection report's verdict: should I distil at all, and from which teacher?
 
 The no-teacher baseline (a `baseline:` teacher: the same student trained with SAT/TRADES/MART alone at the same
-budget) is the reference of every distillation claim (shared/DESIGN.md "Claims and statistics"): each teacher's
+budget) is the reference of every distillation claim (docs/statistics.md): each teacher's
 students minus the baseline's, paired by seed where they share seeds, else against the pooled seed noise (this
 sweep's replicates, or `report.noise_std` / `noise_dof` measured by a ground truth); t intervals at the degrees of
 freedom at hand; Holm-corrected families (teachers against the baseline; teachers against the best); and the
@@ -12,38 +12,42 @@ from __future__ import annotations
 import math
 
 from . import stats
+from .two_axes import AXIS_WORDS, classify, phrase, score, sign
+
+OBJECTIVE_WORDS = {"pgd": "test PGD-20", "clean": "clean test accuracy", "balanced": "clean and PGD-20 weighted"}
 
 ALPHA = 0.05
 
 
-def _values(row: dict) -> dict:
-    """seed -> test PGD-20 (points) of a teacher's compared students."""
-    return {s.get("seed", i): 100 * s["pgd20"] for i, s in enumerate(row["students"]) if s.get("pgd20") is not None}
+def _values(row: dict, axis: str = "pgd20") -> dict:
+    """seed -> test PGD-20 (or clean accuracy: axis "clean"), in points, of a teacher's compared students."""
+    return {s.get("seed", i): 100 * s[axis] for i, s in enumerate(row["students"]) if s.get(axis) is not None}
 
 
-def noise(rows: list[dict], noise_std: float | None = None, noise_dof: int | None = None) -> tuple[float | None, int, str | None]:
+def noise(rows: list[dict], noise_std: float | None = None, noise_dof: int | None = None,
+          axis: str = "pgd20") -> tuple[float | None, int, str | None]:
     """One teacher's students' spread over seeds: pooled over this sweep's teachers with two or more, else the
-    YAML's (a ground truth's), else unknown."""
-    sd, dof = stats.pooled_std([list(_values(r).values()) for r in rows if r["decided"]])
+    YAML's (a ground truth's: report.noise_std, report.clean_noise_std for the clean axis), else unknown."""
+    sd, dof = stats.pooled_std([list(_values(r, axis).values()) for r in rows if r["decided"]])
     if sd is not None:
         return sd, dof, "this sweep"
     if noise_std is not None:
-        return noise_std, noise_dof or 0, "report.noise_std"
+        return noise_std, noise_dof or 0, "report.noise_std" if axis == "pgd20" else "report.clean_noise_std"
     return None, 0, None
 
 
-def difference(a: dict, b: dict, sd: float | None, dof: int) -> dict:
-    """a's students minus b's (test PGD-20 points): paired by seed when both have the same two or more seeds,
-    else the difference of means against the pooled noise."""
-    va, vb = _values(a), _values(b)
+def difference(a: dict, b: dict, sd: float | None, dof: int, axis: str = "pgd20") -> dict:
+    """a's students minus b's (points of test PGD-20, or of clean accuracy): paired by seed when both have the same
+    two or more seeds, else the difference of means against the pooled noise."""
+    va, vb = _values(a, axis), _values(b, axis)
     if len(va) >= 2 and set(va) == set(vb):
         d = stats.paired_difference(va, vb)
     else:
         diff = sum(va.values()) / len(va) - sum(vb.values()) / len(vb)
         se = sd * math.sqrt(1 / len(va) + 1 / len(vb)) if sd is not None else None
         d = stats.t_difference(diff, se, dof, min(len(va), len(vb)))
-    return {"a": a["teacher"], "b": b["teacher"], "diff": d.diff, "noise": d.halfwidth, "n": d.n, "dof": d.dof,
-            "p": d.pvalue, "mdd": d.mdd, "paired": d.paired}
+    return {"a": a["teacher"], "b": b["teacher"], "axis": axis, "diff": d.diff, "noise": d.halfwidth, "n": d.n,
+            "dof": d.dof, "p": d.pvalue, "mdd": d.mdd, "paired": d.paired}
 
 
 def _holm(family: list[dict]) -> list[dict]:
@@ -97,11 +101,28 @@ def _baseline_stopped(base: dict, teachers: list[dict], noise: tuple[float | Non
             "`scheduler: {type: fifo}` answer it.")
 
 
-def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: list[dict],
-                   stopped: list[dict] = (), baseline_row: dict | None = None,
-                   noise: tuple[float | None, int] | None = None) -> dict:
-    """The report's first sentence: helps (some teacher beats the baseline, Holm-corrected), hurts (the best
-    teacher is below it beyond the noise), or cannot tell (with the smallest detectable difference)."""
+def both_axes(teachers: list[dict], reference: dict, pgd: tuple[float | None, int], clean: tuple[float | None, int]) -> list[dict]:
+    """Every teacher against the reference on PGD-20 and on clean accuracy (each axis Holm-corrected over the
+    teachers), and its class (two_axes.classify)."""
+    on = {axis: _holm([difference(t, reference, *n, axis=axis) for t in teachers]) for axis, n in (("pgd20", pgd), ("clean", clean))}
+    return [{"teacher": t["teacher"], "pgd20": p, "clean": c, "class": classify(p, c)}
+            for t, p, c in zip(teachers, on["pgd20"], on["clean"])]
+
+
+def _teachers(k: int) -> str:
+    return f"{k} teacher{'s' if k != 1 else ''}"
+
+
+def _seeds(c: dict) -> str:
+    return f"{c['n']} seed{'s' if c['n'] != 1 else ''}" + (" paired" if c["paired"] else "")
+
+
+def should_distill(teachers: list[dict], reference: dict | None, both: list[dict], stopped: list[dict] = (),
+                   baseline_row: dict | None = None, noise: tuple[float | None, int] | None = None,
+                   objective: str = "pgd", clean_weight: float = 0.5) -> dict:
+    """The report's first sentence, on both axes (two_axes): distil (some teacher helps), a trade (better on one
+    axis, worse on the other), do not distil (every teacher hurts), or cannot tell (with the smallest detectable
+    differences). Among several teachers of a class, the objective's best is named."""
     if reference is None and baseline_row is not None:
         return {"case": "cannot_tell", "text": _baseline_stopped(baseline_row, teachers, noise)}
     if reference is None:
@@ -110,42 +131,88 @@ def should_distill(teachers: list[dict], reference: dict | None, vs_baseline: li
     if not teachers:
         return {"case": "cannot_tell", "text": "Cannot tell whether to distil: no teacher has a student that trained "
                 "every epoch at the compared hyper-parameters." + _rung_evidence(stopped, reference, noise)}
-    best = max(vs_baseline, key=lambda c: c["diff"])
-    helps = [c for c in vs_baseline if c["real"] and c["diff"] > 0]
-    c = max(helps, key=lambda c: c["diff"]) if helps else best
-    n = f"{c['n']} seed{'s' if c['n'] != 1 else ''}" + (" paired" if c["paired"] else "")
-    base = reference["teacher"]
-    pm = "no interval" if c["noise"] is None else f"{c['diff']:+.2f} ± {c['noise']:.2f} points"
-    if helps:
-        case, text = "helps", (f"**Distil, from {c['a']}:** it helps by {c['diff']:.2f} ± {c['noise']:.2f} points of test "
-                               f"PGD-20 over the student trained alone ({base}; {n}, Holm-corrected over "
-                               f"{len(vs_baseline)} teachers).")
-    elif best["real"] and best["diff"] < 0:
-        case, text = "hurts", (f"**Do not distil:** every teacher's students score below the student trained alone "
-                               f"({base}); even the best, {c['a']}, hurts by {-c['diff']:.2f} ± {c['noise']:.2f} points of "
-                               f"test PGD-20 ({n}, Holm-corrected).")
+
+    def best(of: list[dict]) -> dict:
+        return max(of, key=lambda b: score(b["pgd20"]["diff"], b["clean"]["diff"], objective, clean_weight))
+
+    pseudo = {r["teacher"] for r in teachers if r.get("pseudo")}
+
+    def named(name: str) -> str:
+        return f"{name} (pseudo-label SAT: robust self-training on a teacher's argmax labels)" if name in pseudo else name
+
+    classes = {b["teacher"]: b["class"] for b in both}
+    base, k = reference["teacher"], len(both)
+    vs = f"the student trained alone ({base}"
+    if any(c == "helps" for c in classes.values()):
+        b = best([b for b in both if b["class"] == "helps"])
+        p, c = b["pgd20"], b["clean"]
+        lead, other = ((f"it helps by {p['diff']:.2f} ± {p['noise']:.2f} points of test PGD-20", c) if sign(p) > 0 else
+                       (f"it helps clean test accuracy by {c['diff']:.2f} ± {c['noise']:.2f} points", p))
+        case, text = "helps", (f"**Distil, from {named(b['teacher'])}:** {lead} over {vs}; {_seeds(p)}, Holm-corrected over "
+                               f"{_teachers(k)}); {phrase(other)}.")
+    elif any(c == "trade" for c in classes.values()):
+        b = best([b for b in both if b["class"] == "trade"])
+        up, down = (b["pgd20"], b["clean"]) if sign(b["pgd20"]) > 0 else (b["clean"], b["pgd20"])
+        case, text = "trade", (f"**A trade, not a gain: distil from {named(b['teacher'])} only if {AXIS_WORDS[up['axis']]} matters "
+                               f"more to you than {AXIS_WORDS[down['axis']]}.** Its students against {vs}; {_seeds(up)}, "
+                               f"Holm-corrected over {_teachers(k)}): {phrase(up)}; {phrase(down)}.")
+    elif all(c == "hurts" for c in classes.values()):
+        b = best(both)
+        worse = b["pgd20"] if sign(b["pgd20"]) < 0 else b["clean"]
+        other = b["clean"] if worse is b["pgd20"] else b["pgd20"]
+        case, text = "hurts", (f"**Do not distil:** every teacher's students score below {vs}) beyond the noise on at least "
+                               f"one axis and above it on none; even the best, {named(b['teacher'])}, hurts by {-worse['diff']:.2f} ± "
+                               f"{worse['noise']:.2f} points of {AXIS_WORDS[worse['axis']]} ({_seeds(worse)}, Holm-corrected); "
+                               f"{phrase(other)}.")
+    elif all(b["pgd20"]["noise"] is None for b in both):  # no replicate anywhere, no report.noise_std: one student each
+        b = best(both)
+        p, c = b["pgd20"], b["clean"]
+        case, text = "cannot_tell", (f"**Cannot tell whether to distil: one student each, no interval.** The best "
+                                     f"teacher, {named(b['teacher'])}, minus {vs}; {_seeds(p)}): {p['diff']:+.2f} points of "
+                                     f"test PGD-20, {c['diff']:+.2f} of clean test accuracy; set `report.noise_std` from a "
+                                     "ground truth, or train more seeds, to weigh it.")
     else:
-        mdd = "unknown" if c["mdd"] is None else f"{c['mdd']:.2f} points"
+        b = best([b for b in both if b["class"] == "cannot_tell"])
+        p, c = b["pgd20"], b["clean"]
+        mdd = " and ".join(f"{'unknown' if x['mdd'] is None else format(x['mdd'], '.2f')} points of {AXIS_WORDS[x['axis']]}"
+                           for x in (p, c))
         case, text = "cannot_tell", (f"**Cannot tell whether to distil at this number of seeds:** the best teacher, "
-                                     f"{c['a']}, against the student trained alone ({base}): {pm} of test PGD-20 ({n}); "
-                                     f"the smallest difference these seeds could detect at 80 % power is {mdd}.")
-    return {"case": case, "teacher": c["a"], "diff": c["diff"], "halfwidth": c["noise"], "n": c["n"], "mdd": c["mdd"],
-            "text": text}
+                                     f"{named(b['teacher'])}, against {vs}; {_seeds(p)}): {phrase(p, False)}; {phrase(c, False)}; the smallest "
+                                     f"difference these seeds could detect at 80 % power is {mdd}.")
+    p = b["pgd20"]
+    return {"case": case, "teacher": b["teacher"], "diff": p["diff"], "halfwidth": p["noise"], "n": p["n"],
+            "mdd": p["mdd"], "clean_diff": b["clean"]["diff"], "clean_halfwidth": b["clean"]["noise"],
+            "classes": classes, "objective": objective, "text": text}
 
 
-def verdict(rows: list[dict], noise_std: float | None = None, noise_dof: int | None = None) -> dict:
-    """Teachers ranked by their compared students' mean test PGD-20 (the baseline apart, as the reference)."""
-    decided = sorted((r for r in rows if r["decided"]), key=lambda r: -r["student_pgd20_mean"])
-    teachers = [r for r in decided if not r.get("baseline")]
-    reference = next((r for r in decided if r.get("baseline")), None)
+def _objective_mean(r: dict, objective: str, clean_weight: float) -> float:
+    clean = r.get("student_clean_mean")
+    return score(r["student_pgd20_mean"], r["student_pgd20_mean"] if clean is None else clean, objective, clean_weight)
+
+
+def verdict(rows: list[dict], noise_std: float | None = None, noise_dof: int | None = None, objective: str = "pgd",
+            clean_weight: float = 0.5, clean_noise_std: float | None = None, clean_noise_dof: int | None = None) -> dict:
+    """Teachers ranked by their compared students' mean under `objective` (test PGD-20, clean accuracy, or both
+    weighted; the baseline apart, as the reference), and each teacher's class against it on both axes."""
+    decided = sorted((r for r in rows if r["decided"]), key=lambda r: -_objective_mean(r, objective, clean_weight))
+    # the reference: the student trained alone; a pseudo-label baseline (robust self-training) is an arm ranked
+    # against it like a teacher, unless it is the only baseline left
+    reference = next((r for r in decided if r.get("baseline") and not r.get("pseudo")),
+                     next((r for r in decided if r.get("baseline")), None))
+    teachers = [r for r in decided if r is not reference and (not r.get("baseline") or r.get("pseudo"))]
     sd, dof, source = noise(rows, noise_std, noise_dof)
-    vs_baseline = _holm([difference(t, reference, sd, dof) for t in teachers]) if reference else []
+    clean_sd, clean_dof, _ = noise(rows, clean_noise_std, clean_noise_dof, axis="clean")
+    both = both_axes(teachers, reference, (sd, dof), (clean_sd, clean_dof)) if reference else []
+    vs_baseline = [b["pgd20"] for b in both]
     out = {"ranking": [r["teacher"] for r in teachers], "reference": reference["teacher"] if reference else None,
            "undecided": [r["teacher"] for r in rows if not r["decided"]], "noise_std": sd, "noise_dof": dof,
-           "noise_source": source, "vs_baseline": vs_baseline,
-           "should_distill": should_distill(teachers, reference, vs_baseline,
+           "noise_source": source, "clean_noise_std": clean_sd, "clean_noise_dof": clean_dof, "objective": objective,
+           "clean_weight": clean_weight, "vs_baseline": vs_baseline, "both_axes": both,
+           "should_distill": should_distill(teachers, reference, both,
                                             [r for r in rows if not r["decided"] and not r.get("baseline")],
-                                            next((r for r in rows if r.get("baseline")), None), (sd, dof)),
+                                            next((r for r in rows if r.get("baseline") and not r.get("pseudo")),
+                                                 next((r for r in rows if r.get("baseline")), None)), (sd, dof),
+                                            objective, clean_weight),
            "vs_best": _holm([difference(teachers[0], r, sd, dof) for r in teachers[1:]]) if teachers else [],
            "size_spearman": None, "largest_vs_smallest": None, "families": []}
     sized = [r for r in teachers if r.get("params")]
@@ -175,17 +242,20 @@ def _d(c: dict) -> str:
 def verdict_words(v: dict, rows: list[dict]) -> list[str]:
     by = {r["teacher"]: r for r in rows}
     words = []  # the report opens with v["should_distill"]["text"]
-    if v["vs_baseline"]:
-        words.append("Every teacher against the student trained alone (" + v["reference"] + "): "
-                     + "; ".join(_d(c) for c in v["vs_baseline"]) + ". Holm-corrected over the teachers.")
+    if v["both_axes"]:
+        words.append("Every teacher against the student trained alone (" + v["reference"] + "), on both axes, each "
+                     "Holm-corrected over the teachers: " + "; ".join(
+                         f"**{b['teacher']}: {b['class'].replace('_', ' ')}** (PGD-20: {_d(b['pgd20'])}; clean: {_d(b['clean'])})"
+                         for b in v["both_axes"]) + ".")
     if not v["ranking"]:
         return words + ["**Verdict: undecided.** No teacher has a student that trained every epoch: nothing can be ranked."]
     best = by[v["ranking"][0]]
     by_val = max((by[t] for t in v["ranking"]), key=lambda r: r["student_val_pgd_mean"])
-    words.append(f"**Best teacher on the test split: {best['teacher']}** — its {best['student_pgd20_count']} compared "
-                 f"student(s) score {best['student_pgd20_mean']:.2f} % test PGD-20 on average. The sweep's own pick, by "
-                 f"validation PGD-20 (what ASHA and the export rank by): **{by_val['teacher']}** "
-                 f"({by_val['student_val_pgd_mean']:.2f} %).")
+    clean = "" if best.get("student_clean_mean") is None else f" and {best['student_clean_mean']:.2f} % clean"
+    words.append(f"**Best teacher on the test split by the objective ({OBJECTIVE_WORDS[v.get('objective', 'pgd')]}): "
+                 f"{best['teacher']}** — its {best['student_pgd20_count']} compared student(s) score "
+                 f"{best['student_pgd20_mean']:.2f} % test PGD-20{clean} on average. The teacher best by validation "
+                 f"PGD-20 (what ASHA ranks by): **{by_val['teacher']}** ({by_val['student_val_pgd_mean']:.2f} %).")
     if v["noise_std"] is None:
         words.append("**Noise unknown**: no teacher has two compared students and the YAML gives no `report.noise_std`, "
                      "so no difference below can be called real; run more seeds before trusting the ranking.")

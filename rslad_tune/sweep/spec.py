@@ -15,7 +15,7 @@ from typing import Any
 
 from ..teachers.proxies import PROXIES, check_proxy
 from ..teachers.source import TeacherSpec
-from ..teachers.sources import parse_teacher
+from ..teachers.sources import check_entries, parse_teacher
 from ..trial.config import (DATA_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, TrialConfig, as_mapping, check_keys, check_trial_config,
                             check_trial_value, choice, custom, did_you_mean, flag, make_trial_config, num,
                             parse_section)
@@ -23,6 +23,7 @@ from ..trial.errors import SpecError
 from ..trial.methods import METHODS
 from ..trial.yaml_loader import load_yaml, parse_set_overrides, read_space  # noqa: F401 (parse_set_overrides: callers import it from here)
 from .layout import check_experiment_name
+from .two_axes import OBJECTIVES
 
 
 # --------------------------------------------------------------------------- search space
@@ -106,6 +107,8 @@ class TuneSpec:
     scheduler: str = field(default="asha", metadata=choice(("asha", "fifo"), yaml=("scheduler.type",)))  # asha: early stopping; fifo: none
     grace_period: int = field(default=1, metadata=num(integer=True, lo=1, yaml=("scheduler.grace_period",)))  # ASHA's first rung, in epochs
     reduction_factor: float = field(default=2.0, metadata=num(lo=1, lo_open=True, yaml=("scheduler.reduction_factor",)))  # ASHA keeps 1 / reduction_factor of the trials at each rung
+    # a reference arm's results enter ASHA's rungs (count against the other trials); it is never stopped either way
+    reference_in_rungs: bool = field(default=False, metadata=flag())
     searcher: str = field(default="optuna", metadata=choice(("optuna", "random"), yaml=("searcher.type",)))  # optuna (TPE)
     seed: int = field(default=0, metadata=num(integer=True, lo=0, hi=2**32 - 1, yaml=("seed", "searcher.seed")))  # searcher.seed wins
     cpus_per_trial: float = field(default=1.0, metadata=num(lo=0, lo_open=True, yaml=("resources.cpu",)))  # CPUs per trial
@@ -129,6 +132,13 @@ class ReportSpec:
     noise_std: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))
     # the degrees of freedom of noise_std (the ground truth's seeds minus its teachers): its t quantile
     noise_dof: int | None = field(default=None, metadata=num(integer=True, lo=1, hi=100_000, optional=True))
+    # the same two for clean test accuracy (points): the clean axis of the verdict when this sweep has one seed per arm
+    clean_noise_std: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))
+    clean_noise_dof: int | None = field(default=None, metadata=num(integer=True, lo=1, hi=100_000, optional=True))
+    # what ranks the teachers and picks the exported trial: pgd (test/validation PGD-20), clean, or balanced
+    # (clean_weight x clean + the rest x PGD-20); the helps/trade/hurts classes are on both axes whatever it is
+    objective: str = field(default="pgd", metadata=choice(OBJECTIVES))
+    clean_weight: float | None = field(default=None, metadata=num(lo=0, hi=1, optional=True))  # balanced only (None: 0.5)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -147,6 +157,11 @@ class SweepSpec:
     path: str = ""
     report: ReportSpec = field(default_factory=ReportSpec)
     registered_model: str | None = None  # the MLflow registered model of the export (None: <experiment>-student)
+
+    @property
+    def references(self) -> set[str]:
+        """The teachers whose students are reference arms: the scheduler never stops them early (scheduling.py)."""
+        return {name for name, t in self.teachers.items() if t.reference}
 
 
 TOP_KEYS = ("experiment", "data", "teachers", "trial", "search", "tune", "report", "runs_dir", "tracking_uri",
@@ -246,6 +261,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
             if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or not name.isascii():
                 raise SpecError("teachers", name, "teacher names are ASCII letters, digits, '_' or '-'")
             teachers[name] = parse_teacher(name, t, data_values, base_dir)
+        check_entries(teachers)
         names = tuple(teachers)
 
         trial_raw = dict(as_mapping(raw.get("trial"), "trial"))
@@ -276,16 +292,35 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
             raise SpecError("teachers", {}, f"method {distillers[0]!r} distils from a teacher: define at least one")
         if distillers and trial.teacher is None and "teacher" not in search:
             raise SpecError("trial.teacher", None, f"method {distillers[0]!r} needs one of {', '.join(names)} (or search teacher)")
+        _check_labelled(trial, methods, distillers)
         runs_dir = raw.get("runs_dir", "runs")
         if not isinstance(runs_dir, str) or not runs_dir:
             raise SpecError("runs_dir", runs_dir, "must be a directory path")
         tracking_uri = raw.get("tracking_uri")
         if tracking_uri is not None:
             tracking_uri = check_tracking_uri(tracking_uri, "tracking_uri")
-        return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path,
-                         parse_section(ReportSpec, raw.get("report"), "report"), _registered_model(raw.get("registered_model")))
+        report = parse_section(ReportSpec, raw.get("report"), "report")
+        if report.clean_weight is not None and report.objective != "balanced":
+            raise SpecError("report.clean_weight", report.clean_weight, f"only objective balanced weighs clean accuracy "
+                            f"(report.objective is {report.objective}); remove it or set objective: balanced")
+        return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path, report,
+                         _registered_model(raw.get("registered_model")))
     except SpecError as e:
         raise _from_set(e, overrides) or (e.located(where) if where and not e.where else e) from None
+
+
+def _check_labelled(trial: TrialConfig, methods: list[str], distillers: list[str]) -> None:
+    """Few labels: N fits the split, and some trial can use the unlabelled images (a teacher labels them)."""
+    n = trial.labelled
+    if n is None:
+        return
+    if trial.train_subset is not None and n > trial.train_subset - trial.val_size:
+        raise SpecError("data.labelled", n, f"must be at most the {trial.train_subset - trial.val_size} training images "
+                        f"left after val_size {trial.val_size} is held out of train_subset {trial.train_subset}")
+    if not distillers:
+        raise SpecError("data.labelled", n, f"method {methods[0]!r} needs a label on every image it trains on and no "
+                        "teacher labels the others: distil (method rslad and a teacher), or drop labelled and give "
+                        f"train_subset {n + trial.val_size} instead")
 
 
 def _check_prescreen(raw_tune: Any, tune: TuneSpec, search: dict[str, Domain], overrides: dict[str, Any]) -> None:

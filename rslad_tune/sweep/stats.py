@@ -1,4 +1,4 @@
-"""The statistics behind every claim the project publishes (shared/DESIGN.md, "Claims and statistics").
+"""The statistics behind every claim the project publishes (docs/statistics.md).
 
 A difference is reported with its interval, never alone: mean ± t-interval (t for the dof at hand, not
 a fixed 2), paired by seed when the arms share seeds, corrected (Holm or Tukey HSD) across several pairs.

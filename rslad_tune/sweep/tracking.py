@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ..trial.files import file_lock
-from .layout import resolve_store
+from .relocation import resumed
+from .stores import relocate_artifacts, resolve_store
 from .pending import Flaky, append_record, keep_records, read_records, replayable
 from .provenance import source_tags, trial_error_text, trial_run_name
 
@@ -130,6 +131,7 @@ class SweepTracker:
         for k, v in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
             os.environ.setdefault(k, v)  # a server that is away: our retries, not minutes inside MLflow's
         with _store_lock(tracking_uri):  # a fresh SQLite store: its tables are created by one command at a time
+            relocate_artifacts(tracking_uri, runs_dir, log or _say)  # a copied runs folder's store logs into the copy
             self.client = MlflowClient(tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
@@ -139,7 +141,8 @@ class SweepTracker:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
             else:
                 self.experiment_id = exp.experiment_id
-            if exp is None or KIND_TAG not in exp.tags:  # the UI opens on the training runs table, not the GenAI overview
+            # MLflow's experiment kind, for the clients that read it; 3.17's UI picks its view per browser (mlflow_ui.py)
+            if exp is None or KIND_TAG not in exp.tags:
                 self.client.set_experiment_tag(self.experiment_id, KIND_TAG, "custom_model_development")
         self.parent_id = parent_id
 
@@ -285,8 +288,9 @@ class MLflowTrialCallback(Callback):
         return {"where": (t.uri, t.experiment, t.runs_dir, t.parent_id, t.pending), "max_epochs": self.max_epochs,
                 "cards": self.cards, "teacher_models": self.teacher_models}
 
-    def __setstate__(self, state):
-        self.__init__(SweepTracker.open(*state["where"]), state["max_epochs"], state["cards"], state.get("teacher_models"))
+    def __setstate__(self, state):  # a resumed sweep (a copy, maybe) logs to the store its command opened
+        tracker = resumed("tracker") or SweepTracker.open(*state["where"])
+        self.__init__(tracker, state["max_epochs"], state["cards"], state.get("teacher_models"))
 
     def _run_id(self, trial) -> str | None:
         """The trial's run: found (a resumed sweep reuses it, RUNNING again) or created; None while the store is away."""

@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -102,6 +103,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from .mlflow_data import start_system_metrics, stop_system_metrics
     from .parent_run import record_answer, record_inputs
     from .prescreen import prescreen
+    from .relocation import resuming
+    from .scheduling import rungs
     from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
 
     exp = experiment_dir(spec)
@@ -143,7 +146,12 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
                              "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
                              "metric": spec.tune.metric, "registered_model": spec.registered_model,
                              "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof,
-                             "prescreen": screened}, spec.source)
+                             "report_clean_noise_std": spec.report.clean_noise_std,
+                             "report_clean_noise_dof": spec.report.clean_noise_dof,
+                             "report_objective": spec.report.objective,
+                             "report_clean_weight": 0.5 if spec.report.clean_weight is None else spec.report.clean_weight,
+                             "prescreen": screened, "rungs": rungs(spec), "references": sorted(spec.references),
+                             "reference_in_rungs": spec.tune.reference_in_rungs}, spec.source)
             for name, card in cards.items():
                 tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
             if screened:
@@ -153,13 +161,15 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         monitor = start_system_metrics(tracker.uri, tracker.parent_id, log, resume=resume)  # CPU, memory, GPU
         write_manifest(exp.path)  # the sweep's own files, signed: resume trusts nothing else (manifest.py)
         callback = MLflowTrialCallback(tracker, spec.trial.epochs, cards, teacher_models)
-        tuner = _tuner(spec, exp, teacher_dirs, callback, address, resume)
-        _FIT["started"] = True  # from here on the folder holds a sweep to resume, however the command ends
-        with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
-            try:
-                grid = tuner.fit()
-            except RuntimeError as e:  # Tune's controller lost an actor it cannot retry (Ray's OOM killer took it)
-                raise SweepFailed(ray_failure(e), resume=str(exp_dir) if _restorable(exp_dir) else None) from e
+        # a resumed sweep: Ray's pickles name where it first ran; what they hold is read as this folder's
+        with resuming(exp_dir, tracker) if resume else nullcontext():
+            tuner = _tuner(spec, exp, teacher_dirs, callback, address, resume)
+            _FIT["started"] = True  # from here on the folder holds a sweep to resume, however the command ends
+            with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
+                try:
+                    grid = tuner.fit()
+                except RuntimeError as e:  # Tune's controller lost an actor it cannot retry (Ray's OOM killer took it)
+                    raise SweepFailed(ray_failure(e), resume=str(exp_dir) if _restorable(exp_dir) else None) from e
         if received():  # unfinished trials are neither finished nor "stopped by ASHA"; their runs end KILLED
             status = "KILLED"
             rows = result_rows(grid, spec.trial.epochs, unfinished=tracker.end_interrupted())
@@ -210,19 +220,14 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from .optuna_study import PruningOptunaSearch, storage
 
     from .manifest import ManifestCallback
+    from .optuna_study import PruningOptunaSearch, storage
+    from .scheduling import make_scheduler
 
     runs_dir, exp_dir = exp.path.parent, exp.path
     t = spec.tune
-    if t.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.trial.epochs,
-                                  grace_period=t.grace_period, reduction_factor=t.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = make_scheduler(spec)  # ASHA; reference arms (the baseline) run to the end
     searcher = None
     if t.searcher == "optuna" and spec.search:  # the study lives in optuna.db: a resumed sweep continues it
         # ASHA's stops are told PRUNED (not COMPLETE): optuna-dashboard and optuna.importance read them right
@@ -273,12 +278,14 @@ def _tracker(exp, uri: str, experiment: str, log: Callable[[str], None], parent_
 def teacher_points(spec: SweepSpec) -> list[dict] | None:
     """A search over `teacher: {choice: [...]}` first tries every teacher once (the other searched keys at
     their domain's centre), then TPE proposes: every teacher gets a student and a row in the selection
-    report, however few samples the sweep has."""
+    report. With fewer samples than teachers, only the reference arms (spec.references: the baseline) are tried
+    first: a reference student at the compared point always trains (and, never stopped, every epoch)."""
     d = spec.search.get("teacher")
-    if d is None or d.kind != "choice" or spec.tune.num_samples < len(d.args):
+    if d is None or d.kind != "choice":
         return None
+    names = d.args if spec.tune.num_samples >= len(d.args) else [n for n in d.args if n in spec.references]
     center = {k: dom.center() for k, dom in spec.search.items() if k != "teacher"}
-    return [{**center, "teacher": name} for name in d.args]
+    return [{**center, "teacher": name} for name in names[:spec.tune.num_samples]] or None
 
 
 def experiment_dir(spec: SweepSpec):
@@ -293,16 +300,21 @@ def check_resumable(spec: SweepSpec) -> None:
     from ray import tune
 
     from ..trial.errors import SpecError
+    from .manifest import checkpoint_damage
 
     exp = experiment_dir(spec)
     if exp.sweep_file.is_file():
         from .manifest import check_manifest
+        from .relocation import check_contained
+        from .stores import check_resume_stores
 
         exp.check_owned()  # before anything of Ray's is unpickled
         check_manifest(exp.path)  # and only what this machine's sweep wrote (root owns every file it reads)
+        check_contained(exp.path, "--resume")  # Tune writes all over the folder: no link may lead out of it
+        check_resume_stores(exp.recorded_tracking_uri, exp.parent_run_id, exp.optuna_db)  # before its run is reopened
     for trial in exp.trials():  # every weights file is read verified: a damaged one with nothing to fall back to stops here
         ckpts = sorted(p for p in trial.path.glob("checkpoint_*") if (p / "state.pt").is_file())
-        errors = [_damage(c) for c in ckpts]
+        errors = [checkpoint_damage(c) for c in ckpts]
         if errors and errors[-1] and all(errors):
             raise SpecError("--resume", errors[-1].value, f"{errors[-1].allowed}; trial "
                             f"{trial.trial_id} has no earlier good checkpoint: move {trial.path} away to rerun it")
@@ -311,21 +323,6 @@ def check_resumable(spec: SweepSpec) -> None:
     if exp.space_file.read_text() != spec.source:
         raise SpecError("--resume", str(exp.space_file), f"differs from {spec.path}: a sweep resumes only with "
                         "the YAML it started with (no --set either)")
-
-
-def _damage(folder: Path):
-    """The SpecError of a checkpoint folder's first weights file that does not verify (digest, NaN/inf), or None.
-    Read without torch: resume's preflight refuses a damaged folder from a small process."""
-    from ..trial.errors import SpecError
-    from ..trial.files import verify_safetensors
-
-    for name in ("model.safetensors", "best.safetensors"):
-        try:
-            if (folder / name).is_file():
-                verify_safetensors(folder / name, "checkpoint")
-        except SpecError as e:
-            return e
-    return None
 
 
 def _plot_curves(grid, rows: list[TrialRow], spec: SweepSpec, exp_dir: Path) -> Path | None:

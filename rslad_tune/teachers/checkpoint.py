@@ -8,7 +8,7 @@ from typing import Any
 
 from ..trial.config import TrialConfig, check_trial_value, expand_user
 from ..trial.data import Splits
-from ..trial.errors import SpecError
+from ..trial.errors import SpecError, not_a_file
 from ..trial.files import file_digest, load_weights, read_json
 from ..trial.models import REGISTRY as MODELS
 from ..trial.models import build_from_config, model_config
@@ -38,7 +38,7 @@ class CheckpointSource(Source):
     def check(self, spec: TeacherSpec, data_values: dict[str, Any]) -> None:
         p = Path(spec.args["checkpoint"])
         if not p.is_file():
-            raise SpecError(f"{spec.label}.checkpoint", spec.args["given"], f"file not found (looked at {p})")
+            raise SpecError(f"{spec.label}.checkpoint", spec.args["given"], f"{not_a_file(p)} (looked at {p})")
         spec.args["checkpoint"] = str(p.resolve())
 
     def check_weights(self, spec: TeacherSpec, splits: Splits) -> None:

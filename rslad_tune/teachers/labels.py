@@ -50,6 +50,9 @@ class LabelSource(Source):
     def load(self, folder: Path, saved: dict, device) -> None:
         return None
 
+    def train_splits(self, folder: Path, saved: dict, splits: Splits, teacher) -> Splits:
+        return splits.only_labelled()  # its "soft labels" are the labels: with few labels, it has only those
+
     def soft_labels(self, folder: Path, saved: dict, trial: TrialConfig, splits: Splits) -> torch.Tensor:
         """log of the smoothed one-hot labels, the same for every view: (num_train, num_views, classes) fp16."""
         s, c = saved["labels"]["smoothing"], splits.num_classes

@@ -103,11 +103,13 @@ def folder_proxies(folder: str | Path, trial: TrialConfig, splits: Splits | None
     if key in cached:
         return cached[key]
     model = load_teacher(folder, device)
-    train = _on(folder, model, trial, splits, splits.train_x, splits.train_y)
+    labelled = splits.only_labelled()  # with few labels, the proxies read the images that have one
+    train = _on(folder, model, trial, labelled, labelled.train_x, labelled.train_y)
     if train is None:
         return None
     entry = {"training": train, "validation": _on(folder, model, trial, splits, splits.val_x, splits.val_y),
-             "data": {"dataset": trial.dataset, "train_subset": trial.train_subset, "val_size": trial.val_size}}
+             "data": {"dataset": trial.dataset, "train_subset": trial.train_subset, "val_size": trial.val_size,
+                      **({"labelled": trial.labelled} if trial.labelled is not None else {})}}
     card = read_card(folder)  # re-read: another command may have added its own data's entry meanwhile
     write_json(card | {"proxies": card.get("proxies", {}) | {key: entry}}, folder / "card.json")
     if log:

@@ -18,7 +18,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..trial.config import TrialConfig, expand_user
+from ..trial.config import TrialConfig, digest_dict, expand_user
 from ..trial.data import VAL_SPLIT_SEED, Splits, all_views, apply_views, num_views
 from ..trial.errors import SpecError
 from ..trial.files import DIGEST_KEY, read_tensors, save_tensors
@@ -34,7 +34,8 @@ torch = LazyModule("torch")
 def data_key(cfg: TrialConfig, splits: Splits) -> str:
     """What decides the cached table: the training images (dataset, subset, split) and their views."""
     d = {"dataset": cfg.dataset, "train_subset": cfg.train_subset, "val_size": cfg.val_size, "split_seed": VAL_SPLIT_SEED,
-         "n_train": len(splits.train_x), "augment": splits.augment, "pad": splits.pad}
+         "n_train": len(splits.train_x), "augment": splits.augment, "pad": splits.pad, "labelled": cfg.labelled}
+    d = digest_dict(d)  # the keys of tables and cards' proxies made before `labelled` existed stay as they were
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

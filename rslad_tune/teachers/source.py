@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from ..trial.config import TrialConfig, num
+from ..trial.config import TrialConfig, flag, num
 from ..trial.data import Splits
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ class TeacherSpec:
     card_examples: int | None = field(default=None, metadata=num(integer=True, lo=1, optional=True))
     # test images for the card's AutoAttack number (0: skip AutoAttack)
     card_aa_examples: int = field(default=100, metadata=num(integer=True, lo=0))
+    # a reference arm: ASHA never stops its students early (default: its source's `reference`, true for a baseline)
+    reference: bool = field(default=False, metadata=flag())
 
     @property
     def label(self) -> str:
@@ -48,10 +50,18 @@ class Source:
     takes_card: ClassVar[bool] = True            # card_examples / card_aa_examples
     distils: ClassVar[bool] = True               # False: its "teacher" trains the student without distillation
     control: ClassVar[bool] = False              # True: a reference (no teacher, the labels), never prescreened out
+    reference: ClassVar[bool] = False            # True: its entries are reference arms unless they say `reference: false`
 
     def parse(self, label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         """The entry's fields (TeacherSpec.args), checked for form only: no file, package or network access."""
         raise NotImplementedError
+
+    def check_entry(self, spec: TeacherSpec, teachers: dict[str, TeacherSpec], labellers: tuple[str, ...]) -> None:
+        """Parsing, across entries: the names this entry refers to exist (`labellers`: the entries with a module)."""
+
+    def depends_on(self, spec: TeacherSpec) -> tuple[str, ...]:
+        """The other entries a trial of this one reads (resolved with it)."""
+        return ()
 
     def check(self, spec: TeacherSpec, data_values: dict[str, Any]) -> None:
         """Preflight, before the data is loaded and before anything is written: files exist, names exist."""
@@ -74,6 +84,12 @@ class Source:
     def method(self, saved: dict, trial: TrialConfig) -> str:
         """The method a student of this teacher trains with (a baseline replaces the trial's)."""
         return trial.method
+
+    def train_splits(self, folder: Path, saved: dict, splits: Splits, teacher: Callable[[str], nn.Module | None]) -> Splits:
+        """The training images and labels its students see (with `data.labelled`: a label teacher keeps the labelled
+        ones, a pseudo-label baseline labels the others); the trial's method may narrow them further. `teacher(name)`:
+        another entry of the sweep's teachers, loaded on the trial's device."""
+        return splits
 
     def soft_labels(self, folder: Path, saved: dict, trial: TrialConfig, splits: Splits):
         """The soft-label table of a teacher without a module (None: computed from the module)."""

@@ -14,7 +14,7 @@ from ..trial.methods import METHODS
 from ..trial.trainer import train_model
 from . import soft_labels
 from .source import Log
-from .sources import load_teacher, source_of
+from .sources import load_teacher, source_of, train_splits
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +54,8 @@ def train_student(cfg: TrialConfig, teacher_dirs: dict[str, str], *, splits: Spl
     cfg = effective_config(cfg, folder)
     device = resolve_device(cfg.device)
     splits = splits or load_data(cfg, device)
+    if folder is not None:  # few labels: a label teacher keeps the labelled images, a pseudo baseline labels the rest
+        splits = train_splits(folder, splits, teacher_dirs, device)
     teacher, soft = None, None
     if METHODS[cfg.method].needs_teacher:  # the soft-label cache was built by the driver before the trials
         teacher, soft = teacher_for_trial(cfg, folder, splits, device, log)

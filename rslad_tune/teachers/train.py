@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..trial.config import DATA_KEYS, RUNTIME_KEYS, TrialConfig, make_trial_config
+from ..trial.config import DATA_KEYS, RUNTIME_KEYS, TrialConfig, digest_dict, make_trial_config
 from ..trial.data import Splits, load_data, resolve_device
 from ..trial.errors import SpecError
 from ..trial.files import save_weights, write_json
@@ -31,7 +31,7 @@ NOT_IN_KEY = tuple(k for k in KNOBS if not any(k in METHODS[m].knobs for m in TE
 def cache_key(cfg: TrialConfig) -> str:
     """Digest of everything that decides the trained weights (not device or thread count, nor knobs no teacher
     method reads)."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS + ("data_dir",) + NOT_IN_KEY}
+    d = {k: v for k, v in digest_dict(cfg.to_dict()).items() if k not in RUNTIME_KEYS + ("data_dir",) + NOT_IN_KEY}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -99,7 +99,7 @@ def _train_into(tmp: Path, final: Path, spec: TeacherSpec, key: str, log: Log) -
     splits = load_data(cfg, device)
     log(f"teacher {spec.name}: training {cfg.method} {cfg.arch} width={cfg.width} for {cfg.epochs} epochs -> {final}")
     t0 = time.perf_counter()
-    with bar(cfg.epochs * max(len(splits.train_x) // cfg.batch_size, 1), f"teacher {spec.name}", "batch") as b:
+    with bar(cfg.epochs * max(splits.images_per_epoch // cfg.batch_size, 1), f"teacher {spec.name}", "batch") as b:
         result = train_model(cfg, splits=splits, checkpoint_dir=tmp / "checkpoint",
                              log=lambda s: log(f"teacher {spec.name}: {s}"), on_batch=b.update)
     model = result["model"]

@@ -78,6 +78,7 @@ def read_recipe(name: str) -> dict:
     return yaml.load((zoo_folder(name, built=False) / "recipe.yaml").read_text(), Loader=YamlLoader)
 
 
+SPLIT_KEYS = ("train_subset", "val_size", "labelled")  # which training images a few-label teacher had labels for
 CARD_FIELDS = ("params", "macs", "clean_acc", "pgd20_acc", "eval_n", "aa_acc", "aa_n", "build_time_s")
 
 
@@ -149,6 +150,13 @@ class ZooSource(Source):
         if theirs != ours:
             raise SpecError(key, name, f"was trained on {theirs!r}, which does not match data.dataset {ours!r}; "
                             "`rslad-tune zoo list` shows each zoo teacher's dataset")
+        if data_values.get("labelled") is not None:  # few labels: a teacher that saw more labels would leak them
+            split = {k: data_values.get(k, getattr(TrialConfig, k)) for k in SPLIT_KEYS}
+            trained = {k: (read_recipe(name).get("data") or {}).get(k, getattr(TrialConfig, k)) for k in SPLIT_KEYS}
+            if trained != split:
+                raise SpecError(key, name, f"was trained on the labels of data {trained}; with data.labelled a teacher "
+                                f"must have seen only the sweep's labelled images (data {split}): use a zoo teacher "
+                                "whose recipe has that data section (`rslad-tune zoo list`)")
 
     def check_weights(self, spec: TeacherSpec, splits: Splits) -> None:
         src, key = zoo_folder(spec.args["zoo"], f"{spec.label}.zoo"), f"{spec.label}.zoo"

@@ -189,6 +189,10 @@ class TrialConfig:
     val_size: int = field(default=1000, metadata=num(integer=True, lo=1, why="with no validation images every validation "
                                                      "accuracy is 0 and no epoch or trial can be chosen"))  # held out from the training images with a fixed seed; used for selection
     augment: str = field(default="default", metadata=choice(AUGMENTS))  # default: crop+flip for CIFAR, none for Fashion-MNIST
+    # few labels: only the first N training images (after the validation split) carry labels; a method that needs
+    # labels trains on those N (as many steps per epoch as the whole split), a teacher-only method (RSLAD) on all
+    labelled: int | None = field(default=None, metadata=num(integer=True, lo=10, optional=True, why="fewer than 10 "
+                                                             "labels cannot cover the classes"))
     # -- method and models
     method: str = field(default="rslad", metadata=choice(METHODS))
     arch: str = field(default="small_cnn", metadata=choice(MODELS))  # the student's architecture
@@ -239,7 +243,15 @@ class TrialConfig:
 
 _TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
 TRIAL_KEYS = tuple(_TRIAL_FIELDS)
-DATA_KEYS = ("dataset", "data_dir", "train_subset", "test_subset", "val_size", "augment")
+DATA_KEYS = ("dataset", "data_dir", "train_subset", "test_subset", "val_size", "augment", "labelled")
+# keys added after digests of configs were stored (teacher caches, soft-label tables, zoo cards' proxies): left out
+# of a digest while at their default, so that every digest made before them stays valid
+LATER_KEYS = ("labelled",)
+
+
+def digest_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` (a TrialConfig's keys) without the LATER_KEYS that are at their default (None)."""
+    return {k: v for k, v in d.items() if not (k in LATER_KEYS and v is None)}
 RUNTIME_KEYS = ("device", "num_threads", "precision", "compile")
 SEARCHABLE_KEYS = tuple(k for k in TRIAL_KEYS if k not in DATA_KEYS + RUNTIME_KEYS + ("milestones",))
 

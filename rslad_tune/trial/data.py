@@ -13,7 +13,7 @@ import os
 import shutil
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ F = LazyModule("torch.nn.functional")
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 VAL_SPLIT_SEED = 1234  # the validation split is the same for every trial and teacher of every sweep
+UNLABELLED = -1  # train_y of an image without a label (data.labelled): an index error in any loss that reads it
 
 
 def cache_dir() -> Path:
@@ -47,6 +48,34 @@ class Splits:
     num_classes: int
     augment: str  # "none" | "crop_flip" | "crop"
     pad: int  # crop padding
+    # few labels (`data.labelled`): only the first `labelled` training images carry labels; train_y is UNLABELLED
+    # after them, so that a loss that reads a label there fails loudly instead of learning from it
+    labelled: int | None = None
+    # images an epoch covers (None: the training images). only_labelled() keeps the whole split's count, so that
+    # every arm of a few-label sweep takes the same number of steps per epoch (and ASHA compares like with like)
+    epoch_images: int | None = None
+
+    @property
+    def images_per_epoch(self) -> int:
+        return self.epoch_images or len(self.train_x)
+
+    def only_labelled(self) -> "Splits":
+        """The training images a method that needs labels may see: the first `labelled` (all of them without
+        `data.labelled`), at the same number of images per epoch (several passes over them)."""
+        if self.labelled is None:
+            return self
+        n = self.labelled
+        return replace(self, train_x=self.train_x[:n], train_y=self.train_y[:n], labelled=None,
+                       epoch_images=self.images_per_epoch)
+
+    def with_labels(self, y_unlabelled: "Tensor") -> "Splits":
+        """Every training image labelled: the true labels on the first `labelled`, `y_unlabelled` (e.g. a teacher's
+        argmax) on the rest (robust self-training's pseudo-labels)."""
+        if self.labelled is None:
+            return self
+        y = self.train_y.clone()
+        y[self.labelled:] = y_unlabelled.to(y)
+        return replace(self, train_y=y, labelled=None)
 
     @property
     def in_channels(self) -> int:
@@ -216,7 +245,7 @@ AUGMENTS = ("default", "none", "crop_flip", "crop")
 
 def load_splits(dataset: str, *, data_dir: str | None = None, train_subset: int | None = None,
                 test_subset: int | None = None, val_size: int = 1000, augment: str = "default",
-                device: torch.device | str = "cpu") -> Splits:
+                labelled: int | None = None, device: torch.device | str = "cpu") -> Splits:
     if dataset not in LOADERS:
         raise DataError(f"dataset: {dataset!r} is not known; allowed: {', '.join(LOADERS)}")
     if augment not in AUGMENTS:
@@ -229,8 +258,14 @@ def load_splits(dataset: str, *, data_dir: str | None = None, train_subset: int 
         test_x, test_y = test_x[:test_subset], test_y[:test_subset]
     if val_size >= len(train_x):
         raise DataError(f"val_size: {val_size} is not allowed; must be smaller than the {len(train_x)} training images")
+    if labelled is not None and labelled > len(train_x) - val_size:
+        raise DataError(f"labelled: {labelled} is not allowed; must be at most the {len(train_x) - val_size} training "
+                        f"images left after val_size {val_size} is held out")
     perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
     val_idx, tr_idx = perm[:val_size], perm[val_size:]
+    if labelled is not None:  # the first `labelled` images after the validation split keep their labels
+        train_y = train_y.clone()
+        train_y[tr_idx[labelled:]] = UNLABELLED
     if augment == "default":
         augment = "crop_flip" if dataset.startswith("cifar") or dataset == "synthetic_cifar" else "none"
     pad = 4 if train_x.shape[-1] >= 32 else 2
@@ -242,7 +277,7 @@ def load_splits(dataset: str, *, data_dir: str | None = None, train_subset: int 
         return dev(x).float().div_(255)
 
     return Splits(img(train_x[tr_idx]), dev(train_y[tr_idx]), img(train_x[val_idx]), dev(train_y[val_idx]),
-                  img(test_x), dev(test_y), num_classes, augment, pad)
+                  img(test_x), dev(test_y), num_classes, augment, pad, labelled)
 
 
 # --------------------------------------------------------------------------- augmentation on the device
@@ -320,4 +355,4 @@ def data_source(dataset: str, data_dir: str | None) -> str | None:
 def load_data(cfg, device: torch.device) -> Splits:
     """The splits a TrialConfig names (its data keys), on `device`."""
     return load_splits(cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
-                       val_size=cfg.val_size, augment=cfg.augment, device=device)
+                       val_size=cfg.val_size, augment=cfg.augment, labelled=cfg.labelled, device=device)

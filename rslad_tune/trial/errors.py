@@ -3,6 +3,8 @@ and exits 2 (SpecError, DataError); TrialDiverged ends a trial as failed."""
 from __future__ import annotations
 
 import math
+import os
+import stat
 from typing import Any
 
 
@@ -16,6 +18,14 @@ class SpecError(ValueError):
 
     def located(self, where: str) -> "SpecError":
         return SpecError(self.key, self.value, self.allowed, where)
+
+
+class StoreBusy(RuntimeError):
+    """A store another process holds (a locked SQLite file): one line naming it, the CLI exits 1 with nothing changed."""
+
+    def __init__(self, key: str, value: Any, why: str):
+        self.key, self.value = key, value
+        super().__init__(f"{_cut(str(key), 120)}: {short_repr(value)} {why}")
 
 
 class DataError(ValueError):
@@ -33,6 +43,24 @@ class SweepFailed(RuntimeError):
     def __init__(self, reason: str, resume: str | None = None):
         super().__init__(reason)
         self.resume = resume
+
+
+def not_a_file(path) -> str:
+    """What is at `path` when it is not a regular file, in the words of an error: a FIFO or /dev/zero is not "not
+    found" (and reading it would never end), nor is a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or type(e).__name__})"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    return "is a socket, not a regular file" if stat.S_ISSOCK(mode) else "is not a regular file"
 
 
 STR_LIMIT = 300  # a string value (a path, most often) is shown whole up to this: users need the file it names

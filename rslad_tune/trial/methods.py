@@ -7,7 +7,7 @@ ARD take `kl_reduction: paper` for the authors' average over batch x classes (KL
 the batch (PGD maximises them), outer losses are batch means.
 
 A method declares what the trainer computes for it (class attributes) and nothing else is computed:
-`needs_teacher` (teacher on x), `uses_clean` (student on x, train mode, with gradient), `attack_needs_clean`
+`needs_labels` (reads y: with `data.labelled` it trains on the labelled images only), `needs_teacher` (teacher on x), `uses_clean` (student on x, train mode, with gradient), `attack_needs_clean`
 (student on x, eval mode, detached, before the attack), `needs_teacher_on_adv` (teacher on x', detached).
 It also declares the trial keys it reads (`knobs`): the trainer passes only those, and everything that asks
 "does this key matter for this method" (the teacher cache key, compare's groups, the paper verdict) reads them.
@@ -58,6 +58,7 @@ KNOB_DEFAULTS = {"alpha": 5 / 6, "temperature": 1.0, "lam": 6.0, "iad_beta": 0.1
 
 class Method:
     name: ClassVar[str]
+    needs_labels: ClassVar[bool] = True  # False: the loss and the attack read only the teacher (RSLAD), no label
     needs_teacher: ClassVar[bool] = False
     adversarial: ClassVar[bool] = True  # False: no inner attack at all
     uses_clean: ClassVar[bool] = False  # outer loss needs the student on the clean view
@@ -106,6 +107,7 @@ class RSLAD(Method):
 
     name = "rslad"
     knobs = ("alpha", "temperature", "kl_reduction")
+    needs_labels = False  # eq. 3 and its attack use the teacher's soft labels only: unlabelled images train it too
     needs_teacher = True
     uses_clean = True
 

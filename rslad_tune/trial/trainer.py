@@ -103,8 +103,10 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
     Data and augmentation stay on the device. `soft_labels` (num_train x num_views x classes): the
     teacher's cached logits on clean views (soft_labels.py). `max_batches`: stop early (benchmarks)."""
     n, bs = len(splits.train_x), cfg.batch_size
-    perm = torch.randperm(n, device=splits.train_x.device)
-    n_batches = max(n // bs, 1)  # drop the last partial batch (batch-norm on a handful of images is noise)
+    n_batches = max(splits.images_per_epoch // bs, 1)  # drop the last partial batch (batch-norm on a handful of images is noise)
+    # an epoch longer than the images (few labels: Splits.only_labelled) takes as many shuffled passes as it needs
+    passes = 1 if splits.epoch_images is None else -(-n_batches * bs // n)
+    perm = torch.cat([torch.randperm(n, device=splits.train_x.device) for _ in range(passes)])
     n_batches = min(n_batches, max_batches or n_batches)
     loss_sum = torch.zeros((), device=splits.train_x.device)
     for b in range(n_batches):
@@ -139,6 +141,8 @@ def train_model(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: S
     torch.manual_seed(cfg.seed)
     splits = splits or load_data(cfg, device)
     method = make_method(cfg)
+    if method.needs_labels:  # few labels: a method that reads labels never sees the unlabelled images
+        splits = splits.only_labelled()
     if method.needs_teacher and teacher is None and (soft_labels is None or method.needs_teacher_on_adv):
         raise ValueError(f"method {cfg.method!r} needs a teacher model")
     if teacher is not None:
@@ -148,7 +152,7 @@ def train_model(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: S
     # the compiled module shares the student's parameters; checkpoints and validation use the plain one
     trained = torch.compile(model) if cfg.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(len(splits.train_x) // cfg.batch_size, 1)
+    steps_per_epoch = max(splits.images_per_epoch // cfg.batch_size, 1)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total))
     history: list[dict] = []

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
+from .errors import SpecError, not_a_file
 
 
 _FLOAT = re.compile(r"""^(?:
@@ -130,8 +130,7 @@ def read_space(path: str | Path) -> tuple[Any, str]:
     neither torch nor the rest of the package, so the CLI refuses a bad file before paying for `import torch`."""
     p = Path(path)
     if not p.is_file():
-        why = "is a directory, not a file" if p.is_dir() else "file not found"
-        raise SpecError("--space", str(path), f"{why}; give a YAML search space such as search_spaces/quickstart.yaml")
+        raise SpecError("--space", str(path), f"{not_a_file(p)}; give a YAML search space such as search_spaces/quickstart.yaml")
     try:
         size = p.stat().st_size  # before reading a byte
         if size <= SPACE_MAX_BYTES:
