@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "AutoAttack is slow on CPU: the progress lines give the rate and ETA")
     ev.add_argument("--attacks", default="clean,fgsm,pgd_sat,pgd_trades,cw_inf,aa", help="comma-separated columns (default: all six)")
     _file(ev.add_argument("--out", help="JSON file for the numbers (default PATH/eval.json)"))
+    ev.add_argument("--force", action="store_true", help="replace an earlier eval.json (or --out) (refused without it)")
     ev.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     ev.add_argument("--seed", type=_seed, default=0, help="attack seed (default 0)")
     ev.add_argument("--batch-size", type=_positive_int, default=500, help="images per attack batch (default 500)")

@@ -85,10 +85,11 @@ def test_a_copied_sweep_never_writes_into_the_original(original, finished_sweep,
 
 
 @contextmanager
-def _sqlite_held(db: Path):
-    """Another process's write lock on a SQLite file (a dashboard writing, a stuck command), held for the block."""
+def _sqlite_held(db: Path, how: str = "EXCLUSIVE"):
+    """Another process's write lock on a SQLite file (a dashboard writing, a stuck command), held for the block.
+    EXCLUSIVE: nobody reads either; IMMEDIATE: a writer in the middle of a transaction, reads still answered."""
     con = sqlite3.connect(db, isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")
+    con.execute(f"BEGIN {how}")
     try:
         yield
     finally:
@@ -141,6 +142,15 @@ FAULTS = [
      ["report", "selection.md", "--force"]),
     ("compare over an earlier comparison, without --force", lambda exp: (exp / "comparison.md").write_text("x") and exp,
      None, ["compare", "--n-examples", "8"], 2, ["compare", "comparison.md", "--force"]),
+    ("evaluate over an earlier eval.json, without --force", lambda exp: (exp / "best" / "eval.json").write_text("{}") and exp,
+     None, ["evaluate", "--n-examples", "8", "--n-aa", "0"], 2, ["evaluate", "eval.json", "--force"]),
+    ("export with mlflow.db locked", None, lambda exp: _sqlite_held(exp.parent / "mlflow.db"), ["export", "--force"], 1,
+     ["mlflow.db", "is locked by another process", "nothing was changed"]),
+    ("export while another process writes to mlflow.db", None,
+     lambda exp: _sqlite_held(exp.parent / "mlflow.db", "IMMEDIATE"), ["export", "--force"], 1,
+     ["mlflow.db", "is locked by another process", "nothing was changed"]),
+    ("report with mlflow.db locked", None, lambda exp: _sqlite_held(exp.parent / "mlflow.db"), ["report", "--force"], 1,
+     ["mlflow.db", "is locked by another process", "nothing was changed"]),
     ("resume of a copy under another name", _renamed, None, ["resume"], 2, ["experiment", "otherexp", "'tiny'", "move it to"]),
     ("export while another export runs", None, _export_running, ["export", "--force"], 2,
      ["another `rslad-tune export`", "wait for it to end"]),

@@ -1,8 +1,8 @@
 """What every command on a sweep folder (export, evaluate, compare, report) does before its own work, in one place:
-refuse a symbolic link out of the folder (relocation.check_contained, resume's rule too), an earlier report without
---force (export's rule), and a broken or locked MLflow store; then hold the experiment's lock for the whole command
-and replay the MLflow calls the sweep could not make (its store was away) into this command's store, if it is the
-sweep's own. A store copied with its runs folder is moved into it first (ExperimentDir.tracking_uri)."""
+refuse a symbolic link out of the folder (relocation.check_contained, resume's rule too), an earlier report,
+comparison or eval.json without --force (export's rule), and a broken or locked MLflow store; then hold the
+experiment's lock for the whole command and replay the MLflow calls the sweep could not make (its store was away)
+into this command's store, if it is the sweep's own. A store copied with its runs folder is moved into it first (ExperimentDir.tracking_uri)."""
 from __future__ import annotations
 
 import sys
@@ -23,6 +23,9 @@ def on_folder(args, log: Callable[[str], None]) -> Iterator[None]:
     path = Path(getattr(args, "experiment_dir", None) or args.path)
     for name in OUTPUTS.get(args.verb, ()):
         check_free(path / name, args.force, args.verb)
+    if args.verb == "evaluate":  # its eval.json (an exported student's: PATH/best/eval.json), or --out
+        folder = path / "best" if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file() else path
+        check_free(Path(args.out) if args.out else folder / "eval.json", args.force, "--out" if args.out else "evaluate")
     exp = find_experiment(path)
     if exp is None or not exp._ours():
         if path.is_dir():  # a model folder outside any sweep (evaluate): the same rule for what it writes there
@@ -31,7 +34,7 @@ def on_folder(args, log: Callable[[str], None]) -> Iterator[None]:
         return
     check_contained(exp.path)
     with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):  # a sweep starting or running there is refused, and v.v.
-        uri = exp.tracking_uri  # a broken store is one line now, before any work
+        uri = exp.tracking_uri  # a broken or locked store is one line now, before any work
         if exp.pending_file.is_file():
             from .tracking import replay_pending
 
