@@ -124,18 +124,18 @@ def _spy_autoattack(monkeypatch):
 
 def test_autoattack_runs_through_pyautoattack_and_is_no_weaker_than_pgd(sat_ckpt, monkeypatch):
     calls = _spy_autoattack(monkeypatch)
-    monkeypatch.setattr("rslad_tune.trial.robustness.AA_CHUNK", 8)
+    monkeypatch.setattr("rslad_tune.trial.robustness.AA_CHUNK", 5)
     model, s = sat_ckpt["model"], sat_ckpt["splits"]
-    x, y = s.test_x[:16], s.test_y[:16]
+    x, y = s.test_x[:10], s.test_y[:10]  # (two chunks of 5: AutoAttack's cost is per image, ~0.6 s here)
     lines = []
-    res = evaluate_suite(model, x, y, 0.06, n_aa=16, attacks=["clean", "pgd_sat", "aa"], progress=lines.append)
-    assert calls == [(8, "standard", "Linf", 0.06, ["apgd-ce", "apgd-t", "fab-t", "square"])] * 2
+    res = evaluate_suite(model, x, y, 0.06, n_aa=10, attacks=["clean", "pgd_sat", "aa"], progress=lines.append)
+    assert calls == [(5, "standard", "Linf", 0.06, ["apgd-ce", "apgd-t", "fab-t", "square"])] * 2
     assert res["PGD_SAT"] > 0  # PGD leaves something for AutoAttack to break
     assert res["AA"] <= res["PGD_SAT"] + TOL
-    chunk_lines = [ln for ln in lines if ln.startswith(("AA 8/16 images", "AA 16/16 images"))]
+    chunk_lines = [ln for ln in lines if ln.startswith(("AA 5/10 images", "AA 10/10 images"))]
     assert len(chunk_lines) == 2 and all("img/s" in ln and "ETA" in ln and "robust accuracy so far" in ln
                                          for ln in chunk_lines)
-    assert any(ln.startswith("AA   images 9-16: robust accuracy after APGD-CE") for ln in lines)
+    assert any(ln.startswith("AA   images 6-10: robust accuracy after APGD-CE") for ln in lines)
     assert all(p.grad is None for p in model.parameters())
     import logging
 

@@ -260,6 +260,7 @@ def test_wrn70_16_layout_and_params(wrn70):
     assert torch.allclose(wrn70.std, torch.tensor(RB_CIFAR10_STD).view(3, 1, 1))
 
 
+@pytest.mark.slow  # a 267M-parameter state dict written, read and loaded (~9 s, ~3 GB); the layout test stays fast
 def test_wrn70_16_loads_robustbench_checkpoint(wrn70, tmp_path):
     sd = fill(dm_wrn_layout(70, 16), seed=3)
     path = tmp_path / "Gowal2020Uncovering_70_16.pt"

@@ -39,7 +39,7 @@ from ..trial.config import TrialConfig
 from ..trial.errors import SpecError
 from ..trial.files import LockHeld, file_lock, read_json, write_json
 from .relocation import read_back, stored, stored_uri
-from .stores import check_sweep_store, check_unlocked, command_store, relocate_artifacts, sqlite_path
+from .stores import check_sweep_store, command_store, relocate_artifacts, sqlite_path
 from .two_axes import best_trial
 
 NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
@@ -277,9 +277,8 @@ class ExperimentDir:
         """The store this command logs to and replays into: the one it resolved itself (--tracking-uri,
         $MLFLOW_TRACKING_URI, else runs/mlflow.db beside this folder), and only when it is the sweep's own.
         A URI read from the folder is never contacted on its own say-so (a received folder could name any host).
-        A missing SQLite store is not created (nothing is logged); a broken one is one SpecError line
-        (stores.check_sweep_store), a locked one one StoreBusy line; a copied one's artifact locations are moved
-        into this runs folder first."""
+        A missing SQLite store is not created (nothing is logged); a broken or locked one is one line (stores.py);
+        a copied one's artifact locations are moved into this runs folder first."""
         recorded, current = self.recorded_tracking_uri, command_store(self.path.parent)
         if recorded is None:
             return None
@@ -291,7 +290,6 @@ class ExperimentDir:
                                "is logged (copy runs/mlflow.db with the sweep to keep its MLflow runs)")
         else:
             check_sweep_store(recorded, self.parent_run_id, "tracking URI")
-            check_unlocked(sqlite_path(recorded), "tracking URI")  # a writer elsewhere: exit 1 before anything changes
             relocate_artifacts(recorded, self.path.parent, lambda line: print(f"[rslad-tune] {line}", flush=True))
             return recorded
         _warn_once(self.store_note)

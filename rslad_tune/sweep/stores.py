@@ -3,7 +3,8 @@ anything, with the standard library only (no MLflow or Optuna: nothing is create
 
 - the sweep's own MLflow store that is no SQLite file, is empty (0 bytes: SQLite would take it for a new store), or
   lacks the sweep's parent run: one SpecError line (exit 2); a missing one: None (nothing is logged, none is created);
-- a store another process holds locked: one StoreBusy line (exit 1), before the sweep's run changes status;
+- a store another process holds locked: one StoreBusy line (exit 1), before the sweep's run changes status or
+  anything is scored (every command on a sweep folder, and resume);
 - a store copied with its runs folder: MLflow keeps artifact locations absolute, so they are moved into this runs
   folder's mlartifacts/ before anything is logged (`relocate_artifacts`), never left naming the original's.
 """
@@ -73,6 +74,7 @@ def check_sweep_store(uri: str | None, parent_run_id: str | None, key: str, requ
     if what:
         raise SpecError(key, uri, f"{what}: nothing was changed; give the sweep's own store with --tracking-uri, or put "
                         "it back (a store that lost its runs is not replaced by an empty one)")
+    check_unlocked(db, key)  # a writer elsewhere (a dashboard, a stuck command): exit 1 before anything changes
 
 
 def _query(db: Path, sql: str, args: tuple) -> list:
@@ -114,10 +116,8 @@ def check_unlocked(db: Path, key: str) -> None:
 def check_resume_stores(uri: str | None, parent_run_id: str | None, optuna_db: Path, key: str = "--resume") -> None:
     """resume reopens the sweep's MLflow run and its Optuna study: the store must hold the run (exit 2 if not), and
     neither file may be locked by another process (exit 1), checked before either is touched."""
-    check_sweep_store(uri, parent_run_id, key, required=True)
-    for db in (optuna_db, sqlite_path(uri)):
-        if db is not None:
-            check_unlocked(db, key)
+    check_sweep_store(uri, parent_run_id, key, required=True)  # (the MLflow store's lock too)
+    check_unlocked(optuna_db, key)
 
 
 def relocate_artifacts(uri: str | None, runs_root: Path, log: Callable[[str], None] | None = None) -> int:
