@@ -21,8 +21,14 @@ def split_records(cfg: TrialConfig, splits: Splits) -> list[dict[str, Any]]:
     import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
     folder = data_source(cfg.dataset, cfg.data_dir)
-    source = folder or CodeDatasetSource({"generator": "rslad_tune.trial.data.synthetic", "dataset": cfg.dataset})
+    # a folder given as a string matches MLflow's two registered local sources ("" and file://) and warns that it is
+    # ambiguous: the local source is named here instead
+    local = next((s for s in get_registered_sources() if s._get_source_type() == "local"), None)
+    source = ((local(str(folder)) if local else folder) if folder else
+              CodeDatasetSource({"generator": "rslad_tune.trial.data.synthetic", "dataset": cfg.dataset}))
     records = []
     for context, part, x, y in (("training", "train", splits.train_x, splits.train_y),
                                 ("validation", "val", splits.val_x, splits.val_y),
