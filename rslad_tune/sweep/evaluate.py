@@ -47,8 +47,7 @@ def read_model_folder(path: str | Path) -> tuple[Path, str, TrialConfig, list[di
     p = Path(path)
     if not p.is_dir():
         raise _folder_error(path, "does not exist" if not p.exists() else "is not a folder")
-    if not (p / "config.json").is_file() and (p / "best" / "config.json").is_file():
-        p = p / "best"
+    p = saved_json.export_folder(p)
     if (p / "config.json").is_file():
         saved = read_json(p / "config.json", "config.json")
         if not isinstance(saved, dict) or "trial" not in saved or not (p / "model.safetensors").is_file():

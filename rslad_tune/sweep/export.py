@@ -39,9 +39,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     >>> model = rslad_tune.load_student("runs/quickstart/best")
     >>> logits = model(images)  # images: float tensor in [0, 1], N x C x H x W
     """
-    folder = Path(path)
-    if not (folder / "config.json").is_file() and (folder / "best" / "config.json").is_file():
-        folder = folder / "best"
+    folder = saved.export_folder(path)
     if not (folder / "config.json").is_file():
         raise SpecError("path", str(path), "is not an exported student (no config.json; expected runs/<experiment>/best)")
     cfg = saved.model_config(read_json(folder / "config.json"), folder / "config.json")  # before any allocation

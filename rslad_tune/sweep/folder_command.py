@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..trial.saved import export_folder
 from .layout import check_free, find_experiment
 from .relocation import check_contained
 
@@ -24,8 +25,8 @@ def on_folder(args, log: Callable[[str], None]) -> Iterator[None]:
     for name in OUTPUTS.get(args.verb, ()):
         check_free(path / name, args.force, args.verb)
     if args.verb == "evaluate":  # its eval.json (an exported student's: PATH/best/eval.json), or --out
-        folder = path / "best" if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file() else path
-        check_free(Path(args.out) if args.out else folder / "eval.json", args.force, "--out" if args.out else "evaluate")
+        check_free(Path(args.out) if args.out else export_folder(path) / "eval.json", args.force,
+                   "--out" if args.out else "evaluate")
     exp = find_experiment(path)
     if exp is None or not exp._ours():
         if path.is_dir():  # a model folder outside any sweep (evaluate): the same rule for what it writes there

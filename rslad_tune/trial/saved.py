@@ -18,6 +18,12 @@ INT_KEYS = ("epoch", "best_epoch", "epochs_run", "training_iteration", "test_n")
 MAX_COUNT = 10**9
 
 
+def export_folder(path: str | Path) -> Path:
+    """Where an exported student's files are: PATH, or PATH/best when PATH is the sweep folder above the export."""
+    p = Path(path)
+    return p / "best" if not (p / "config.json").is_file() and (p / "best" / "config.json").is_file() else p
+
+
 def mapping(raw: Any, path: Path, what: str) -> dict:
     if not isinstance(raw, dict):
         raise SpecError(Path(path).name, raw, f"must be a JSON object ({what}); this file was not written by rslad-tune "
