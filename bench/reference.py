@@ -1,12 +1,18 @@
-"""The paper's RSLAD training loop as its authors wrote it (github.com/zibojia/RSLAD, rslad_train.py), kept
-as the baseline of the speed benchmark and the reference of the correctness guard (tests/test_speed_guard.py).
+"""The authors' RSLAD training loop (github.com/zibojia/RSLAD, mobilenet_v2_rslad_cifar10.py and
+rslad_loss.py, MIT), reconstructed line for line as the baseline of the speed benchmarks
+(bench.vs_authors, bench.trainer) and the reference of the correctness guard (tests/test_speed_guard.py,
+which checks it computes the project's RSLAD loss with `kl_reduction: paper`).
 
-What makes it the *reference*: fp32 and NCHW throughout; a torch DataLoader over a dataset whose
-per-sample torchvision transforms run on the CPU (uint8 -> float, random crop with padding 4 and a
-flip for CIFAR-shaped images); the teacher run on every batch; PGD with the student in eval mode
-and a start at x + 0.001 N(0, 1); `loss.item()` every step, as the authors' loop prints it. The
-losses are the project's (KL per sample averaged over the batch): the authors' code averages over
-batch x classes, a constant factor that does not change the cost.
+Their loop body, per batch: `optimizer.zero_grad()`; the teacher on x under no_grad (every batch, fp32,
+NCHW); `rslad_inner_loss`: the student in eval mode, x + 0.001 N(0, 1), PGD on the sum of
+KLDivLoss(reduction none) with `torch.autograd.grad` (the weights keep requires_grad), projection by
+min/max then clamp, the student back in train mode, zero_grad again and the student's logits on x';
+the student on x; their `kl_loss(a, b) = -a*b + log(b + 1e-5)*b` averaged over batch x classes for
+both views, `alpha * adv + (1 - alpha) * nat` (5/6 and 1/6 in their scripts); backward; step. They
+print `loss.item()` every 100 steps, so the body has no host sync.
+
+bench.trainer adds their data pipeline: a torch DataLoader over per-sample CPU transforms
+(uint8 -> float, random crop with padding 4 and a flip for CIFAR-shaped images).
 """
 from __future__ import annotations
 
@@ -39,39 +45,46 @@ def loader(images: Tensor, labels: Tensor, batch_size: int, augment: bool, worke
                       num_workers=workers, pin_memory=pin, persistent_workers=workers > 0)
 
 
-def rslad_inner_loss(model: nn.Module, teacher_logits: Tensor, x_natural: Tensor, step_size: float, epsilon: float,
-                     perturb_steps: int) -> Tensor:
-    """The authors' attack: maximise KL(S(x'), T(x)) from x + 0.001 N(0, 1), student in eval mode."""
+def kl_loss(a: Tensor, b: Tensor) -> Tensor:
+    """The authors' element-wise KL term (a: student log-probabilities, b: teacher probabilities)."""
+    return -a * b + torch.log(b + 1e-5) * b
+
+
+def rslad_inner_loss(model: nn.Module, teacher_logits: Tensor, x_natural: Tensor, optimizer: torch.optim.Optimizer,
+                     step_size: float, epsilon: float, perturb_steps: int) -> Tensor:
+    """The authors' attack and the student's logits on x' (their function returns the logits)."""
+    criterion_kl = nn.KLDivLoss(reduction="none")  # their size_average=False, reduce=False
     model.eval()
     x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape, device=x_natural.device).detach()
-    target = F.softmax(teacher_logits, dim=1)
     for _ in range(perturb_steps):
         x_adv.requires_grad_()
         with torch.enable_grad():
-            loss_kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), target, reduction="sum")
+            loss_kl = criterion_kl(F.log_softmax(model(x_adv), dim=1), F.softmax(teacher_logits, dim=1))
+            loss_kl = torch.sum(loss_kl)
         grad = torch.autograd.grad(loss_kl, [x_adv])[0]
         x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
         x_adv = torch.min(torch.max(x_adv, x_natural - epsilon), x_natural + epsilon)
         x_adv = torch.clamp(x_adv, 0.0, 1.0)
     model.train()
-    return torch.clamp(x_adv, 0.0, 1.0).detach()
+    x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()  # their Variable(..., requires_grad=False)
+    optimizer.zero_grad()
+    return model(x_adv)
 
 
 def rslad_step(student: nn.Module, teacher: nn.Module, x: Tensor, y: Tensor, opt: torch.optim.Optimizer, *,
-               alpha: float, epsilon: float, step_size: float, steps: int) -> float:
-    """One training step of the authors' loop; returns loss.item() (a host sync, as they print it)."""
-    teacher.eval()
-    with torch.no_grad():
-        teacher_logits = teacher(x)
-    x_adv = rslad_inner_loss(student, teacher_logits, x, step_size, epsilon, steps)
+               alpha: float, epsilon: float, step_size: float, steps: int) -> Tensor:
+    """One step of the authors' loop body; returns the loss (a tensor: their loop syncs every 100 steps only)."""
     student.train()
     opt.zero_grad()
-    adv_logits = student(x_adv)
+    with torch.no_grad():
+        teacher_logits = teacher(x)
+    adv_logits = rslad_inner_loss(student, teacher_logits, x, opt, step_size=step_size, epsilon=epsilon,
+                                  perturb_steps=steps)
+    student.train()
     nat_logits = student(x)
-    t = F.softmax(teacher_logits.detach(), dim=1)
-    kl_adv = F.kl_div(F.log_softmax(adv_logits, dim=1), t, reduction="batchmean")
-    kl_nat = F.kl_div(F.log_softmax(nat_logits, dim=1), t, reduction="batchmean")
-    loss = alpha * kl_adv + (1 - alpha) * kl_nat
+    kl_loss1 = torch.mean(kl_loss(F.log_softmax(adv_logits, dim=1), F.softmax(teacher_logits.detach(), dim=1)))
+    kl_loss2 = torch.mean(kl_loss(F.log_softmax(nat_logits, dim=1), F.softmax(teacher_logits.detach(), dim=1)))
+    loss = alpha * kl_loss1 + (1 - alpha) * kl_loss2
     loss.backward()
     opt.step()
-    return loss.item()
+    return loss.detach()

@@ -23,6 +23,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from ..trial.files import file_digest
+from . import quiet
 
 CHAMPION = "champion"  # the alias of the registered model's latest exported version
 DIGEST_TAG = "rslad_tune.weights_digest"
@@ -80,8 +81,7 @@ def register_student(uri: str | None, run_id: str | None, model, example, name: 
         client = MlflowClient(uri)
         # created here, in the run's experiment (log_model alone would put it in the Default one, under ./mlruns)
         logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, "student", run_id)
-        with warnings.catch_warnings():  # MLflow warns about pickle; a ScriptModule is saved by torch.jit.save
-            warnings.filterwarnings("ignore", message=".*[Pp]ickle.*")
+        with quiet.torchscript_logging():
             info = _with_tracking_uri(uri, lambda: mlflow.pytorch.log_model(
                 script, name="student", run_id=run_id, model_id=logged.model_id, input_example=x.numpy(),
                 signature=signature, serialization_format="pickle",

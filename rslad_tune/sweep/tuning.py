@@ -18,6 +18,7 @@ from typing import Any, Callable
 from ..trial.config import TrialConfig
 from ..trial.errors import SweepFailed
 from ..trial.methods import METHODS
+from . import quiet
 from .spec import Domain, SweepSpec, choose_tracking_uri
 
 
@@ -239,8 +240,9 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # 1 checkpoint/epoch is by design
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}})
+        with quiet.default_token_auth_notice():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}})
     # restored: Tune's pickled param space, run config and searcher state (the Optuna study itself is in optuna.db)
     return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True) if resume else tune.Tuner(
         trainable,

@@ -36,7 +36,12 @@ def build_zoo_teacher(name: str, *, threads: int | None = None, work_dir: str | 
     folder = zoo.zoo_folder(name, built=False)
     recipe = zoo.read_recipe(name)
     data = {k: check_trial_value(k, v, label=f"data.{k}") for k, v in (recipe.get("data") or {}).items()}
-    spec = parse_teacher(name.replace("/", "-"), recipe.get("teacher"), data, folder)
+    entry = recipe.get("teacher")
+    if isinstance(entry, dict) and isinstance(entry.get("train"), dict):
+        # the shipped weights were trained in float32: `precision: auto` would pick bf16 autocast on a CPU that has
+        # it and rebuild other weights than the card describes; a recipe that wants bf16 says so
+        entry = {**entry, "train": {"precision": "fp32", **entry["train"]}}
+    spec = parse_teacher(name.replace("/", "-"), entry, data, folder)
     if threads:
         torch.set_num_threads(threads)
     Path(work_dir).mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,10 @@ from .config import TrialConfig
 from .data import Splits, apply_views, load_data, resolve_device, sample_views, view_ids
 from .errors import SpecError, TrialDiverged
 from .files import load_torch_weights, load_weights, read_state_dict, save_atomic, save_weights, write_json
+from .folding import attack_model
 from .lazy import LazyModule
 from .methods import METHODS, Batch, Method
+from .precision import autocast, fp32_grouped_convs
 from .models import build_from_config, model_config
 from .robustness import clean_and_pgd
 from .schedules import lr_factor
@@ -48,13 +50,6 @@ def make_method(cfg: TrialConfig) -> Method:
     return cls(**{k: getattr(cfg, k) for k in cls.knobs})  # only the knobs it declares
 
 
-def autocast(cfg: TrialConfig, device: torch.device):
-    """bf16 autocast for the training forwards (precision auto on CUDA, or bf16). Inputs, perturbations and
-    their sign-gradient updates stay float32 (attacks.pgd); every loss is computed on float32 logits."""
-    on = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
-
-
 def train_step(model: nn.Module, method: Method, cfg: TrialConfig, x: torch.Tensor, y: torch.Tensor,
                opt: torch.optim.Optimizer, teacher: nn.Module | None = None,
                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,34 +58,44 @@ def train_step(model: nn.Module, method: Method, cfg: TrialConfig, x: torch.Tens
     `teacher_logits`: the teacher on x, from the soft-label cache; otherwise the live teacher is run.
     Computes exactly what the method declares it needs (see methods.py)."""
     batch = Batch(x, y, teacher_logits=teacher_logits)
-    with autocast(cfg, x.device):
+    phase = torch.profiler.record_function  # named ranges for torch.profiler (bench.profile_step); ~1 us each
+    with autocast(cfg, x.device) as bf16:
         if method.needs_teacher and batch.teacher_logits is None:
-            with torch.no_grad():
+            with phase("teacher"), torch.no_grad():
                 batch.teacher_logits = teacher(x).float()
         x_adv = None
         if method.adversarial:
             model.eval()  # the paper attacks the student in eval mode
-            if method.attack_needs_clean:  # TRADES: the attack's target is the student's own clean prediction
-                with torch.no_grad():
-                    batch.student_clean_logits = model(x).float()
+            attacked = attack_model(model)  # batch-norm folded into the convolutions (eval mode, weights frozen)
+            if bf16:
+                fp32_grouped_convs(attacked, x.device)
             # the attack needs input gradients only: without weight gradients autograd records and runs less
             model.requires_grad_(False)
             try:
-                x_adv = pgd(model, x, method.inner_loss(batch), cfg.epsilon, cfg.resolved_step_size, cfg.attack_steps,
-                            cfg.attack_start)
+                with phase("attack"):
+                    if method.attack_needs_clean:  # TRADES: the attack's target is the student's own clean prediction
+                        with torch.no_grad():
+                            batch.student_clean_logits = attacked(x).float()
+                    x_adv = pgd(attacked, x, method.inner_loss(batch), cfg.epsilon, cfg.resolved_step_size,
+                                cfg.attack_steps, cfg.attack_start)
             finally:
                 model.requires_grad_(True)
             if method.needs_teacher_on_adv:  # IAD: how far to trust the teacher on x'
-                with torch.no_grad():
+                with phase("teacher"), torch.no_grad():
                     batch.teacher_adv_logits = teacher(x_adv).float()
         model.train()
-        # separate forwards of the two views, as in the RSLAD code (batch-norm statistics per view)
-        adv_logits = model(x_adv) if x_adv is not None else None
-        clean_logits = model(x) if method.uses_clean else None
-        loss = method.outer_loss(clean_logits, adv_logits, batch)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+        if bf16:
+            fp32_grouped_convs(model, x.device)
+        with phase("forward"):
+            # separate forwards of the two views, as in the RSLAD code (batch-norm statistics per view)
+            adv_logits = model(x_adv) if x_adv is not None else None
+            clean_logits = model(x) if method.uses_clean else None
+            loss = method.outer_loss(clean_logits, adv_logits, batch)
+    with phase("backward"):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    with phase("optimizer"):
+        opt.step()
     return loss.detach()
 
 
@@ -110,14 +115,15 @@ def train_epoch(model: nn.Module, method: Method, cfg: TrialConfig, splits: Spli
     n_batches = min(n_batches, max_batches or n_batches)
     loss_sum = torch.zeros((), device=splits.train_x.device)
     for b in range(n_batches):
-        idx = perm[b * bs:(b + 1) * bs]
-        x, y = splits.train_x[idx], splits.train_y[idx]
-        view = 0  # the only view without augmentation
-        if splits.augment != "none":
-            views = sample_views(len(x), splits.augment, splits.pad, x.device)
-            x = apply_views(x, *views, splits.pad)
-            view = view_ids(*views, splits.augment, splits.pad)
-        cached = soft_labels[idx, view].float() if method.needs_teacher and soft_labels is not None else None
+        with torch.profiler.record_function("data"):
+            idx = perm[b * bs:(b + 1) * bs]
+            x, y = splits.train_x[idx], splits.train_y[idx]
+            view = 0  # the only view without augmentation
+            if splits.augment != "none":
+                views = sample_views(len(x), splits.augment, splits.pad, x.device)
+                x = apply_views(x, *views, splits.pad)
+                view = view_ids(*views, splits.augment, splits.pad)
+            cached = soft_labels[idx, view].float() if method.needs_teacher and soft_labels is not None else None
         loss_sum += train_step(model, method, cfg, x, y, opt, teacher, cached)
         sched.step()
         if on_batch:
