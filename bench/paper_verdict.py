@@ -175,7 +175,8 @@ def format_verdict(v: dict) -> str:
            for s in v["loss_scale"]]
     md += ["", "### Best-to-last drop (best minus last checkpoint, PGD-20, points)", "",
            "| arm | drop mean ± sd | per seed | best epochs | last epoch |", "|---|---|---|---|---|"]
-    md += [f"| {d['arm']} | {d['drop_mean']:+.2f}" + (f" ± {d['drop_std']:.2f}" if d["drop_std"] is not None else "") + f" | {', '.join(f'{x:+.2f}' for x in d['drops'])} "
+    md += [f"| {d['arm']} | {d['drop_mean']:+.2f}" + (f" ± {d['drop_std']:.2f}" if d["drop_std"] is not None else "")
+           + f" | {', '.join(f'{x:+.2f}' for x in d['drops'])} "
            f"| {', '.join(map(str, d['best_epochs']))} | {d['last_epochs'][0]} |" for d in v["best_to_last"]]
     if v["wall_time"]:
         md += ["", "### Wall time (minutes; training: Ray's time_total_s per trial, two trials at a time on the same "

@@ -154,7 +154,8 @@ def score_sweep(exp: ExperimentDir, truth: dict, pgd: dict, gt_epochs: int) -> d
     used = sum(t.result.get("epoch", 0) for t in exp.trials())
     return {"experiment": str(exp.path), "sweep_seeds": sorted({t.config.get("seed") for t in exp.trials()}),
             "pick": pick, "gt_best": choices[0], "pick_is_best": pick == choices[0],
-            "pick_within_noise": pick in _near(pgd, choices), "near_best": _near(pgd, choices), "ranking": ranking, "undecided": sel["verdict"]["undecided"],
+            "pick_within_noise": pick in _near(pgd, choices), "near_best": _near(pgd, choices), "ranking": ranking,
+            "undecided": sel["verdict"]["undecided"],
             "spearman": rho.rho, "spearman_p_exact": rho.pvalue, "spearman_bootstrap": [boot.low, boot.high] if boot else None,
             "should_distill": sel["verdict"].get("should_distill", {}).get("case"),
             "epochs_trained": used, "compute_fraction": used / gt_epochs}
@@ -195,7 +196,8 @@ def asha_replay(curves: dict, truth: dict, *, grace: int = 3, rf: int = 2, n: in
     lo = lambda i: sorted(s[i] for s in samples)[int(0.025 * boots)]  # noqa: E731
     hi = lambda i: sorted(s[i] for s in samples)[int(0.975 * boots) - 1]  # noqa: E731
     best, near = truth_of(truth_pgd)
-    return {"best": best, "near_best": sorted(near), "grace_period": grace, "reduction_factor": rf, "num_samples": n, "draws": draws, "bootstraps": boots,
+    return {"best": best, "near_best": sorted(near), "grace_period": grace, "reduction_factor": rf, "num_samples": n,
+            "draws": draws, "bootstraps": boots,
             "p_best": point[0], "p_best_interval": [lo(0), hi(0)], "p_within_noise": point[1],
             "p_within_noise_interval": [lo(1), hi(1)], "epochs": point[2], "arms": arms,
             "curves_per_arm": {a: len(curves[a]) for a in arms}}

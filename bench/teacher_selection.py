@@ -108,7 +108,8 @@ def score_sweep(exp: ExperimentDir, gt: dict) -> dict:
 
 def markdown(gt: dict, rungs: list[dict], sweeps: list[dict], rungs_all: list[dict] | None = None) -> str:
     md = ["## Ground truth: every teacher x 3 seeds, full epochs, no early stopping", "",
-          "| rank | teacher | params | teacher clean / PGD-20 / AA | student test PGD-20 (mean ± std) | seeds | student clean | student AA (seed 0) | PGD-20 on the AA images |",
+          "| rank | teacher | params | teacher clean / PGD-20 / AA | student test PGD-20 (mean ± std) | seeds | student clean "
+          "| student AA (seed 0) | PGD-20 on the AA images |",
           "|---|---|---|---|---|---|---|---|---|"]
     for i, name in enumerate(gt["ranking"], 1):
         r = gt["table"][name]

@@ -23,6 +23,7 @@ GOOD = {
     "search": {"alpha": {"uniform": [0.5, 1.0]}},
     "tune": {"num_samples": 2},
 }
+GOOD_TRIAL = TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict()  # the trial.json / config.json of GOOD
 
 
 def _yaml(**edits):
@@ -399,7 +400,7 @@ ROWS = [
     ("export config.json with 10**6 classes", _tampered_export({"num_classes": 10**6}), ["num_classes", "[1, 100000]"]),
     ("export config.json that is a list", lambda d: (_tampered_export()(d), (d / "runs/old/best/config.json").write_text('["trial"]'))[0],
      ["path", "not an exported student"]),
-    ("export config.json whose trial has an absurd width", _tampered_export({"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "width": 10**12}}),
+    ("export config.json whose trial has an absurd width", _tampered_export({"trial": {**GOOD_TRIAL, "width": 10**12}}),
      ["config.json", "trial.width", "1000000000000", "[1, 4096]"]),
     ("metrics.json not an object", _tampered_export(metrics=[1, 2]), ["metrics.json", "[1, 2]", "JSON object"]),
     ("metrics.json with a string epoch", _tampered_export(metrics={"epoch": "2"}), ["metrics.json", "epoch", "'2'", "finite number"]),
@@ -413,7 +414,7 @@ ROWS = [
     ("resume of a checkpoint with a flipped bit", _damaged_resume,
      ["--resume", "checkpoint_000002/model.safetensors", "damaged", "sha256", "no earlier good checkpoint"]),
     ("trial.json with a history that is a string", _tampered_trial(trial_json={"history": "x"}), ["trial.json", "history", "list"]),
-    ("trial.json whose trial has an absurd width", _tampered_trial(trial_json={"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "width": 10**9}}, verb="compare"),
+    ("trial.json whose trial has an absurd width", _tampered_trial(trial_json={"trial": {**GOOD_TRIAL, "width": 10**9}}, verb="compare"),
      ["trial.json", "trial.width", "1000000000", "[1, 4096]"]),
     ("unknown report objective", _yaml(report={"objective": "robust"}), ["report.objective", "'robust'", "pgd, clean, balanced"]),
     ("clean weight without the balanced objective", _yaml(report={"clean_weight": 0.3}),
@@ -440,7 +441,7 @@ ROWS = [
      _yaml(data={"dataset": "fashion_mnist", "train_subset": 3000, "val_size": 500, "labelled": 1000},
            teachers={"z": {"zoo": "fashion_mnist/sat_w8"}}, trial__teacher="z"),
      ["teachers.z.zoo", "fashion_mnist/sat_w8", "must have seen only the sweep's labelled images"]),
-    ("trial.json whose trial has an unknown arch", _tampered_trial(trial_json={"trial": {**TrialConfig(**GOOD["data"], **GOOD["trial"]).to_dict(), "arch": "vit_huge"}}),
+    ("trial.json whose trial has an unknown arch", _tampered_trial(trial_json={"trial": {**GOOD_TRIAL, "arch": "vit_huge"}}),
      ["trial.json", "trial.arch", "'vit_huge'"]),
     ("width on a checkpoint teacher whose arch has none", lambda d: [save_weights(build_model("resnet18", 1, 10), d / "t.safetensors"),
      *_yaml(teachers={"t": {"checkpoint": "t.safetensors", "arch": "resnet18", "width": 8}})(d)][1:],

@@ -288,11 +288,15 @@ def test_zoo_teacher(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("teacher,dataset,fragment", [
-    ({"zoo": "fashion_mnist/sat_w9"}, "fashion_mnist", "teachers.z.zoo: 'fashion_mnist/sat_w9' is not allowed; is not in the teacher zoo (did you mean 'fashion_mnist/sat_w8'?)"),
-    ({"zoo": "fashion_mnist/sat_w8"}, "synthetic", "teachers.z.zoo: 'fashion_mnist/sat_w8' is not allowed; was trained on 'fashion_mnist', which does not match data.dataset 'synthetic'"),
-    ({"zoo": "fashion_mnist/sat_w8", "arch": "small_cnn"}, "fashion_mnist", "teachers.z.arch: 'small_cnn' is not allowed; a zoo teacher's architecture comes from its config.json"),
+    ({"zoo": "fashion_mnist/sat_w9"}, "fashion_mnist",
+     "teachers.z.zoo: 'fashion_mnist/sat_w9' is not allowed; is not in the teacher zoo (did you mean 'fashion_mnist/sat_w8'?)"),
+    ({"zoo": "fashion_mnist/sat_w8"}, "synthetic",
+     "teachers.z.zoo: 'fashion_mnist/sat_w8' is not allowed; was trained on 'fashion_mnist', which does not match data.dataset 'synthetic'"),
+    ({"zoo": "fashion_mnist/sat_w8", "arch": "small_cnn"}, "fashion_mnist",
+     "teachers.z.arch: 'small_cnn' is not allowed; a zoo teacher's architecture comes from its config.json"),
     ({"zoo": "fashion_mnist/sat_w8", "width": 8}, "fashion_mnist", "teachers.z.width: 8 is not allowed; a zoo teacher's architecture"),
-    ({"zoo": "fashion_mnist/sat_w8", "card_aa_examples": 0}, "fashion_mnist", "teachers.z.card_aa_examples: 0 is not allowed; a zoo teacher's card ships with it"),
+    ({"zoo": "fashion_mnist/sat_w8", "card_aa_examples": 0}, "fashion_mnist",
+     "teachers.z.card_aa_examples: 0 is not allowed; a zoo teacher's card ships with it"),
     ({"zoo": "fashion_mnist/sat_w8", "train": {"method": "sat"}}, "fashion_mnist", "give exactly one of"),
     ({"zoo": "fashion_mnist/sat_w8", "model_dir": "x"}, "fashion_mnist", "teachers.z.model_dir: 'x' is not allowed; only a `robustbench:` teacher"),
 ])

@@ -93,7 +93,8 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, 
                                     "eval_steps", "teacher", "trial_id") if metrics.get(k) is not None}
     if run_id is None:  # said with where it looked: the store this command used, or why it used none
         log(f"the student was not registered in MLflow: no run of trial {best.trial_id} was found "
-            + (f"in {exp.tracking_uri} (parent run {exp.parent_run_id})" if exp.tracking_uri else f"({exp.store_note or 'the sweep names no MLflow store'})"))
+            + (f"in {exp.tracking_uri} (parent run {exp.parent_run_id})" if exp.tracking_uri
+               else f"({exp.store_note or 'the sweep names no MLflow store'})"))
     about = f"The best student of the sweep `{experiment}`: {student_line(metrics, cfg, exp.teacher_dirs)}"
     version = register_student(exp.tracking_uri, run_id, student, example, name, {**tags, "experiment": experiment},
                                log, description=about) if run_id else None

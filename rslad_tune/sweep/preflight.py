@@ -1,8 +1,8 @@
 """The checks of a sweep against this machine, its data, its files and its cluster, after the YAML is valid
 and before anything is written: limits the machine cannot meet (a trial asking for more cores or GPUs than
 a local Ray has never starts), a batch larger than the training split, teacher files that do not load or
-hold NaN/inf, teacher files, zoo names and RobustBench models that do not exist, an unreachable Ray head, a runs_dir that is a file. Each is one SpecError line; input that
-is legal but likely a mistake gives one warning line each (returned, printed by the CLI).
+hold NaN/inf, teacher files, zoo names and RobustBench models that do not exist, an unreachable Ray head, a runs_dir
+that is a file. Each is one SpecError line; input that is legal but likely a mistake gives one warning line each (returned, printed by the CLI).
 """
 from __future__ import annotations
 

@@ -112,7 +112,8 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
         card = read_card(folder)
         mine = [t for t in trials if t.config.get("teacher") == name]
         # a pseudo-label baseline uses the teacher (its argmax labels): compared against the plain baseline
-        row = {"teacher": name, "baseline": name in baselines, "pseudo": card.get("pseudo"), "params": card.get("params"), "macs": card.get("macs"), "teacher_method": card.get("recipe", {}).get("method"),
+        row = {"teacher": name, "baseline": name in baselines, "pseudo": card.get("pseudo"), "params": card.get("params"),
+               "macs": card.get("macs"), "teacher_method": card.get("recipe", {}).get("method"),
                "teacher_clean": card.get("clean_acc"), "teacher_pgd20": card.get("pgd20_acc"), "teacher_n": card.get("eval_n"),
                "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"), "source": card.get("source"),
                "trials": len(mine), "full_length": sum(t in full for t in mine), "students": [], "other_students": []}

@@ -106,7 +106,8 @@ class TuneSpec:
     mode: str = field(default="max", metadata=choice(("max",)))
     scheduler: str = field(default="asha", metadata=choice(("asha", "fifo"), yaml=("scheduler.type",)))  # asha: early stopping; fifo: none
     grace_period: int = field(default=1, metadata=num(integer=True, lo=1, yaml=("scheduler.grace_period",)))  # ASHA's first rung, in epochs
-    reduction_factor: float = field(default=2.0, metadata=num(lo=1, lo_open=True, yaml=("scheduler.reduction_factor",)))  # ASHA keeps 1 / reduction_factor of the trials at each rung
+    # ASHA keeps 1 / reduction_factor of the trials at each rung
+    reduction_factor: float = field(default=2.0, metadata=num(lo=1, lo_open=True, yaml=("scheduler.reduction_factor",)))
     # a reference arm's results enter ASHA's rungs (count against the other trials); it is never stopped either way
     reference_in_rungs: bool = field(default=False, metadata=flag())
     searcher: str = field(default="optuna", metadata=choice(("optuna", "random"), yaml=("searcher.type",)))  # optuna (TPE)

@@ -242,7 +242,8 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
     if not ray.is_initialized():
         with quiet.default_token_auth_notice():
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}})
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [
+                         str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}})
     # restored: Tune's pickled param space, run config and searcher state (the Optuna study itself is in optuna.db)
     return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True) if resume else tune.Tuner(
         trainable,

@@ -183,11 +183,13 @@ class TrialConfig:
 
     # -- data
     dataset: str = field(default="fashion_mnist", metadata=choice(LOADERS))
-    data_dir: str | None = field(default=None, metadata=custom(_directory, optional=True, allowed="a directory path"))  # dataset folder (None: the loader's default)
+    # dataset folder (None: the loader's default)
+    data_dir: str | None = field(default=None, metadata=custom(_directory, optional=True, allowed="a directory path"))
     train_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N training images (before the validation split)
     test_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N test images
+    # held out from the training images with a fixed seed; used for selection
     val_size: int = field(default=1000, metadata=num(integer=True, lo=1, why="with no validation images every validation "
-                                                     "accuracy is 0 and no epoch or trial can be chosen"))  # held out from the training images with a fixed seed; used for selection
+                                                     "accuracy is 0 and no epoch or trial can be chosen"))
     augment: str = field(default="default", metadata=choice(AUGMENTS))  # default: crop+flip for CIFAR, none for Fashion-MNIST
     # few labels: only the first N training images (after the validation split) carry labels; a method that needs
     # labels trains on those N (as many steps per epoch as the whole split), a teacher-only method (RSLAD) on all
@@ -197,7 +199,8 @@ class TrialConfig:
     method: str = field(default="rslad", metadata=choice(METHODS))
     arch: str = field(default="small_cnn", metadata=choice(MODELS))  # the student's architecture
     width: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))  # small_cnn width
-    teacher: str | None = field(default=None, metadata=custom(_teacher_name, optional=True, allowed="a name from teachers:"))  # a name from the `teachers:` section
+    # a name from the `teachers:` section
+    teacher: str | None = field(default=None, metadata=custom(_teacher_name, optional=True, allowed="a name from teachers:"))
     alpha: float = field(default=5 / 6, metadata=num(lo=0, hi=1))  # RSLAD: weight of the adversarial KL term; ARD: weight of the KL term
     temperature: float = field(default=1.0, metadata=num(lo=0, lo_open=True))  # softmax temperature (ARD, IAD, RSLAD's teacher)
     lam: float = field(default=6.0, metadata=num(lo=0, lo_open=True))  # TRADES / MART: weight lambda of the KL term
@@ -206,7 +209,8 @@ class TrialConfig:
     soft_label_cache: bool = field(default=True, metadata=flag())  # read the teacher's clean-view logits from a table built once (soft_labels.py)
     # -- training attack
     epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))  # L-inf radius of the training attack
-    step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))  # None: epsilon / 4 (2/255 at 8/255, the paper's ratio)
+    # None: epsilon / 4 (2/255 at 8/255, the paper's ratio)
+    step_size: float | None = field(default=None, metadata=num(lo=0, lo_open=True, optional=True))
     attack_steps: int = field(default=10, metadata=_positive_int(hi=10_000))  # PGD steps of the training attack
     attack_start: str = field(default="normal", metadata=choice(STARTS))  # normal: x + 0.001 N(0,1) (paper); uniform: U(-eps, eps)
     # -- evaluation attack (validation each epoch, test at the end): PGD-20, CE, uniform start
@@ -225,9 +229,12 @@ class TrialConfig:
     # -- runtime
     seed: int = field(default=0, metadata=num(integer=True, lo=0, hi=SEED_MAX))  # the trial's random seed
     device: str = field(default="auto", metadata=choice(DEVICES))
-    num_threads: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))  # torch intra-op threads; None: leave torch's default
-    precision: str = field(default="auto", metadata=choice(PRECISIONS))  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (perturbations stay fp32)
-    compile: bool = field(default=False, metadata=flag())  # torch.compile the student's training forward (measured slower on this CPU: bench/RESULTS.md)
+    # torch intra-op threads; None: leave torch's default
+    num_threads: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))
+    # auto: bf16 autocast on CUDA and on a CPU with native bf16 (AVX512-BF16, AMX), else fp32; fp32; bf16 (perturbations stay fp32)
+    precision: str = field(default="auto", metadata=choice(PRECISIONS))
+    # torch.compile the student's training forward (measured slower on this CPU: bench/RESULTS.md)
+    compile: bool = field(default=False, metadata=flag())
 
     @property
     def resolved_step_size(self) -> float:

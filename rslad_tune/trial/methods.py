@@ -7,8 +7,9 @@ ARD take `kl_reduction: paper` for the authors' average over batch x classes (KL
 the batch (PGD maximises them), outer losses are batch means.
 
 A method declares what the trainer computes for it (class attributes) and nothing else is computed:
-`needs_labels` (reads y: with `data.labelled` it trains on the labelled images only), `needs_teacher` (teacher on x), `uses_clean` (student on x, train mode, with gradient), `attack_needs_clean`
-(student on x, eval mode, detached, before the attack), `needs_teacher_on_adv` (teacher on x', detached).
+`needs_labels` (reads y: with `data.labelled` it trains on the labelled images only), `needs_teacher` (teacher on
+x), `uses_clean` (student on x, train mode, with gradient), `attack_needs_clean` (student on x, eval mode,
+detached, before the attack), `needs_teacher_on_adv` (teacher on x', detached).
 It also declares the trial keys it reads (`knobs`): the trainer passes only those, and everything that asks
 "does this key matter for this method" (the teacher cache key, compare's groups, the paper verdict) reads them.
 """
