@@ -83,14 +83,14 @@ def test_grouped_convolutions_run_in_float32_inside_cpu_bf16_autocast():
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.Conv2d):
             m.register_forward_hook(lambda mod, a, out, name=name: seen.__setitem__(name, (mod.groups, out.dtype)))
-    fp32_grouped_convs(model, torch.device("cpu"))
-    fp32_grouped_convs(model, torch.device("cpu"))  # idempotent: one pair of hooks per module
-    assert len(model.layers[0].conv2._forward_pre_hooks) == 1
-    with autocast(TrialConfig(precision="bf16"), torch.device("cpu")) as on, torch.no_grad():
-        assert on
+    cpu = torch.device("cpu")
+    with autocast(TrialConfig(precision="bf16"), cpu) as on, fp32_grouped_convs(model, cpu, on), torch.no_grad():
+        assert on and len(model.layers[0].conv2._forward_pre_hooks) == 1
         out = model(torch.rand(2, 3, 32, 32))
         assert torch.is_autocast_enabled("cpu")  # restored after each grouped convolution
     assert out.dtype == torch.bfloat16
+    conv = model.layers[0].conv2
+    assert not conv._forward_pre_hooks and len(conv._forward_hooks) == 1  # ours removed; the test's own stays
     grouped = {n: d for n, (g, d) in seen.items() if g > 1}
     dense = {n: d for n, (g, d) in seen.items() if g == 1}
     assert grouped and set(grouped.values()) == {torch.float32}

@@ -52,14 +52,19 @@ def _fp32_post(module, args, out):
 GROUPED_FP32 = True  # False: grouped convolutions follow autocast too (the benchmarks' ablation)
 
 
-def fp32_grouped_convs(model: nn.Module, device) -> None:
-    """On a CPU, run every grouped (depthwise) convolution of `model` in float32 inside bf16 autocast: oneDNN's bf16
-    depthwise kernels are 1.5-50x slower than float32 here (strided ones the most; bench in docs/speed.md), and
-    these layers are cheap in float32. Hooks, added once per module; nothing in the weights changes."""
-    if device.type != "cpu" or not GROUPED_FP32:
-        return
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and not getattr(m, "_fp32_hooked", False):
-            m.register_forward_pre_hook(_fp32_pre)
-            m.register_forward_hook(_fp32_post)
-            m._fp32_hooked = True
+@contextlib.contextmanager
+def fp32_grouped_convs(model: nn.Module, device, on: bool = True):
+    """Inside CPU bf16 autocast (`on`), every grouped (depthwise) convolution of `model` runs in float32: oneDNN's
+    bf16 depthwise kernels are 1.5-50x slower than float32 on this CPU (strided ones the most; docs/speed.md), and
+    these layers are cheap in float32. Forward hooks for the duration of the block, removed after it: the model
+    keeps nothing (an exported or scripted student carries no hook)."""
+    handles = []
+    if on and device.type == "cpu" and GROUPED_FP32:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.groups > 1:
+                handles += [m.register_forward_pre_hook(_fp32_pre), m.register_forward_hook(_fp32_post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

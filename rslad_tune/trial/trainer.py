@@ -61,18 +61,16 @@ def train_step(model: nn.Module, method: Method, cfg: TrialConfig, x: torch.Tens
     phase = torch.profiler.record_function  # named ranges for torch.profiler (bench.profile_step); ~1 us each
     with autocast(cfg, x.device) as bf16:
         if method.needs_teacher and batch.teacher_logits is None:
-            with phase("teacher"), torch.no_grad():
+            with phase("teacher"), torch.no_grad(), fp32_grouped_convs(teacher, x.device, bf16):
                 batch.teacher_logits = teacher(x).float()
         x_adv = None
         if method.adversarial:
             model.eval()  # the paper attacks the student in eval mode
             attacked = attack_model(model)  # batch-norm folded into the convolutions (eval mode, weights frozen)
-            if bf16:
-                fp32_grouped_convs(attacked, x.device)
             # the attack needs input gradients only: without weight gradients autograd records and runs less
             model.requires_grad_(False)
             try:
-                with phase("attack"):
+                with phase("attack"), fp32_grouped_convs(attacked, x.device, bf16):
                     if method.attack_needs_clean:  # TRADES: the attack's target is the student's own clean prediction
                         with torch.no_grad():
                             batch.student_clean_logits = attacked(x).float()
@@ -81,12 +79,10 @@ def train_step(model: nn.Module, method: Method, cfg: TrialConfig, x: torch.Tens
             finally:
                 model.requires_grad_(True)
             if method.needs_teacher_on_adv:  # IAD: how far to trust the teacher on x'
-                with phase("teacher"), torch.no_grad():
+                with phase("teacher"), torch.no_grad(), fp32_grouped_convs(teacher, x.device, bf16):
                     batch.teacher_adv_logits = teacher(x_adv).float()
         model.train()
-        if bf16:
-            fp32_grouped_convs(model, x.device)
-        with phase("forward"):
+        with phase("forward"), fp32_grouped_convs(model, x.device, bf16):
             # separate forwards of the two views, as in the RSLAD code (batch-norm statistics per view)
             adv_logits = model(x_adv) if x_adv is not None else None
             clean_logits = model(x) if method.uses_clean else None
