@@ -47,13 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
         try:
-            if args.verb in FOLDER_VERBS:  # the store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI
-                from .sweep.stores import COMMAND_STORE
-                from .sweep.spec import check_tracking_uri
-
+            if args.verb in FOLDER_VERBS:  # the store: stores.choose_store(--tracking-uri, no YAML, $MLFLOW_TRACKING_URI)
                 from .sweep.folder_command import on_folder
+                from .sweep.stores import check_tracking_uri
 
-                COMMAND_STORE["uri"] = check_tracking_uri(args.tracking_uri, "--tracking-uri") if args.tracking_uri else None
+                if args.tracking_uri:
+                    check_tracking_uri(args.tracking_uri, "--tracking-uri")
                 with on_folder(args, _log):  # links out, earlier outputs, a broken store: refused before any work
                     return {"export": cmd_export, "evaluate": cmd_evaluate, "compare": cmd_compare,
                             "report": cmd_report}[args.verb](args)
@@ -102,16 +101,16 @@ def _shown(path: str | Path) -> str:
 
 def _load(args):
     # the schema imports no torch: a bad YAML is one line from a small process (tests/test_bad_input.py)
-    from .sweep.spec import choose_tracking_uri, load_sweep, parse_set_overrides
+    from .sweep.spec import load_sweep, parse_set_overrides
+    from .sweep.stores import choose_store, resolve_store
 
     spec = load_sweep(args.space, parse_set_overrides(args.set), args.data_dir, sweep=args.verb == "tune")
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
     resume = getattr(args, "resume", False)
-    uri = choose_tracking_uri(getattr(args, "tracking_uri", None), spec.tracking_uri, {} if resume else None)
+    uri = choose_store(getattr(args, "tracking_uri", None), spec.tracking_uri, Path(spec.runs_dir), {} if resume else None)
     from .sweep.layout import ExperimentDir
-    from .sweep.stores import resolve_store
     from .sweep.preflight import check_data, check_places, check_store
 
     # checked before anything is written: runs_dir writable, teacher files, the cluster, the tracking store (no
@@ -120,8 +119,8 @@ def _load(args):
     check_places(spec, address)
     exp = ExperimentDir(Path(spec.runs_dir).resolve() / spec.experiment)
     if resume and exp.sweep_file.is_file() and exp._ours():  # a resumed sweep keeps its own store
-        uri = exp.recorded_tracking_uri
-    check_store(resolve_store(uri, Path(spec.runs_dir)), "--tracking-uri" if getattr(args, "tracking_uri", None) else "tracking URI")
+        uri = resolve_store(exp.recorded_tracking_uri, Path(spec.runs_dir))
+    check_store(uri, "--tracking-uri" if getattr(args, "tracking_uri", None) else "tracking URI")
     if resume:  # the folder, its manifest and its checkpoints' digests: no torch yet
         from .sweep.tuning import check_resumable
 
@@ -164,9 +163,8 @@ def _tune_locked(args, spec) -> int:
     t0 = time.time()
     rows, exp_dir = run_sweep(spec, tracking_uri=args.tracking_uri, address=args.address, log=_log, resume=args.resume)
     from .sweep.layout import ExperimentDir
-    from .sweep.stores import COMMAND_STORE
 
-    COMMAND_STORE["uri"] = ExperimentDir.open(exp_dir).recorded_tracking_uri  # the export below logs to the sweep's store
+    store = ExperimentDir.open(exp_dir).recorded_tracking_uri  # export, report and the UI lines use the sweep's store
     print("\n" + format_summary(rows), flush=True)
     done = [r for r in rows if r.status == "TERMINATED"]
     cut = sum(r.status == "INTERRUPTED" for r in rows)
@@ -178,7 +176,7 @@ def _tune_locked(args, spec) -> int:
         print("rslad-tune: error: no trial finished; see the summary above", file=sys.stderr)
         return 1
     if not args.no_export:  # a resumed sweep replaces its own export and report
-        out = export_best(exp_dir, log=_log, force=args.resume)
+        out = export_best(exp_dir, log=_log, force=args.resume, tracking_uri=store)
         m = json.loads((out / "metrics.json").read_text())
         _log(f"best student: {out}  (test clean {m['test_clean_acc']:.4f}, PGD-{m['eval_steps']} {m['test_pgd_acc']:.4f})")
     searched = spec.search.get("teacher")
@@ -186,16 +184,16 @@ def _tune_locked(args, spec) -> int:
         from .sweep.report import selection_report
 
         md, path = selection_report(exp_dir, n_examples=spec.report.n_examples, n_aa=spec.report.n_aa,
-                                    device=spec.trial.device, log=_log)
+                                    device=spec.trial.device, log=_log, tracking_uri=store)
         print("\n" + md + "\n", flush=True)
         _log(f"teacher selection report: {path}, {path.with_suffix('.png')} and {path.with_name('selection_curves.png')}")
-    _open_lines(exp_dir)
+    _open_lines(exp_dir, store)
     return 0
 
 
-def _open_lines(exp_dir: str | Path) -> None:  # the last lines of sweep, export, report: how to open the sweep's runs
+def _open_lines(exp_dir: str | Path, tracking_uri: str | None) -> None:  # the last lines of sweep, export, report
     from .sweep.mlflow_ui import open_lines
-    for line in open_lines(exp_dir, _shown(exp_dir)):
+    for line in open_lines(exp_dir, _shown(exp_dir), tracking_uri):
         _log(line)
 
 
@@ -225,8 +223,9 @@ def cmd_train(args) -> int:
 
     from .sweep.layout import check_free, replace_folder
     from .sweep.preflight import check_writable
-    from .sweep.spec import choose_tracking_uri, set_path
-    from .sweep.tracking import TrainRun, resolve_tracking_uri, trial_run_name
+    from .sweep.spec import set_path
+    from .sweep.stores import choose_store
+    from .sweep.tracking import TrainRun, trial_run_name
     from .teachers.sources import prepare_teachers
     from .teachers.student import train_student
     from .trial.files import write_json
@@ -245,7 +244,7 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else runs_dir / f"{spec.experiment}-train"
     check_free(out, args.force)  # before any teacher is built: an export or earlier checkpoints are not overwritten
     check_writable(out, "--out")
-    uri = resolve_tracking_uri(choose_tracking_uri(args.tracking_uri, spec.tracking_uri), runs_dir)
+    uri = choose_store(args.tracking_uri, spec.tracking_uri, runs_dir)
     dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
     run = TrainRun(uri, spec.experiment, runs_dir, "train-" + trial_run_name(time.strftime("%H%M%S"), cfg.to_dict()), cfg.to_dict())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -276,8 +275,8 @@ def parse_set_keys(pairs: list[str]) -> list[str]:
 def cmd_export(args) -> int:
     from .sweep.export import export_best
 
-    export_best(Path(args.experiment_dir), log=_log, force=args.force)
-    _open_lines(args.experiment_dir)
+    export_best(Path(args.experiment_dir), log=_log, force=args.force, tracking_uri=args.tracking_uri)
+    _open_lines(args.experiment_dir, args.tracking_uri)
     return 0
 
 
@@ -316,10 +315,10 @@ def cmd_report(args) -> int:
     n_examples = args.n_examples if args.n_examples is not None else settings.n_examples
     n_aa = args.n_aa if args.n_aa is not None else settings.n_aa
     md, path = selection_report(Path(args.experiment_dir), n_examples=n_examples, n_aa=n_aa,
-                                device=args.device, log=_log)
+                                device=args.device, log=_log, tracking_uri=args.tracking_uri)
     print("\n" + md + "\n", flush=True)
     _log(f"wrote {path}, {path.with_suffix('.png')} and {path.with_name('selection_curves.png')}")
-    _open_lines(args.experiment_dir)
+    _open_lines(args.experiment_dir, args.tracking_uri)
     return 0
 
 
@@ -345,7 +344,7 @@ def cmd_evaluate(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(report, out)  # temporary file + os.replace
     _log(f"wrote {out} ({report['seconds']:.0f}s)")
-    log_eval_to_mlflow(report, out, log=_log)
+    log_eval_to_mlflow(report, out, log=_log, tracking_uri=args.tracking_uri)
     return 0
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from rslad_tune.cli import main
-from rslad_tune.sweep.spec import choose_tracking_uri, load_sweep, parse_set_overrides
+from rslad_tune.sweep.spec import load_sweep, parse_set_overrides
+from rslad_tune.sweep.stores import choose_store, choose_tracking_uri
 from rslad_tune.trial.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +195,7 @@ def test_set_is_still_refused_with_resume(tmp_path, capsys, monkeypatch):
 # --------------------------------------------------------------------------- 5. $MLFLOW_TRACKING_URI
 
 
-def test_tracking_uri_order_flag_yaml_env_default():
+def test_tracking_uri_order_flag_yaml_env_default(tmp_path):
     env = {"MLFLOW_TRACKING_URI": "http://env:5000"}
     assert choose_tracking_uri("http://flag:1", "http://yaml:2", env) == "http://flag:1"
     assert choose_tracking_uri(None, "http://yaml:2", env) == "http://yaml:2"
@@ -204,6 +205,18 @@ def test_tracking_uri_order_flag_yaml_env_default():
     with pytest.raises(SpecError, match=r"^\$MLFLOW_TRACKING_URI: 'foo://bar' is not allowed; must be an MLflow tracking URI"):
         choose_tracking_uri(None, None, {"MLFLOW_TRACKING_URI": "foo://bar"})
     choose_tracking_uri("http://flag:1", None, {"MLFLOW_TRACKING_URI": "foo://bar"})  # not read when a flag is given
+    # the one chooser every command calls: the same order, resolved against the runs folder
+    assert choose_store(None, None, tmp_path, {}) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert choose_store(None, "http://yaml:2", tmp_path, env) == "http://yaml:2"
+    assert choose_store(None, None, tmp_path, env) == "http://env:5000"
+
+
+def test_no_module_keeps_the_store_in_a_global_and_the_spec_parser_reads_no_environment():
+    import inspect
+
+    from rslad_tune.sweep import spec, stores
+
+    assert not hasattr(stores, "COMMAND_STORE") and "os.environ" not in inspect.getsource(spec)
 
 
 def test_a_bad_mlflow_tracking_uri_is_a_one_line_error(tmp_path, capsys, monkeypatch):

@@ -161,17 +161,18 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def log_eval_to_mlflow(report: dict, json_path: str | Path | None = None, log: Callable[[str], None] | None = print) -> str | None:
+def log_eval_to_mlflow(report: dict, json_path: str | Path | None = None, log: Callable[[str], None] | None = print,
+                       tracking_uri: str | None = None) -> str | None:
     """Log `eval_<column>` (best) and `eval_last_<column>` (last) to the folder's MLflow run, when it has one.
 
-    The run id comes from the folder's metrics.json ("mlflow_run_id"), the tracking URI from the
-    sweep folder one level up (runs/<experiment>/best -> runs/<experiment>/sweep.json).
+    The run id comes from the folder's metrics.json ("mlflow_run_id"), the store from the sweep folder one level up
+    (runs/<experiment>/best -> runs/<experiment>/sweep.json) when it is this command's (`tracking_uri`: --tracking-uri).
     Returns the run id logged to, or None.
     """
     folder = Path(report["path"])
     try:
         run_id = saved_json.mapping(read_json(folder / "metrics.json"), folder / "metrics.json", "").get("mlflow_run_id")
-        uri = ExperimentDir.open(folder.parent).tracking_uri
+        uri = ExperimentDir.open(folder.parent, tracking_flag=tracking_uri).tracking_uri
     except SpecError:
         return None
     metrics = {f"eval_{'' if name == 'best' else name + '_'}{c}": row[c]

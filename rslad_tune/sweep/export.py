@@ -47,8 +47,9 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     return model.to(device).eval()
 
 
-def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, force: bool = False) -> Path:
-    exp = ExperimentDir.open(experiment_dir)
+def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, force: bool = False,
+                tracking_uri: str | None = None) -> Path:
+    exp = ExperimentDir.open(experiment_dir, tracking_flag=tracking_uri)  # the command's --tracking-uri, if given
     exp.check_free(exp.best_dir, force)  # an existing export is replaced only when asked, before any work
     best = exp.best_trial()
     cfg = best.trial_config

@@ -27,7 +27,7 @@ def on_folder(args, log: Callable[[str], None]) -> Iterator[None]:
     if args.verb == "evaluate":  # its eval.json (an exported student's: PATH/best/eval.json), or --out
         check_free(Path(args.out) if args.out else export_folder(path) / "eval.json", args.force,
                    "--out" if args.out else "evaluate")
-    exp = find_experiment(path)
+    exp = find_experiment(path, getattr(args, "tracking_uri", None))
     if exp is None or not exp._ours():
         if path.is_dir():  # a model folder outside any sweep (evaluate): the same rule for what it writes there
             check_contained(path, "path")

@@ -39,7 +39,7 @@ from ..trial.config import TrialConfig
 from ..trial.errors import SpecError
 from ..trial.files import LockHeld, file_lock, read_json, write_json
 from .relocation import read_back, stored, stored_uri
-from .stores import check_sweep_store, command_store, relocate_artifacts, sqlite_path
+from .stores import check_sweep_store, choose_store, relocate_artifacts, sqlite_path
 from .two_axes import best_trial
 
 NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
@@ -205,26 +205,27 @@ def _in_use(holder: str, command: str) -> str:
     return f"is in use by {what} ({holder or 'pid unknown'}); wait for it to end or stop it{again}"
 
 
-def find_experiment(path: Path) -> "ExperimentDir | None":
+def find_experiment(path: Path, tracking_flag: str | None = None) -> "ExperimentDir | None":
     """The sweep folder at `path` or one or two levels above it (best/, trial_<id>/, a checkpoint), or None."""
     for p in (path, path.parent, path.parent.parent):
         if (p / "sweep.json").is_file():
-            return ExperimentDir(p)
+            return ExperimentDir(p, tracking_flag)
     return None
 
 
 class ExperimentDir:
     """runs/<experiment>: sweep.json, the trials, best/."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tracking_flag: str | None = None):
         self.path = Path(path)
+        self.tracking_flag = tracking_flag  # the command's --tracking-uri (stores.choose_store), None: not given
         self.pending_file = self.path / "mlflow-pending.jsonl"  # MLflow calls the sweep could not make (replayed later)
         self.work_dir = self.path / ".trial-work"  # the trials' scratch folders, removed when the sweep ends
 
     @classmethod
-    def open(cls, path: str | Path, key: str = "experiment") -> "ExperimentDir":
+    def open(cls, path: str | Path, key: str = "experiment", tracking_flag: str | None = None) -> "ExperimentDir":
         """An existing sweep folder, or the one error for anything else."""
-        exp = cls(path)
+        exp = cls(path, tracking_flag)
         if not exp.sweep_file.is_file():
             raise SpecError(key, str(path), NOT_A_SWEEP)
         if not exp._ours():
@@ -274,12 +275,11 @@ class ExperimentDir:
 
     @cached_property
     def tracking_uri(self) -> str | None:
-        """The store this command logs to and replays into: the one it resolved itself (--tracking-uri,
-        $MLFLOW_TRACKING_URI, else runs/mlflow.db beside this folder), and only when it is the sweep's own.
+        """The store this command logs to and replays into (stores.choose_store, its flag), if it is the sweep's own.
         A URI read from the folder is never contacted on its own say-so (a received folder could name any host).
         A missing SQLite store is not created (nothing is logged); a broken or locked one is one line (stores.py);
         a copied one's artifact locations are moved into this runs folder first."""
-        recorded, current = self.recorded_tracking_uri, command_store(self.path.parent)
+        recorded, current = self.recorded_tracking_uri, choose_store(self.tracking_flag, None, self.path.parent)
         if recorded is None:
             return None
         if recorded != current:

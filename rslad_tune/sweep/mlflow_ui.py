@@ -60,10 +60,10 @@ def experiment_ids(uri: str, names: list[str] | None = None) -> dict[str, str | 
         return dict.fromkeys(names or [])
 
 
-def open_lines(exp_dir: str | Path, shown: str) -> list[str]:
+def open_lines(exp_dir: str | Path, shown: str, tracking_uri: str | None = None) -> list[str]:
     """What a command that logged to a sweep's store prints last: how to open the sweep's runs (the command that
-    serves a local store, and the URL). Nothing when this command did not use the sweep's store."""
-    exp = ExperimentDir.open(exp_dir)
+    serves a local store, and the URL). Nothing when this command (its --tracking-uri) did not use the sweep's store."""
+    exp = ExperimentDir.open(exp_dir, tracking_flag=tracking_uri)
     uri = exp.tracking_uri  # None: another store, or the sweep's is missing (ExperimentDir.tracking_uri said why, once)
     if not uri:
         return []

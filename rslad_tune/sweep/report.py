@@ -204,11 +204,11 @@ def _prescreened(p: dict | None) -> list[str]:
                  + " |" for n in p["dropped"]]
 
 
-def selection_report(exp_dir: str | Path, **kw) -> tuple[str, Path]:
+def selection_report(exp_dir: str | Path, tracking_uri: str | None = None, **kw) -> tuple[str, Path]:
     exp = Path(exp_dir)
     log = kw.get("log", print)
     rows = selection_rows(exp, **kw)
-    sweep = ExperimentDir.open(exp)
+    sweep = ExperimentDir.open(exp, tracking_flag=tracking_uri)
     noise_std = sweep.sweep.get("report_noise_std")  # the YAML's report.noise_std
     v = verdict(rows, noise_std, sweep.sweep.get("report_noise_dof"), sweep.sweep.get("report_objective") or "pgd",
                 sweep.sweep.get("report_clean_weight", 0.5), sweep.sweep.get("report_clean_noise_std"),

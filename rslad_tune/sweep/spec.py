@@ -7,7 +7,6 @@ names and RobustBench models it names exist is preflight.py's, before anything i
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..trial.errors import SpecError
 from ..trial.methods import METHODS
 from ..trial.yaml_loader import load_yaml, parse_set_overrides, read_space  # noqa: F401 (parse_set_overrides: callers import it from here)
 from .layout import check_experiment_name
+from .stores import check_tracking_uri
 from .two_axes import OBJECTIVES
 
 
@@ -338,40 +338,6 @@ def _check_prescreen(raw_tune: Any, tune: TuneSpec, search: dict[str, Domain], o
     if not fixed and (d is None or d.kind not in ("choice", "grid")):
         raise SpecError("tune.prescreen", raw_tune["prescreen"], "prescreens the searched teachers: it needs "
                         "search.teacher: {choice: [...]}")
-
-
-def check_tracking_uri(uri: Any, key: str = "--tracking-uri") -> str:
-    if not isinstance(uri, str) or not uri:
-        raise SpecError(key, uri, "must be an MLflow tracking URI: sqlite:///path.db, http(s)://host:port, or file:///dir")
-    scheme = uri.split(":", 1)[0] if ":" in uri else ""
-    if scheme not in ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks"):
-        raise SpecError(key, uri, "must be an MLflow tracking URI: sqlite:///path.db, http(s)://host:port, or file:///dir")
-    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
-        raise SpecError(key, uri, "a SQLite URI is sqlite:///relative/path.db or sqlite:////absolute/path.db")
-    if scheme in ("http", "https") and len(uri.split("://", 1)) != 2:
-        raise SpecError(key, uri, "an HTTP tracking URI is http://host:port")
-    return uri
-
-
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-
-
-def choose_tracking_uri(flag: str | None, yaml_uri: str | None, env: dict[str, str] | None = None) -> str | None:
-    """The MLflow store of a sweep or a train run: `--tracking-uri`, else the YAML's `tracking_uri`, else
-    $MLFLOW_TRACKING_URI (empty: unset), else None, which tracking.resolve_tracking_uri makes the default
-    sqlite:///<runs_dir>/mlflow.db. Each is checked and named by where it came from."""
-    if flag is not None:
-        return check_tracking_uri(flag, "--tracking-uri")
-    if yaml_uri is not None:
-        return check_tracking_uri(yaml_uri, "tracking_uri")
-    value = (os.environ if env is None else env).get(TRACKING_ENV)
-    if not value:
-        return None
-    try:
-        return check_tracking_uri(value, TRACKING_ENV)
-    except SpecError as e:
-        raise SpecError(f"${TRACKING_ENV}", value, f"{e.allowed} (the environment variable; unset it or give "
-                        "--tracking-uri)") from None
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, data_dir: str | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from ..trial.errors import SpecError, StoreBusy
@@ -24,13 +24,45 @@ ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri
                     ("model_versions", "source"), ("model_versions", "storage_location"))
 
 
-COMMAND_STORE: dict[str, str | None] = {"uri": None}  # --tracking-uri of this command (cli.py); None: the default
+def check_tracking_uri(uri: Any, key: str = "--tracking-uri") -> str:
+    if not isinstance(uri, str) or not uri:
+        raise SpecError(key, uri, "must be an MLflow tracking URI: sqlite:///path.db, http(s)://host:port, or file:///dir")
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    if scheme not in ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks"):
+        raise SpecError(key, uri, "must be an MLflow tracking URI: sqlite:///path.db, http(s)://host:port, or file:///dir")
+    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        raise SpecError(key, uri, "a SQLite URI is sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    if scheme in ("http", "https") and len(uri.split("://", 1)) != 2:
+        raise SpecError(key, uri, "an HTTP tracking URI is http://host:port")
+    return uri
 
 
-def command_store(runs_root: Path) -> str:
-    """The MLflow store this command resolved: --tracking-uri, else $MLFLOW_TRACKING_URI, else the runs root's
-    mlflow.db (as tracking.resolve_tracking_uri: a relative SQLite path is relative to the working folder)."""
-    return resolve_store(COMMAND_STORE["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or None, runs_root)
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+
+def choose_tracking_uri(flag: str | None, yaml_uri: str | None, env: dict[str, str] | None = None) -> str | None:
+    """The MLflow store of a sweep or a train run: `--tracking-uri`, else the YAML's `tracking_uri`, else
+    $MLFLOW_TRACKING_URI (empty: unset), else None, which resolve_store makes the default
+    sqlite:///<runs_dir>/mlflow.db. Each is checked and named by where it came from."""
+    if flag is not None:
+        return check_tracking_uri(flag, "--tracking-uri")
+    if yaml_uri is not None:
+        return check_tracking_uri(yaml_uri, "tracking_uri")
+    value = (os.environ if env is None else env).get(TRACKING_ENV)
+    if not value:
+        return None
+    try:
+        return check_tracking_uri(value, TRACKING_ENV)
+    except SpecError as e:
+        raise SpecError(f"${TRACKING_ENV}", value, f"{e.allowed} (the environment variable; unset it or give "
+                        "--tracking-uri)") from None
+
+
+def choose_store(flag: str | None, yaml_uri: str | None, runs_root: Path, env: dict[str, str] | None = None) -> str:
+    """The one rule for the MLflow store a command uses: --tracking-uri, else the YAML's tracking_uri (folder commands
+    have none), else $MLFLOW_TRACKING_URI (`env`; {}: ignore it, as a resumed sweep does), else the runs root's
+    mlflow.db; resolved (resolve_store). Every command calls this once, with its own flag: no global."""
+    return resolve_store(choose_tracking_uri(flag, yaml_uri, env), runs_root)
 
 
 def resolve_store(uri: str | None, runs_root: Path) -> str:

@@ -19,7 +19,7 @@ from ray.tune import Callback
 
 from ..trial.files import file_lock
 from .relocation import resumed
-from .stores import relocate_artifacts, resolve_store
+from .stores import relocate_artifacts
 from .pending import Flaky, append_record, keep_records, read_records, replayable
 from .provenance import source_tags, trial_error_text, trial_run_name
 
@@ -30,11 +30,6 @@ EPOCH_METRICS = {"train_loss": "train_loss", "clean_acc": "val_clean_acc", "pgd_
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
 KIND_TAG = "mlflow.experimentKind"
-
-
-def resolve_tracking_uri(uri: str | None, runs_dir: Path) -> str:
-    """Default sqlite:///<runs_dir>/mlflow.db; relative SQLite paths become absolute (Ray trials run elsewhere)."""
-    return resolve_store(uri, runs_dir)  # the one rule, shared with the commands that read a sweep folder
 
 
 def find_child_run(client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str) -> str | None:

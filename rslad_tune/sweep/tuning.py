@@ -19,7 +19,8 @@ from ..trial.config import TrialConfig
 from ..trial.errors import SweepFailed
 from ..trial.methods import METHODS
 from . import quiet
-from .spec import Domain, SweepSpec, choose_tracking_uri
+from .spec import Domain, SweepSpec
+from .stores import choose_store
 
 
 def tune_domain(d: Domain):
@@ -106,14 +107,14 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from .prescreen import prescreen
     from .relocation import resuming
     from .scheduling import rungs
-    from .tracking import MLflowTrialCallback, replay_pending, resolve_tracking_uri
+    from .tracking import MLflowTrialCallback, replay_pending
 
     exp = experiment_dir(spec)
     runs_dir, exp_dir = exp.path.parent, exp.path
     runs_dir.mkdir(parents=True, exist_ok=True)
     _FIT["started"] = False
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI, the default (a resumed sweep keeps its own: sweep.json)
-    uri = resolve_tracking_uri(choose_tracking_uri(tracking_uri, spec.tracking_uri, {} if resume else None), runs_dir)
+    uri = choose_store(tracking_uri, spec.tracking_uri, runs_dir, {} if resume else None)
 
     # the store opened (created, the experiment found) before any folder moves or any teacher is built: a server
     # that answers but is no MLflow store, or a file that is no database, is one line with nothing done
