@@ -16,9 +16,8 @@ import json
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.vs_authors import PAIRS
+from bench.vs_authors import PAIRS, pair_config
 from rslad_tune.trial import folding
-from rslad_tune.trial.config import TrialConfig
 from rslad_tune.trial.models import build_model
 from rslad_tune.trial.precision import autocast_enabled
 from rslad_tune.teachers.soft_labels import compute_soft_labels
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ops", type=int, default=8)
     a = ap.parse_args(argv)
     folding.FOLD = not a.no_fold
-    dataset, (s_arch, s_w), (t_arch, t_w), bs, eps, step = PAIRS[a.pair]
+    dataset, (s_arch, s_w), (t_arch, t_w), bs, _, _ = PAIRS[a.pair]
     n = bs * (a.steps + a.warmup) + 100
     try:
         splits = load_splits(dataset, train_subset=n, val_size=100, test_subset=10)
@@ -51,9 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     student = build_model(s_arch, splits.in_channels, 10, s_w).to(memory_format=torch.channels_last)
     teacher = build_model(t_arch, splits.in_channels, 10, t_w).eval().requires_grad_(False)
     teacher = teacher.to(memory_format=torch.channels_last)
-    cfg = TrialConfig(method="rslad", teacher="t", arch=s_arch, width=s_w, batch_size=bs, epsilon=eps, step_size=step,
-                      attack_steps=10, attack_start="normal", lr=0.1, momentum=0.9, weight_decay=2e-4,
-                      precision=a.precision, kl_reduction="paper")
+    cfg = pair_config(a.pair, a.precision)
     method = make_method(cfg)
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)

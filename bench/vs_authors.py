@@ -41,6 +41,15 @@ PAIRS = {
 DEFAULT_STEPS = {"mobilenet": (4, 1), "cnn": (20, 3)}  # (timed steps, warm-up steps) per round
 
 
+def pair_config(name: str, precision: str) -> TrialConfig:
+    """The trainer's trial for a pair: RSLAD with the authors' settings (PGD-10 from x + 0.001 N(0, 1), SGD lr 0.1,
+    momentum 0.9, weight decay 2e-4, their loss reduction)."""
+    _, (s_arch, s_w), _, bs, eps, step = PAIRS[name]
+    return TrialConfig(method="rslad", teacher="t", arch=s_arch, width=s_w, batch_size=bs, epsilon=eps, step_size=step,
+                       attack_steps=10, attack_start="normal", lr=0.1, momentum=0.9, weight_decay=2e-4,
+                       precision=precision, kl_reduction="paper")
+
+
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -68,9 +77,7 @@ def run_pair(name: str, steps: int, warmup: int, rounds: int, precision: str, th
     student0 = build_model(s_arch, c, n_cls, s_w)
     teacher = build_model(t_arch, c, n_cls, t_w).eval().requires_grad_(False)
     teacher_cl = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
-    cfg = TrialConfig(method="rslad", teacher="t", arch=s_arch, width=s_w, batch_size=bs, epsilon=eps, step_size=step,
-                      attack_steps=10, attack_start="normal", lr=0.1, momentum=0.9, weight_decay=2e-4,
-                      precision=precision, kl_reduction="paper")
+    cfg = pair_config(name, precision)
     method = make_method(cfg)
     t0 = time.perf_counter()
     with torch.no_grad():
