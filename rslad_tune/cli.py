@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.verb == "completion":  # before anything else is imported
         return cmd_completion(args)
-    from .sweep.interrupts import Interrupted, handled
+    from .sweep.interrupts import handled
+    from .trial.errors import Interrupted
     from .trial.errors import DataError, SpecError, StoreBusy, SweepFailed
 
     with handled():  # Ctrl-C / SIGTERM: everything below ends cleanly (temporary folders, MLflow runs KILLED)
@@ -101,12 +102,12 @@ def _shown(path: str | Path) -> str:
 
 def _load(args):
     # the schema imports no torch: a bad YAML is one line from a small process (tests/test_bad_input.py)
+    from .sweep.places import place
     from .sweep.spec import load_sweep, parse_set_overrides
     from .sweep.stores import choose_store, resolve_store
 
     spec = load_sweep(args.space, parse_set_overrides(args.set), args.data_dir, sweep=args.verb == "tune")
-    if args.runs_dir:
-        spec.runs_dir = args.runs_dir
+    place(spec, args.runs_dir)  # `~` and relative paths, once (--runs-dir wins over the YAML's runs_dir)
     # --tracking-uri, the YAML's, $MLFLOW_TRACKING_URI: checked before anything is written (a resumed sweep keeps its store)
     resume = getattr(args, "resume", False)
     uri = choose_store(getattr(args, "tracking_uri", None), spec.tracking_uri, Path(spec.runs_dir), {} if resume else None)
@@ -142,7 +143,7 @@ def cmd_tune(args) -> int:
     exp = experiment_dir(spec)
     if not args.resume:
         exp.check_replaceable()  # only an earlier sweep of ours is moved aside
-    from .sweep.interrupts import Interrupted
+    from .trial.errors import Interrupted
 
     with exp.lock(" ".join(["rslad-tune", *sys.argv[1:]])):  # one command per experiment at a time
         try:
@@ -157,7 +158,8 @@ def cmd_tune(args) -> int:
 
 def _tune_locked(args, spec) -> int:
     from .sweep.export import export_best
-    from .sweep.interrupts import Interrupted, received
+    from .sweep.interrupts import received
+    from .trial.errors import Interrupted
     from .sweep.tuning import format_summary, run_sweep
 
     t0 = time.time()
@@ -227,9 +229,10 @@ def cmd_train(args) -> int:
     from .sweep.stores import choose_store
     from .sweep.tracking import TrainRun, trial_run_name
     from .teachers.sources import prepare_teachers
-    from .teachers.student import train_student
+    from .teachers.resolved import train_student
     from .trial.files import write_json
     from .trial.methods import METHODS
+    from .trial.metrics import accuracy_line
     from .trial.trainer import score_test_split
 
     for key in parse_set_keys(args.set):
@@ -245,16 +248,16 @@ def cmd_train(args) -> int:
     check_free(out, args.force)  # before any teacher is built: an export or earlier checkpoints are not overwritten
     check_writable(out, "--out")
     uri = choose_store(args.tracking_uri, spec.tracking_uri, runs_dir)
-    dirs = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
+    teachers = prepare_teachers(spec.teachers, cfg, runs_dir, {cfg.teacher}, _log) if METHODS[cfg.method].needs_teacher else {}
     run = TrainRun(uri, spec.experiment, runs_dir, "train-" + trial_run_name(time.strftime("%H%M%S"), cfg.to_dict()), cfg.to_dict())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # written whole, then put in place at once
     try:  # the same path as a sweep's trial: the teacher's soft-label cache is read (built first if missing)
-        result = train_student(cfg, dirs, checkpoint_dir=tmp, log=_log, report=lambda m, _: run.epoch(m))
-        model = result["model"]
-        final = {"last": score_test_split(model, cfg, result["splits"])}
+        result = train_student(cfg, teachers, checkpoint_dir=tmp, log=_log, report=lambda m, _: run.epoch(m))
+        model = result["model"]  # scored once trained (scoring.score, as export): the weights are final by now
+        final = {"last": score_test_split(model, cfg, result["splits"], weights=tmp / "model.safetensors")}
         model.load_state_dict(result["best_state"])
-        final["best"] = score_test_split(model, cfg, result["splits"])
+        final["best"] = score_test_split(model, cfg, result["splits"], weights=tmp / "best.safetensors")
         write_json(final, tmp / "test_metrics.json")
         replace_folder(tmp, out)
     except BaseException:
@@ -262,7 +265,7 @@ def cmd_train(args) -> int:
         run.finish("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
         raise
     for which, m in final.items():
-        _log(f"{which} checkpoint: test clean {m['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} {m['test_pgd_acc']:.4f} ({m['test_n']} images)")
+        _log(f"{which} checkpoint: {accuracy_line(m, 'test_', f'PGD-{cfg.eval_steps}', '({n} images)')}")
     run.finish("FINISHED", {f"{which}_{k}": v for which, m in final.items() for k, v in m.items()}, out)
     _log(f"checkpoints in {out}; MLflow run {run.run_id} ({uri})")
     return 0

@@ -15,6 +15,8 @@ import yaml
 from helpers import tiny_grid_sweep
 from mlflow.tracking import MlflowClient
 
+from rslad_tune.trial.errors import Interrupted
+
 EPOCHS = 5
 
 
@@ -110,7 +112,7 @@ def test_the_first_signal_raises_outside_tune_and_asks_tune_to_stop_inside_it():
     from rslad_tune.sweep import interrupts
 
     with interrupts.handled():
-        with pytest.raises(interrupts.Interrupted) as e:
+        with pytest.raises(Interrupted) as e:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
         assert e.value.exit_code == 143 and interrupts.received() == signal.SIGTERM
@@ -121,7 +123,7 @@ def test_the_first_signal_raises_outside_tune_and_asks_tune_to_stop_inside_it():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)
             assert asked and interrupts.received() == signal.SIGINT  # Tune was asked; nothing raised
-            with pytest.raises(interrupts.Interrupted) as e:  # a second signal stops at once
+            with pytest.raises(Interrupted) as e:  # a second signal stops at once
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(1)
         assert e.value.exit_code == 130 and os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"

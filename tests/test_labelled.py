@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from rslad_tune.cli import main
-from rslad_tune.teachers.sources import train_splits
+from rslad_tune.teachers.sources import read_teacher
 from rslad_tune.trial import trainer
 from rslad_tune.trial.config import TrialConfig
 from rslad_tune.trial.data import UNLABELLED, load_splits
@@ -77,7 +77,9 @@ def test_the_pseudo_baseline_labels_the_unlabelled_images_with_the_teachers_argm
     save_weights(teacher, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps({"arch": "small_cnn", "width": 4, "in_channels": 1, "num_classes": 10,
                                                     "image_size": 28}))
-    out = train_splits(tmp_path, splits, {"lab": str(folder)}, "cpu")
+    baseline = read_teacher("pseudo", tmp_path)  # a folder written before the source stamp: found by its keys
+    assert baseline.source == "baseline"
+    out = baseline.train_splits(splits, {"lab": read_teacher("lab", folder)}, "cpu")
     with torch.no_grad():
         argmax = teacher(splits.train_x[N:]).argmax(1)
     assert out.labelled is None and torch.equal(out.train_y[N:], argmax)

@@ -68,16 +68,16 @@ def test_top_k_keeps_the_k_best_in_the_proxys_direction_and_the_references(by, k
 
 def test_prescreen_narrows_the_searched_teachers_and_says_which_it_dropped(tmp_path):
     from rslad_tune.teachers.source import TeacherSpec
-    from rslad_tune.teachers.sources import SOURCES
+    from rslad_tune.teachers.sources import SOURCES, read_teacher
     from rslad_tune.trial.files import write_json
 
     spec = parse_sweep(_raw({"by": "nll", "keep": 1}))
-    dirs = {"base": str(SOURCES["baseline"].resolve(TeacherSpec("base", "baseline", {"method": "sat"}), spec.trial,
-                                                    tmp_path, log=lambda s: None))}
+    base = SOURCES["baseline"].resolve(TeacherSpec("base", "baseline", {"method": "sat"}), spec.trial, tmp_path, log=lambda s: None)
+    dirs = {"base": read_teacher("base", base, "baseline")}
     for name in ("sat_w16", "sat_w24"):
         (tmp_path / name).mkdir()
         write_json({"arch": "small_cnn"}, tmp_path / name / "config.json")
-        dirs[name] = str(tmp_path / name)
+        dirs[name] = read_teacher(name, tmp_path / name, "checkpoint")
     spec.search["teacher"].args.append("base")
     proxies = {"base": None, "sat_w16": {"training": dict.fromkeys(PROXIES.split(", "), 0.4)},
                "sat_w24": {"training": dict.fromkeys(PROXIES.split(", "), 0.3)}}

@@ -280,7 +280,7 @@ def test_a_second_ctrl_c_keeps_the_resume_hint(tmp_path, monkeypatch, capsys):
 
     from rslad_tune import cli
     from rslad_tune.sweep import tuning
-    from rslad_tune.sweep.interrupts import Interrupted
+    from rslad_tune.trial.errors import Interrupted
 
     def second_signal(args, spec):  # inside the sweep, after fit() began: raised without the folder to resume
         tuning._FIT["started"] = True
@@ -424,7 +424,7 @@ def test_a_signal_between_the_parent_run_and_tune_leaves_no_run_running(tmp_path
     import signal
 
     from rslad_tune.cli import main
-    from rslad_tune.sweep.interrupts import Interrupted
+    from rslad_tune.trial.errors import Interrupted
     from rslad_tune.sweep.layout import ExperimentDir
 
     def interrupted(self, info, space_text):  # Ctrl-C right after the parent run was created

@@ -8,8 +8,9 @@ import yaml
 
 from rslad_tune.cli import main
 from rslad_tune.teachers import sources
-from rslad_tune.teachers.folders import card, load_weights_folder, publish
-from rslad_tune.teachers.source import Source, TeacherSpec
+from rslad_tune.teachers.folders import card, publish
+from rslad_tune.teachers.sources import load_teacher
+from rslad_tune.teachers.source import Source, TeacherSpec, load_weights_folder
 from rslad_tune.trial.config import TrialConfig
 from rslad_tune.trial.data import load_data, resolve_device
 from rslad_tune.trial.errors import SpecError
@@ -70,7 +71,9 @@ def test_a_source_registered_in_a_test_file_runs_rslad_tune_train(random_source,
     (folder,) = (tmp_path / "runs" / "teachers").glob("random-w6-s3")
     assert (folder / "card.json").is_file() and (out / "best.safetensors").is_file()
     assert list(folder.glob("soft-labels-*.safetensors"))  # the trial read the teacher through the soft-label cache
-    teacher = sources.load_teacher(folder)  # a plain weights folder: the registry's default loader
+    # resolved once: the source that wrote the folder is stamped into its config.json, the default loader reads it
+    assert yaml.safe_load((folder / "config.json").read_text())["teacher_source"] == "random_init"
+    teacher = load_teacher(folder)
     assert torch.equal(teacher(torch.zeros(1, 1, 28, 28)),
                        load_weights_folder(folder, yaml.safe_load((folder / "config.json").read_text()))(torch.zeros(1, 1, 28, 28)))
     assert "random init" in capsys.readouterr().out

@@ -29,7 +29,7 @@ def test_trained_teacher_is_cached_and_reused(tmp_path):
     spec = _spec(tmp_path, {"a": recipe})
     logs = []
     dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)
-    card = read_card(dirs["a"])
+    card = read_card(dirs["a"].folder)
     assert card["params"] > 0 and 0 <= card["pgd20_acc"] <= card["clean_acc"] <= 1 and card["source"] == "train"
     logs.clear()
     again = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)
@@ -38,7 +38,7 @@ def test_trained_teacher_is_cached_and_reused(tmp_path):
     # a different recipe gets a different key (and folder)
     spec2 = _spec(tmp_path, {"a": {"train": {**recipe["train"], "width": 6}}})
     assert cache_key(spec2.teachers["a"].args["train"]) != cache_key(spec.teachers["a"].args["train"])
-    model = load_teacher(dirs["a"])
+    model = load_teacher(dirs["a"].folder)
     assert not model.training and all(not p.requires_grad for p in model.parameters())
 
 
@@ -47,10 +47,10 @@ def test_checkpoint_teacher_from_safetensors(tmp_path):
     save_weights(m, tmp_path / "t.safetensors")
     spec = _spec(tmp_path, {"file": {"checkpoint": "t.safetensors", "arch": "small_cnn", "width": 6}})
     dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
-    loaded = load_teacher(dirs["file"])
+    loaded = load_teacher(dirs["file"].folder)
     x = torch.rand(4, 1, 28, 28)
     assert torch.allclose(loaded(x), m.eval()(x))
-    assert read_card(dirs["file"])["params"] == sum(p.numel() for p in m.parameters())
+    assert read_card(dirs["file"].folder)["params"] == sum(p.numel() for p in m.parameters())
 
 
 def test_checkpoint_teacher_with_the_wrong_architecture_is_refused(tmp_path):
@@ -97,7 +97,7 @@ def test_plain_pytorch_state_dict_teacher_loads_with_weights_only(tmp_path):
     spec = _spec(tmp_path, {"file": {"checkpoint": "t.pth", "arch": "small_cnn", "width": 6}})
     dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
     x = torch.rand(4, 1, 28, 28)
-    assert torch.allclose(load_teacher(dirs["file"])(x), m(x))
+    assert torch.allclose(load_teacher(dirs["file"].folder)(x), m(x))
 
 
 def _cifar_spec(tmp_path, teacher):
@@ -125,11 +125,11 @@ def test_robustbench_teacher_loads_offline_from_a_preplaced_checkpoint(tmp_path,
     torch.save({"state_dict": original.state_dict()}, target)  # the layout RobustBench's files have
     spec = _cifar_spec(tmp_path, teacher)
     dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
-    card = read_card(dirs["rb"])
+    card = read_card(dirs["rb"].folder)
     assert card["source"] == "robustbench:Wong2020Fast" and card["params"] == sum(p.numel() for p in original.parameters())
     assert card["macs"] > 0 and 0 <= card["pgd20_acc"] <= card["clean_acc"] <= 1
     assert not list((tmp_path / "runs" / "teachers").glob("*/model.safetensors"))  # RobustBench's file is not copied
-    loaded = load_teacher(dirs["rb"])
+    loaded = load_teacher(dirs["rb"].folder)
     x = torch.rand(3, 3, 32, 32)
     assert torch.allclose(loaded(x), original(x), atol=1e-5)
 
@@ -165,11 +165,11 @@ def test_teacher_card_has_autoattack_and_a_cached_card_gains_it_later(tmp_path):
                         "num_threads": 1}}
     spec = _spec(tmp_path, {"a": recipe})  # card_aa_examples 0: no AutoAttack
     dirs = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)
-    assert "aa_acc" not in read_card(dirs["a"])
+    assert "aa_acc" not in read_card(dirs["a"].folder)
     spec = _spec(tmp_path, {"a": {**recipe, "card_aa_examples": 6}})
     logs = []
     again = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)
-    card = read_card(again["a"])
+    card = read_card(again["a"].folder)
     assert again == dirs and any("cached" in s for s in logs) and any("AutoAttack" in s for s in logs)
     assert card["aa_n"] == 6 and 0 <= card["aa_acc"] <= card["pgd20_acc"] + 1 / 6 + 1e-9
 
@@ -178,7 +178,7 @@ def test_natural_teacher_keeps_its_last_epoch_and_its_card_uses_the_full_test_sp
     recipe = {"train": {"method": "natural", "arch": "small_cnn", "width": 4, "epochs": 3, "eval_steps": 2,
                         "num_threads": 1}}
     spec = _spec(tmp_path, {"nat": recipe})
-    card = read_card(prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)["nat"])
+    card = read_card(prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)["nat"].folder)
     assert card["best_epoch"] == 3
     assert card["eval_n"] == DATA["test_subset"]  # no card_examples: every test image
 
@@ -187,17 +187,17 @@ def test_a_cached_card_is_rescored_when_its_settings_change(tmp_path, monkeypatc
     recipe = {"train": {"method": "sat", "arch": "small_cnn", "width": 4, "epochs": 1, "attack_steps": 1, "eval_steps": 2,
                         "num_threads": 1}}
     spec = _spec(tmp_path, {"a": {**recipe, "card_examples": 32}})
-    folder = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)["a"]
+    folder = prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=lambda s: None)["a"].folder
     assert read_card(folder)["eval_n"] == 32
     spec = _spec(tmp_path, {"a": recipe})  # same recipe (same cached teacher), card on every test image now
     logs = []
-    assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
+    assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"].folder == folder
     assert read_card(folder)["eval_n"] == DATA["test_subset"] and any("rescoring" in line for line in logs)
     # asked the same again: the card records the request, so the data is not even loaded to check it
     import rslad_tune.teachers.folders as teachers_mod
 
     monkeypatch.setattr(teachers_mod, "load_data", lambda *a, **k: pytest.fail("data loaded for a complete card"))
-    assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"] == folder
+    assert prepare_teachers(spec.teachers, spec.trial, tmp_path / "runs", log=logs.append)["a"].folder == folder
 
 
 # --------------------------------------------------------------------------- verified teacher folders
@@ -224,12 +224,12 @@ DAMAGE = {
 def test_a_damaged_trained_teacher_is_rebuilt_with_one_log_line(tmp_path):
     spec = _spec(tmp_path, {"a": RECIPE})
     runs = tmp_path / "runs"
-    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["a"])
+    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["a"].folder)
     good = load_teacher(folder).state_dict()
     for kind, damage in DAMAGE.items():
         damage(folder)
         logs = []
-        assert prepare_teachers(spec.teachers, spec.trial, runs, log=logs.append)["a"] == str(folder)
+        assert prepare_teachers(spec.teachers, spec.trial, runs, log=logs.append)["a"].folder == folder
         damaged = [line for line in logs if " is damaged" in line]
         assert len(damaged) == 1 and "rebuilding" in damaged[0] and str(folder) in damaged[0], (kind, logs)
         rebuilt = load_teacher(folder).state_dict()  # sound again, and the same recipe gives the same weights
@@ -241,14 +241,14 @@ def test_checkpoint_teachers_are_keyed_by_content_and_a_damaged_folder_is_refuse
     save_weights(build_model("small_cnn", 1, 10, 6), tmp_path / "t.safetensors")
     spec = _spec(tmp_path, {"file": {"checkpoint": "t.safetensors", "arch": "small_cnn", "width": 6}})
     runs = tmp_path / "runs"
-    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["file"])
+    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["file"].folder)
     # the same bytes under another name (and a later mtime) are the same teacher
     (tmp_path / "copy.safetensors").write_bytes((tmp_path / "t.safetensors").read_bytes())
     same = _spec(tmp_path, {"other": {"checkpoint": "copy.safetensors", "arch": "small_cnn", "width": 6}})
-    assert prepare_teachers(same.teachers, same.trial, runs, log=lambda s: None)["other"] == str(folder)
+    assert prepare_teachers(same.teachers, same.trial, runs, log=lambda s: None)["other"].folder == folder
     # other weights in the same file name are another teacher
     save_weights(build_model("small_cnn", 1, 10, 6), tmp_path / "t.safetensors")
-    assert prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["file"] != str(folder)
+    assert prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["file"].folder != folder
     _flip_last_byte(folder / "model.safetensors")
     with pytest.raises(SpecError) as e:
         prepare_teachers(same.teachers, same.trial, runs, log=lambda s: None)
@@ -287,3 +287,24 @@ def test_a_safetensors_file_whose_bytes_changed_is_refused_by_its_digest(tmp_pat
     _flip_last_byte(tmp_path / "w.safetensors")
     with pytest.raises(SpecError, match=r"w: .*w\.safetensors.*damaged.*sha256"):
         read_state_dict(tmp_path / "w.safetensors", "w")
+
+
+def test_a_cards_autoattack_is_scored_through_scoring_score(monkeypatch):
+    """The card's AutoAttack number is scoring.score's column AA (seeded like every column); its time is recorded."""
+    from types import SimpleNamespace
+
+    import rslad_tune.teachers.folders as folders
+    import rslad_tune.trial.robustness as rob
+    from rslad_tune.teachers.source import TeacherSpec
+    from rslad_tune.trial.config import TrialConfig
+
+    calls, real = [], folders.score
+    monkeypatch.setattr(folders, "score", lambda *a, **k: calls.append(list(a[4])) or real(*a, **k))
+    monkeypatch.setattr(rob, "autoattack_accuracy", lambda model, x, y, eps, **k: calls.append(("AA", len(x), k["seed"])) or 0.5)
+    model = build_model("small_cnn", 1, 10, 4).eval()
+    splits = SimpleNamespace(test_x=torch.rand(12, 1, 28, 28), test_y=torch.arange(12) % 10)
+    spec = TeacherSpec("t", "train", {}, card_examples=8, card_aa_examples=6)
+    card = folders.score_card({}, model, TrialConfig(eval_steps=2, seed=3), splits, spec, log=lambda s: None)
+    assert calls == [["Clean", "PGD-2@0.025"], ["AA"], ("AA", 6, 3)]
+    assert card["aa_acc"] == 0.5 and card["aa_n"] == 6 and card["aa_time_s"] >= 0 and card["eval_n"] == 8
+    assert 0 <= card["pgd20_acc"] <= 1 and 0 <= card["clean_acc"] <= 1

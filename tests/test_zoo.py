@@ -97,7 +97,7 @@ def test_a_damaged_resolved_zoo_teacher_folder_is_refused_in_one_line(fake_zoo, 
 
     spec = load_sweep(_space(tmp_path, {"zoo": "synthetic/w4"}), sweep=False)
     runs = tmp_path / "runs"
-    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["t"])
+    folder = Path(prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)["t"].folder)
     (folder / "card.json").write_text("[")
     with pytest.raises(SpecError, match=r"teachers\.t: .*damaged.*card\.json.*delete it") as e:
         prepare_teachers(spec.teachers, spec.trial, runs, log=lambda s: None)

@@ -18,6 +18,7 @@ from ..trial import saved
 from ..trial.data import load_data, resolve_device
 from ..trial.errors import SpecError
 from ..trial.files import load_weights, read_json, write_json
+from ..trial.metrics import PGD, accuracy_line, as_metrics, metric_key
 from ..trial.models import build_from_config
 from ..trial.scoring import pgd_column
 from ..trial.trainer import student_config
@@ -65,13 +66,14 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, 
     log(f"best trial {best.trial_id}: scoring its best epoch on the {len(splits.test_x)} test images (clean, "
         f"PGD-{cfg.eval_steps}; a progress bar while it runs, nothing to do if it was scored before)")
     m = best.score("best", splits, ["Clean", col], seed=cfg.seed, device=device, log=log)
-    test = {"test_clean_acc": m["Clean"], "test_pgd_acc": m[col], "test_n": len(splits.test_x)}
-    log(f"best trial {best.trial_id}: test clean {test['test_clean_acc']:.4f}, PGD-{cfg.eval_steps} "
-        f"{test['test_pgd_acc']:.4f} on {test['test_n']} test images ({time.perf_counter() - t0:.0f}s)")
+    scores = as_metrics(m, col, prefix="test_")  # test_clean_acc, test_pgd_acc
+    test = as_metrics(m, col, prefix="test_", n=len(splits.test_x))  # and test_n
+    log(f"best trial {best.trial_id}: {accuracy_line(test, 'test_', f'PGD-{cfg.eval_steps}', 'on {n} test images')} "
+        f"({time.perf_counter() - t0:.0f}s)")
     experiment = exp.sweep.get("experiment", exp.name)
     run_id = find_trial_run(exp.tracking_uri, experiment, exp.parent_run_id, best.trial_id)
     metrics = {"trial_id": best.trial_id, "epoch": best_epoch, "epochs_run": best.result["epoch"],
-               "val_clean_acc": val["clean_acc"], "val_pgd_acc": val["pgd_acc"], **test,
+               **{f"val_{k}": val[k] for k in (metric_key("Clean"), metric_key(PGD))}, **test,
                "eval_epsilon": cfg.eval_epsilon, "eval_steps": cfg.eval_steps, "eval_step_size": cfg.resolved_eval_step_size,
                "mlflow_run_id": run_id, "teacher": cfg.teacher}
     tmp = exp.scratch("best")
@@ -85,13 +87,11 @@ def export_best(experiment_dir: str | Path, log: Callable[[str], None] = print, 
     t0 = time.perf_counter()
     formats = write_formats(student, example, tmp, log)
     out = exp.publish_best(tmp)
-    scores = {k: test[k] for k in ("test_clean_acc", "test_pgd_acc")}
     log_to_run(exp.tracking_uri, run_id, metrics=scores, tags={"exported": str(out)}, log=log)
     log_to_run(exp.tracking_uri, exp.parent_run_id, metrics=scores, log=log)
     log(f"exported the best student to {out}: model.safetensors, {', '.join(formats)} ({time.perf_counter() - t0:.0f}s)")
     name = exp.sweep.get("registered_model") or f"{experiment}-student"
-    tags = {k: metrics[k] for k in ("test_clean_acc", "test_pgd_acc", "test_aa_acc", "test_n", "eval_epsilon",
-                                    "eval_steps", "teacher", "trial_id") if metrics.get(k) is not None}
+    tags = {k: metrics[k] for k in (*test, "eval_epsilon", "eval_steps", "teacher", "trial_id") if metrics.get(k) is not None}
     if run_id is None:  # said with where it looked: the store this command used, or why it used none
         log(f"the student was not registered in MLflow: no run of trial {best.trial_id} was found "
             + (f"in {exp.tracking_uri} (parent run {exp.parent_run_id})" if exp.tracking_uri

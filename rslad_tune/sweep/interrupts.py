@@ -16,19 +16,9 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from ..trial.errors import Interrupted
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Interrupted(KeyboardInterrupt):
-    """A command stopped by a signal; `resume` is the sweep folder to resume, when there is one."""
-
-    def __init__(self, signum: int, resume: str | None = None):
-        super().__init__(signal.Signals(signum).name)
-        self.signum, self.resume = signum, resume
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 _received: int | None = None

@@ -36,8 +36,8 @@ from typing import Callable, Iterator
 
 from ..trial import saved
 from ..trial.config import TrialConfig
-from ..trial.errors import SpecError
-from ..trial.files import LockHeld, file_lock, read_json, write_json
+from ..trial.errors import LockHeld, SpecError
+from ..trial.files import file_lock, read_json, write_json
 from .relocation import read_back, stored, stored_uri
 from .stores import check_sweep_store, choose_store, relocate_artifacts, sqlite_path
 from .two_axes import best_trial

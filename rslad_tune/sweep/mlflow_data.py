@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..trial.config import TrialConfig
-from ..trial.data import Splits, data_source, load_data
+from ..trial.data import DATASETS, Splits, load_data
 
 DATA_KEYS = ("dataset", "data_dir", "train_subset", "test_subset", "val_size", "labelled")  # what decides a trial's splits
 CONTEXT_TAG = "mlflow.data.context"  # MLflow's own tag: the UI shows it beside the dataset's name
@@ -23,12 +23,12 @@ def split_records(cfg: TrialConfig, splits: Splits) -> list[dict[str, Any]]:
 
     from mlflow.data.dataset_source_registry import get_registered_sources
 
-    folder = data_source(cfg.dataset, cfg.data_dir)
+    record = DATASETS[cfg.dataset]
+    folder = record.source(cfg.data_dir)  # None: generated in memory, recorded as its code (record.code_source)
     # a folder given as a string matches MLflow's two registered local sources ("" and file://) and warns that it is
     # ambiguous: the local source is named here instead
     local = next((s for s in get_registered_sources() if s._get_source_type() == "local"), None)
-    source = ((local(str(folder)) if local else folder) if folder else
-              CodeDatasetSource({"generator": "rslad_tune.trial.data.synthetic", "dataset": cfg.dataset}))
+    source = ((local(str(folder)) if local else folder) if folder else CodeDatasetSource(record.code_source))
     records = []
     for context, part, x, y in (("training", "train", splits.train_x, splits.train_y),
                                 ("validation", "val", splits.val_x, splits.val_y),

@@ -134,13 +134,14 @@ def log_teacher(client: MlflowClient, experiment_id: str, run_id: str, name: str
     return model.model_id
 
 
-def log_teachers(client: MlflowClient, experiment_id: str, run_id: str, teacher_dirs: dict[str, str],
-                 cards: dict[str, dict], specs: dict, log: Callable[[str], None]) -> dict[str, str]:
-    """Every teacher of a sweep as a logged model: name -> model id (a teacher the store refused is one line)."""
+def log_teachers(client: MlflowClient, experiment_id: str, run_id: str, teachers: dict, cards: dict[str, dict],
+                 specs: dict, log: Callable[[str], None]) -> dict[str, str]:
+    """Every teacher of a sweep (name -> teachers.resolved.ResolvedTeacher) as a logged model: name -> model id (a
+    teacher the store refused is one line)."""
     ids = {}
-    for name, folder in teacher_dirs.items():
+    for name, teacher in teachers.items():
         try:
-            ids[name] = log_teacher(client, experiment_id, run_id, name, folder, cards.get(name, {}), specs.get(name))
+            ids[name] = log_teacher(client, experiment_id, run_id, name, teacher.folder, cards.get(name, {}), specs.get(name))
         except Exception as e:  # the store refused: the sweep runs, its trials are not linked to this teacher
             log(f"teacher {name}: not logged as an MLflow model ({type(e).__name__}: {str(e)[:150]})")
     return ids

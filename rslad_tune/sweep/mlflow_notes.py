@@ -39,14 +39,15 @@ def _pct(v: float | None) -> str:
 
 
 def how_trained(trial, teacher_dirs: dict[str, str]) -> str:
-    """Method, teacher and α of a TrialConfig: distilled from a teacher, or trained alone (a baseline's method)."""
-    from ..teachers.sources import distils, student_method
+    """Method, teacher and α of a TrialConfig: distilled from a teacher, or trained alone (a baseline's method).
+    `teacher_dirs`: a sweep's name -> folder (sweep.json); a folder that is gone reads as no teacher."""
+    from ..teachers.sources import read_teacher
 
     folder = teacher_dirs.get(trial.teacher) if trial.teacher else None
-    folder = folder if folder and (Path(folder) / "config.json").is_file() else None
-    if folder and distils(folder):
+    teacher = read_teacher(trial.teacher, folder) if folder and (Path(folder) / "config.json").is_file() else None
+    if teacher and teacher.distils:
         return f"{trial.method.upper()} from teacher `{trial.teacher}`, α {trial.alpha:.2f}"
-    method = student_method(folder, trial) if folder else trial.method
+    method = teacher.method(trial) if teacher else trial.method
     return f"{method.upper()} alone" + (f" (the no-teacher arm `{trial.teacher}`)" if trial.teacher else " (no teacher)")
 
 

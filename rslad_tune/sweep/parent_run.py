@@ -20,15 +20,16 @@ from .spec import SweepSpec
 from .tracking import EPOCH_METRICS
 
 
-def record_inputs(tracker, spec: SweepSpec, teacher_dirs: dict[str, str], cards: dict[str, dict],
+def record_inputs(tracker, spec: SweepSpec, teachers: dict, cards: dict[str, dict],
                   log: Callable[[str], None]) -> dict[str, str]:
     """The experiment's one-line description, every teacher as a logged model, then the parent's inputs (datasets,
-    teacher models). Returns teacher name -> logged model id, for the trials' runs."""
+    teacher models); `teachers`: name -> teachers.resolved.ResolvedTeacher. Returns teacher name -> logged model id,
+    for the trials' runs."""
     from ..trial.data import load_data
 
     tracker.store.attempt("describe the experiment", lambda: tracker.client.set_experiment_tag(
         tracker.experiment_id, NOTE, experiment_line(spec)))
-    models = log_teachers(tracker.client, tracker.experiment_id, tracker.parent_id, teacher_dirs, cards, spec.teachers, log)
+    models = log_teachers(tracker.client, tracker.experiment_id, tracker.parent_id, teachers, cards, spec.teachers, log)
     try:
         datasets = split_records(spec.trial, load_data(spec.trial, "cpu"))
     except Exception as e:  # the data cannot be read in the driver: the sweep runs, its run lacks the datasets

@@ -12,7 +12,6 @@ import socket
 import tempfile
 from pathlib import Path
 
-from ..trial.config import expand_user
 from ..trial.errors import SpecError
 from .spec import SweepSpec
 from .stores import SQLITE_HEADER
@@ -33,8 +32,7 @@ def check_places(spec: SweepSpec, address: str | None = None) -> None:
     from ..trial.config import DATA_KEYS
     from ..trial.data import prepare_data
 
-    runs_dir = expand_user("runs_dir", spec.runs_dir)  # the YAML's or --runs-dir: `~nouser/runs` is one line
-    spec.runs_dir = str(runs_dir)  # `~/runs` is the home's runs folder, not a folder named ~ in the cwd
+    runs_dir = Path(spec.runs_dir)  # placed (places.place): `~` expanded, absolute
     if runs_dir.exists() and not runs_dir.is_dir():
         raise SpecError("runs_dir", spec.runs_dir, "is a file, not a folder; give a folder for the sweeps (default runs/)")
     check_writable(runs_dir, "runs_dir")  # read-only runs/: one line now, not an OSError after the teachers

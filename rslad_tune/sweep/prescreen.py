@@ -9,10 +9,13 @@ selection report nothing to compare with.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..teachers.proxies import HIGHER_IS_BETTER, PROXIES, best_first
-from ..teachers.sources import is_control
 from .spec import SweepSpec
+
+if TYPE_CHECKING:
+    from ..teachers.resolved import Teachers
 
 
 def top_k(values: dict[str, float | None], by: str, keep: int, controls: set[str]) -> tuple[list[str], list[str]]:
@@ -23,19 +26,19 @@ def top_k(values: dict[str, float | None], by: str, keep: int, controls: set[str
     return kept, [n for n in values if n not in kept]
 
 
-def prescreen(spec: SweepSpec, teacher_dirs: dict[str, str], proxies: dict[str, dict | None],
+def prescreen(spec: SweepSpec, teachers: Teachers, proxies: dict[str, dict | None],
               log: Callable[[str], None]) -> dict | None:
-    """Narrow spec.search["teacher"] and `teacher_dirs` (in place) to the kept teachers; log one line naming the
+    """Narrow spec.search["teacher"] and `teachers` (in place) to the kept teachers; log one line naming the
     dropped ones with their values. Returns the record for sweep.json and MLflow (None: no prescreen asked)."""
     by, keep, d = spec.tune.prescreen_by, spec.tune.prescreen_keep, spec.search.get("teacher")
-    if keep is None or d is None or not teacher_dirs:
+    if keep is None or d is None or not teachers:
         return None
     train = {n: (proxies.get(n) or {}).get("training") for n in d.args}
-    controls = {n for n in d.args if is_control(teacher_dirs[n])}
+    controls = {n for n in d.args if teachers[n].control}
     kept, dropped = top_k({n: (p or {}).get(by) for n, p in train.items()}, by, keep, controls)
     d.args = kept
     for n in dropped:
-        teacher_dirs.pop(n, None)
+        teachers.pop(n, None)
     values = ", ".join(f"{n} ({by} " + ("–" if train[n] is None else f"{train[n][by]:.4f}") + ")" for n in dropped)
     log(f"prescreen by {by} ({'higher' if HIGHER_IS_BETTER[by] else 'lower'} is better), keep {keep}: "
         f"dropped {values or 'none'}; kept {', '.join(kept)}" + (f" ({', '.join(sorted(controls))}: reference, "

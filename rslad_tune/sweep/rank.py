@@ -20,7 +20,7 @@ from ..teachers.proxies import (
     best_first,
     check_proxy,
 )
-from ..teachers.sources import is_control, prepare_teachers
+from ..teachers.sources import prepare_teachers
 from ..teachers.zoo import unnamed_zoo_teachers
 from .spec import SweepSpec, load_sweep
 
@@ -29,15 +29,15 @@ def rank_rows(spec: SweepSpec, log: Callable[[str], None] = print, zoo: bool = T
     """One row per teacher of the YAML (and, with zoo, per zoo teacher of its dataset it does not name): its proxies
     on the training images and the validation split, its card."""
     extra = unnamed_zoo_teachers(spec.teachers, spec.trial.dataset) if zoo else {}
-    dirs = prepare_teachers({**spec.teachers, **extra}, spec.trial, Path(spec.runs_dir).resolve(), None, log)
-    proxies = all_proxies(dirs, spec.trial, log)
+    teachers = prepare_teachers({**spec.teachers, **extra}, spec.trial, Path(spec.runs_dir).resolve(), None, log)
+    proxies = all_proxies(teachers, spec.trial, log)
     rows = []
-    for name, folder in dirs.items():
-        c, p = read_card(folder), proxies[name] or {}
-        rows.append({"teacher": name, "in_space": name not in extra, "control": is_control(folder),
+    for name, t in teachers.items():
+        c, p = read_card(t.folder), proxies[name] or {}
+        rows.append({"teacher": name, "in_space": name not in extra, "control": t.control,
                      "training": p.get("training"), "validation": p.get("validation"),
                      "pgd20": c.get("pgd20_acc"), "pgd20_n": c.get("eval_n"), "aa": c.get("aa_acc"), "aa_n": c.get("aa_n"),
-                     "params": c.get("params"), "source": c.get("source"), "folder": folder})
+                     "params": c.get("params"), "source": c.get("source"), "folder": str(t.folder)})
     return rows
 
 
@@ -74,10 +74,11 @@ def cmd_rank(args, log: Callable[[str], None] = print) -> int:
     """The CLI verb: `teachers rank`."""
     import sys
 
+    from .places import place
     from .preflight import check_sweep
 
     by = check_proxy(args.by, "--by")
-    spec = load_sweep(args.space, sweep=False)
+    spec = place(load_sweep(args.space, sweep=False))
     check_sweep(spec, verb="teachers")  # the teachers' files and names, the data: one line before anything is written
     rows = rank_rows(spec, (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else log,  # stdout: the JSON
                      zoo=not args.space_only)

@@ -27,11 +27,12 @@ from typing import Callable
 
 from ..teachers.folders import read_card
 from ..teachers.proxies import PROXIES
-from ..teachers.sources import distils
+from ..teachers.sources import read_teachers
 from ..trial.data import load_data, resolve_device
 from ..trial.errors import SpecError
 from ..trial.files import write_json, write_text
 from ..trial.methods import unread_knobs
+from ..trial.metrics import CARD, PGD, metric_key, short_name
 from .compare import NOT_COMPARED
 from .layout import ExperimentDir, TrialDir
 from .mlflow_notes import describe_sweep, log_selection_table
@@ -40,6 +41,7 @@ from .selection_verdict import verdict, verdict_words
 from .tracking import log_to_run
 
 ATTACKS = ("Clean", "PGD_SAT", "AA")
+NAMES = {col: short_name(col, "PGD_SAT") for col in ATTACKS}  # the rows' clean, pgd20, aa: a card's keys without _acc
 
 
 def _evaluate_student(trial: TrialDir, n_examples: int | None, n_aa: int, device, log: Callable[[str], None]) -> dict:
@@ -106,34 +108,35 @@ def selection_rows(exp_dir: Path, *, n_examples: int | None = None, n_aa: int = 
     full = sorted((t for t in trials if t.result.get("epoch") == t.config.get("epochs")), key=lambda t: t.trial_id)
     dev = resolve_device(device)
     rows = []
-    baselines = {name for name, folder in exp.teacher_dirs.items() if not distils(folder)}
+    teachers = read_teachers(exp.teacher_dirs)
+    baselines = {name for name, teacher in teachers.items() if not teacher.distils}
     compared = comparison_set(full, baselines)
-    for name, folder in exp.teacher_dirs.items():
-        card = read_card(folder)
+    for name, teacher in teachers.items():
+        card = read_card(teacher.folder)
         mine = [t for t in trials if t.config.get("teacher") == name]
         # a pseudo-label baseline uses the teacher (its argmax labels): compared against the plain baseline
         row = {"teacher": name, "baseline": name in baselines, "pseudo": card.get("pseudo"), "params": card.get("params"),
                "macs": card.get("macs"), "teacher_method": card.get("recipe", {}).get("method"),
-               "teacher_clean": card.get("clean_acc"), "teacher_pgd20": card.get("pgd20_acc"), "teacher_n": card.get("eval_n"),
-               "teacher_aa": card.get("aa_acc"), "teacher_aa_n": card.get("aa_n"), "source": card.get("source"),
+               **{f"teacher_{NAMES[c]}": card.get(metric_key(c, CARD, "PGD_SAT")) for c in ATTACKS},
+               "teacher_n": card.get("eval_n"), "teacher_aa_n": card.get("aa_n"), "source": card.get("source"),
                "trials": len(mine), "full_length": sum(t in full for t in mine), "students": [], "other_students": []}
         for t in (t for t in full if t.config.get("teacher") == name):
             student = {"trial_id": t.trial_id, "alpha": t.config.get("alpha"), "epsilon": t.config.get("epsilon"),
                        "seed": t.config.get("seed"), "val_pgd": t.result["best_pgd_acc"]}
             if t.trial_id not in compared:  # context only: its validation numbers, no test-split evaluation
-                row["other_students"].append(student | {"clean": None, "pgd20": None, "aa": None})
+                row["other_students"].append(student | dict.fromkeys(NAMES.values()))
                 continue
             ev = _evaluate_student(t, n_examples, n_aa, dev, log)
-            row["students"].append(student | {"clean": ev["Clean"], "pgd20": ev["PGD_SAT"], "aa": ev.get("AA"),
-                                              "n": ev["n"], "n_aa": ev["n_aa"]})
+            row["students"].append(student | {NAMES[c]: ev.get(c) for c in ATTACKS} | {"n": ev["n"], "n_aa": ev["n_aa"]})
         row["decided"] = bool(row["students"])
         # validation PGD-20 per epoch: of the students ASHA stopped, and of the compared ones (the rung evidence)
-        row["stopped_curves"] = [[h["pgd_acc"] for h in t.history] for t in mine if t not in full and t.history]
-        row["curves"] = [[h["pgd_acc"] for h in t.history] for t in full
+        val_pgd = metric_key(PGD)  # a trial's validation PGD per epoch
+        row["stopped_curves"] = [[h[val_pgd] for h in t.history] for t in mine if t not in full and t.history]
+        row["curves"] = [[h[val_pgd] for h in t.history] for t in full
                          if t.config.get("teacher") == name and t.trial_id in compared]
-        row["other_curves"] = [[h["pgd_acc"] for h in t.history] for t in full
+        row["other_curves"] = [[h[val_pgd] for h in t.history] for t in full
                                if t.config.get("teacher") == name and t.trial_id not in compared]
-        for key in ("val_pgd", "clean", "pgd20", "aa"):
+        for key in ("val_pgd", *NAMES.values()):
             vals = [100 * s[key] for s in row["students"] if s.get(key) is not None]
             row[f"student_{key}_mean"], row[f"student_{key}_std"] = _spread(vals)
             row[f"student_{key}_count"] = len(vals)

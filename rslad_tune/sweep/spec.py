@@ -248,7 +248,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         if "experiment" not in raw:
             raise SpecError("experiment", None, "required: a name for the sweep (becomes runs/<experiment>)")
         experiment = _experiment_name(raw["experiment"])
-        base_dir = Path(path).resolve().parent if path else Path.cwd()
+        base_dir = Path(path).parent  # as given: sweep/places.py makes the paths absolute after parsing
 
         data = dict(as_mapping(raw.get("data"), "data"))
         check_keys("data.", data, DATA_KEYS)

@@ -45,13 +45,14 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
-def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None = None) -> None:
-    """One Ray Tune trial: teacher.student.train_student (the same path as `rslad-tune train`), reporting every
-    epoch to Tune. Its scratch folder lies in `work_root` (the sweep's, removed by the driver however it ends)."""
+def run_trial(config: dict, teachers: dict, work_root: str | None = None) -> None:
+    """One Ray Tune trial: teachers.resolved.train_student with the sweep's ResolvedTeacher records (the same path as
+    `rslad-tune train`), reporting every epoch to Tune. Its scratch folder lies in `work_root` (the sweep's, removed
+    by the driver however it ends)."""
     import ray
     from ray import tune
 
-    from ..teachers.student import train_student
+    from ..teachers.resolved import train_student
 
     restored = tune.get_checkpoint()
     resume_dir = restored.to_directory() if restored else None
@@ -66,7 +67,7 @@ def run_trial(config: dict, teacher_dirs: dict[str, str], work_root: str | None 
         tune.report({**metrics, "node_id": node}, checkpoint=checkpoint)
 
     try:
-        train_student(TrialConfig(**config), teacher_dirs, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
+        train_student(TrialConfig(**config), teachers, report=report, checkpoint_dir=workdir, resume_dir=resume_dir,
                       fallbacks=fallbacks)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -99,8 +100,9 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
     from ..teachers.folders import read_card
     from ..teachers.proxies import all_proxies
     from ..teachers.sources import prepare_teachers
-    from ..teachers.student import build_soft_label_caches
-    from .interrupts import Interrupted, received, tune_stops_on_signal
+    from ..teachers.resolved import build_soft_label_caches
+    from ..trial.errors import Interrupted
+    from .interrupts import received, tune_stops_on_signal
     from .manifest import write_manifest
     from .mlflow_data import start_system_metrics, stop_system_metrics
     from .parent_run import record_answer, record_inputs
@@ -124,13 +126,13 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
         {spec.trial.teacher} if spec.trial.teacher else set())
     if not any(METHODS[m].needs_teacher for m in _methods(spec)):
         needed = set()
-    teacher_dirs = prepare_teachers(spec.teachers, spec.trial, runs_dir, needed, log)
+    teachers = prepare_teachers(spec.teachers, spec.trial, runs_dir, needed, log)  # resolved once, here
     # every teacher's proxies on the students' data, into its card (cached there); then the prescreen, if asked,
-    # narrows the searched teachers (and teacher_dirs) before any trial or soft-label cache
-    screened = prescreen(spec, teacher_dirs, all_proxies(teacher_dirs, spec.trial, log), log)
-    cards = {name: read_card(d) for name, d in teacher_dirs.items()}
-    if teacher_dirs and spec.trial.soft_label_cache:
-        build_soft_label_caches(spec.trial, teacher_dirs, log)
+    # narrows the searched teachers (and `teachers`) before any trial or soft-label cache
+    screened = prescreen(spec, teachers, all_proxies(teachers, spec.trial, log), log)
+    cards = {name: read_card(t.folder) for name, t in teachers.items()}
+    if teachers and spec.trial.soft_label_cache:
+        build_soft_label_caches(spec.trial, teachers, log)
 
     status = "FAILED"
     teacher_models = None  # a resumed sweep's callback comes back from Tune's experiment state, with its own
@@ -145,7 +147,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
             parent = tracker.start_parent(f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
                                           _parent_params(spec), spec.source, {"rslad_tune.experiment_dir": str(exp_dir)})
             exp.write_sweep({"experiment": spec.experiment, "tracking_uri": uri, "parent_run_id": parent,
-                             "teacher_dirs": teacher_dirs, "space": spec.path, "epochs": spec.trial.epochs,
+                             "teacher_dirs": {n: str(t.folder) for n, t in teachers.items()}, "space": spec.path, "epochs": spec.trial.epochs,
                              "metric": spec.tune.metric, "registered_model": spec.registered_model,
                              "report_noise_std": spec.report.noise_std, "report_noise_dof": spec.report.noise_dof,
                              "report_clean_noise_std": spec.report.clean_noise_std,
@@ -158,14 +160,14 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None, address: str 
                 tracker.do("log a teacher's card", "dict", parent, obj=card, file=f"teachers/{name}.json")
             if screened:
                 tracker.do("log the prescreen", "dict", parent, obj=screened, file="prescreen.json")
-            teacher_models = record_inputs(tracker, spec, teacher_dirs, cards, log)
+            teacher_models = record_inputs(tracker, spec, teachers, cards, log)
 
         monitor = start_system_metrics(tracker.uri, tracker.parent_id, log, resume=resume)  # CPU, memory, GPU
         write_manifest(exp.path)  # the sweep's own files, signed: resume trusts nothing else (manifest.py)
         callback = MLflowTrialCallback(tracker, spec.trial.epochs, cards, teacher_models)
         # a resumed sweep: Ray's pickles name where it first ran; what they hold is read as this folder's
         with resuming(exp_dir, tracker) if resume else nullcontext():
-            tuner = _tuner(spec, exp, teacher_dirs, callback, address, resume)
+            tuner = _tuner(spec, exp, teachers, callback, address, resume)
             _FIT["started"] = True  # from here on the folder holds a sweep to resume, however the command ends
             with tune_stops_on_signal():  # the first Ctrl-C / SIGTERM: Tune stops the trials and fit() returns
                 try:
@@ -217,7 +219,7 @@ def fit_started() -> bool:
     return _FIT["started"]
 
 
-def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address: str | None, resume: bool):
+def _tuner(spec: SweepSpec, exp, teachers: dict, callback, address: str | None, resume: bool):
     """Ray (started here unless it runs already) and the Tuner: new, or restored from the experiment folder."""
     import optuna
     import ray
@@ -237,7 +239,7 @@ def _tuner(spec: SweepSpec, exp, teacher_dirs: dict[str, str], callback, address
                                        storage=storage(exp.optuna_db), points_to_evaluate=teacher_points(spec),
                                        max_t=spec.trial.epochs)
     exp.work_dir.mkdir(exist_ok=True)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, teacher_dirs=teacher_dirs, work_root=str(exp.work_dir)),
+    trainable = tune.with_resources(tune.with_parameters(run_trial, teachers=teachers, work_root=str(exp.work_dir)),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # 1 checkpoint/epoch is by design
     if not ray.is_initialized():

@@ -12,8 +12,8 @@ from ..trial.errors import SpecError, not_a_file
 from ..trial.files import file_digest, load_weights, read_json
 from ..trial.models import REGISTRY as MODELS
 from ..trial.models import build_from_config, model_config
-from .folders import carded, load_weights_folder
-from .source import Log, Source, TeacherSpec
+from .folders import carded
+from .source import Log, Source, TeacherSpec, at, load_weights_folder
 
 
 class CheckpointSource(Source):
@@ -25,7 +25,6 @@ class CheckpointSource(Source):
         path = raw["checkpoint"]
         if not isinstance(path, str) or not path:
             raise SpecError(f"{label}.checkpoint", path, "must be a file path")
-        p = expand_user(f"{label}.checkpoint", path)
         if "arch" not in raw:
             raise SpecError(f"{label}.arch", None, f"a checkpoint teacher needs its architecture: one of {', '.join(MODELS)}")
         arch = check_trial_value("arch", raw["arch"], label=f"{label}.arch")
@@ -33,7 +32,10 @@ class CheckpointSource(Source):
         if width is not None and "width" not in MODELS[arch][1]:  # it would be ignored, silently
             with_width = ", ".join(a for a, (_, kwargs) in MODELS.items() if "width" in kwargs)
             raise SpecError(f"{label}.width", width, f"{arch} has no width (only {with_width} takes one); remove it")
-        return {"checkpoint": str(p if p.is_absolute() else (base_dir / p)), "given": path, "arch": arch, "width": width}
+        return {"checkpoint": at(base_dir, path), "given": path, "arch": arch, "width": width}
+
+    def place(self, spec: TeacherSpec, env) -> None:
+        spec.args["checkpoint"] = str(expand_user(f"{spec.label}.checkpoint", spec.args["checkpoint"]).absolute())
 
     def check(self, spec: TeacherSpec, data_values: dict[str, Any]) -> None:
         p = Path(spec.args["checkpoint"])

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Callable
 from ..trial.config import TrialConfig
 from ..trial.data import load_data, resolve_device
 from ..trial.errors import SpecError
-from ..trial.files import load_weights, read_json, save_weights, write_json
-from ..trial.models import build_from_config, count_macs, count_params
-from ..trial.robustness import autoattack_accuracy
+from ..trial.files import read_json, save_weights, write_json
+from ..trial.metrics import CARD, as_metrics
+from ..trial.models import count_macs, count_params
 from ..trial.scoring import pgd_column, score
-from .source import Log, TeacherSpec
+from .source import Log, TeacherSpec, load_weights_folder
 
 if TYPE_CHECKING:
     import torch
@@ -27,11 +27,6 @@ if TYPE_CHECKING:
 
 def read_card(folder: str | Path) -> dict:
     return read_json(Path(folder) / "card.json", f"teacher {Path(folder).name}")
-
-
-def load_weights_folder(folder: Path, saved: dict, device: torch.device | str = "cpu") -> nn.Module:
-    """The module of a folder that holds its weights: config.json's architecture + model.safetensors, checked."""
-    return load_weights(build_from_config(saved), folder / "model.safetensors", f"teacher {folder.name}", finite=True).to(device)
 
 
 def check_folder(folder: Path, weights: bool = True) -> None:
@@ -120,14 +115,14 @@ def score_card(card: dict, model: nn.Module, cfg: TrialConfig, splits, spec: Tea
         col = pgd_column(cfg.eval_epsilon, cfg.eval_steps, cfg.resolved_eval_step_size)
         n = pgd["eval_n"]
         m = score(model, splits.test_x[:n], splits.test_y[:n], cfg.eval_epsilon, ["Clean", col], seed=cfg.seed)
-        card = card | pgd | {"clean_acc": m["Clean"], "pgd20_acc": m[col], "eval_split": "test"}
+        card = card | pgd | as_metrics(m, col, where=CARD) | {"eval_split": "test"}  # clean_acc, pgd20_acc
     if n_aa == 0 or (card.get("aa_n") == n_aa and not stale):
         return card
     log(f"teacher {spec.name}: AutoAttack standard on {n_aa} test images for its card")
     t0 = time.perf_counter()
-    acc = autoattack_accuracy(model, splits.test_x[:n_aa], splits.test_y[:n_aa], cfg.eval_epsilon, seed=cfg.seed,
-                              progress=lambda s: log(f"teacher {spec.name}: {s}"))
-    return card | {"aa_acc": acc, "aa_n": n_aa, "aa_time_s": time.perf_counter() - t0}
+    m = score(model, splits.test_x[:n_aa], splits.test_y[:n_aa], cfg.eval_epsilon, ["AA"], seed=cfg.seed, n_aa=n_aa,
+              log=lambda s: log(f"teacher {spec.name}: {s}"))
+    return card | as_metrics(m, where=CARD) | {"aa_n": n_aa, "aa_time_s": time.perf_counter() - t0}  # aa_acc
 
 
 def complete_card(folder: Path, spec: TeacherSpec, cfg: TrialConfig, log: Log,

@@ -20,7 +20,8 @@ from ..trial.files import read_json, write_json
 from ..trial.lazy import LazyModule
 from .folders import read_card
 from .soft_labels import data_key
-from .sources import load_teacher, source_of
+from .resolved import ResolvedTeacher, Teachers
+from .sources import read_teacher
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -78,47 +79,49 @@ def teacher_proxies(teacher_or_table: nn.Module | Tensor, x: Tensor | None, y: T
         return {"true_prob": mean[0], "clean_acc": mean[1], "nll": mean[2], "ece": ece, "entropy": mean[3], "n": n}
 
 
-def _on(folder: Path, model: nn.Module | None, trial: TrialConfig, splits: Splits, x: Tensor, y: Tensor) -> dict | None:
+def _on(teacher: ResolvedTeacher, model: nn.Module | None, trial: TrialConfig, splits: Splits, x: Tensor,
+        y: Tensor) -> dict | None:
     """Proxies on (x, y): through the module, else the source's soft-label table of those images (its first view,
     the unaugmented one); None without either."""
     if model is not None:
         return teacher_proxies(model, x, y)
-    saved = read_json(folder / "config.json", f"teacher {folder.name}")
-    source = source_of(saved)
     # a table is of the training split: these images are made the training split, unaugmented
     view = dataclasses.replace(splits, train_x=x, train_y=y, augment="none")
-    table = source.soft_labels(folder, saved, trial, view) if source else None
+    table = teacher.adapter.soft_labels(teacher.folder, teacher.saved, trial, view)
     return None if table is None else teacher_proxies(table[:, 0], None, y)
 
 
-def folder_proxies(folder: str | Path, trial: TrialConfig, splits: Splits | None = None, log=None,
-                   name: str | None = None) -> dict | None:
-    """{"training": proxies, "validation": proxies, "data": ...} of a resolved teacher on the student's data (`trial`'s data
-    keys): read from card.json, else computed once and written into it atomically. None: no teacher to measure."""
-    folder = Path(folder)
+def folder_proxies(teacher: ResolvedTeacher | str | Path, trial: TrialConfig, splits: Splits | None = None,
+                   log=None) -> dict | None:
+    """{"training": proxies, "validation": proxies, "data": ...} of a resolved teacher (its record, or its folder) on
+    the student's data (`trial`'s data keys): read from card.json, else computed once and written into it
+    atomically. None: no teacher to measure."""
+    if not isinstance(teacher, ResolvedTeacher):
+        teacher = read_teacher(Path(teacher).name, teacher)
+    folder, name = teacher.folder, teacher.name
     device = resolve_device(trial.device)
     splits = splits or load_data(trial, device)
     key = data_key(trial, splits)
     cached = read_card(folder).get("proxies", {})
     if key in cached:
         return cached[key]
-    model = load_teacher(folder, device)
+    model = teacher.load(device)
     labelled = splits.only_labelled()  # with few labels, the proxies read the images that have one
-    train = _on(folder, model, trial, labelled, labelled.train_x, labelled.train_y)
+    train = _on(teacher, model, trial, labelled, labelled.train_x, labelled.train_y)
     if train is None:
         return None
-    entry = {"training": train, "validation": _on(folder, model, trial, splits, splits.val_x, splits.val_y),
+    entry = {"training": train, "validation": _on(teacher, model, trial, splits, splits.val_x, splits.val_y),
              "data": {"dataset": trial.dataset, "train_subset": trial.train_subset, "val_size": trial.val_size,
                       **({"labelled": trial.labelled} if trial.labelled is not None else {})}}
     card = read_card(folder)  # re-read: another command may have added its own data's entry meanwhile
     write_json(card | {"proxies": card.get("proxies", {}) | {key: entry}}, folder / "card.json")
     if log:
-        log(f"teacher {name or folder.name}: proxies on {train['n']} training images: "
+        log(f"teacher {name}: proxies on {train['n']} training images: "
             + ", ".join(f"{k} {train[k]:.4f}" for k in PROXIES))
     return entry
 
 
-def all_proxies(teacher_dirs: dict[str, str], trial: TrialConfig, log=None) -> dict[str, dict | None]:
+def all_proxies(teachers: Teachers, trial: TrialConfig, log=None) -> dict[str, dict | None]:
     """name -> folder_proxies of every resolved teacher, the data loaded once."""
-    splits = load_data(trial, resolve_device(trial.device)) if teacher_dirs else None
-    return {name: folder_proxies(folder, trial, splits, log, name) for name, folder in teacher_dirs.items()}
+    splits = load_data(trial, resolve_device(trial.device)) if teachers else None
+    return {name: folder_proxies(teacher, trial, splits, log) for name, teacher in teachers.items()}

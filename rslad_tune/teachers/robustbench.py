@@ -3,7 +3,6 @@ from `{model_dir}/{dataset}/{threat_model}/{name}.pt`, which it downloads only w
 holds the config that names that file and the card, not a copy of the weights."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +12,7 @@ from ..trial.errors import SpecError
 from ..trial.files import check_finite, load_torch_weights
 from . import robustbench_loader as rbz
 from .folders import carded
-from .source import Log, Source, TeacherSpec
+from .source import Log, Source, TeacherSpec, at
 
 if TYPE_CHECKING:
     import torch
@@ -60,12 +59,16 @@ class RobustBenchSource(Source):
         threat = raw.get("threat_model", "Linf")
         if threat not in rbz.THREAT_MODELS:
             raise SpecError(f"{label}.threat_model", threat, f"must be one of {', '.join(rbz.THREAT_MODELS)}")
-        model_dir = raw.get("model_dir", os.environ.get("RSLAD_TUNE_MODEL_DIR", rbz.DEFAULT_MODEL_DIR))
-        if not isinstance(model_dir, str) or not model_dir:
+        model_dir = raw.get("model_dir")  # None: $RSLAD_TUNE_MODEL_DIR or RobustBench's default (`place`)
+        if model_dir is not None and (not isinstance(model_dir, str) or not model_dir):
             raise SpecError(f"{label}.model_dir", model_dir, "must be a directory path")
-        d = expand_user(f"{label}.model_dir", model_dir)
-        d = d if d.is_absolute() else ((base_dir if "model_dir" in raw else Path.cwd()) / d)
-        return {"robustbench": model, "dataset": dataset, "threat_model": threat, "model_dir": str(d)}
+        return {"robustbench": model, "dataset": dataset, "threat_model": threat,
+                "model_dir": None if model_dir is None else at(base_dir, model_dir)}
+
+    def place(self, spec: TeacherSpec, env) -> None:
+        """model_dir: the YAML's (against its folder), else $RSLAD_TUNE_MODEL_DIR, else RobustBench's (against the cwd)."""
+        given = spec.args["model_dir"] or env.get("RSLAD_TUNE_MODEL_DIR") or rbz.DEFAULT_MODEL_DIR
+        spec.args["model_dir"] = str(expand_user(f"{spec.label}.model_dir", given).absolute())
 
     def check(self, spec: TeacherSpec, data_values: dict[str, Any]) -> None:
         """RobustBench lists the model; its file is in the model dir, or it can be downloaded."""

@@ -2,16 +2,18 @@
 a RobustBench model, ...), parsed, checked, resolved to a teacher folder and loaded by one small adapter module.
 
 Adding a source = one module with a `Source` subclass and one line in sources.py (the registry). Nothing
-outside the registry and the adapters names a source.
+outside the registry and the adapters names a source; downstream code takes resolved.ResolvedTeacher records.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from ..trial.config import TrialConfig, flag, num
 from ..trial.data import Splits
+from ..trial.files import load_weights
+from ..trial.models import build_from_config
 
 if TYPE_CHECKING:
     import torch
@@ -19,6 +21,16 @@ if TYPE_CHECKING:
 
 
 Log = Callable[[str], None]
+
+
+def load_weights_folder(folder: Path, saved: dict, device: torch.device | str = "cpu") -> nn.Module:
+    """The module of a folder that holds its weights: config.json's architecture + model.safetensors, checked."""
+    return load_weights(build_from_config(saved), folder / "model.safetensors", f"teacher {folder.name}", finite=True).to(device)
+
+
+def at(base_dir: Path, path: str) -> str:
+    """A path as written in the YAML, joined to the YAML's folder when relative; `~...` stays (Source.place expands it)."""
+    return path if path.startswith("~") or Path(path).is_absolute() else str(base_dir / path)
 
 
 @dataclass
@@ -53,8 +65,13 @@ class Source:
     reference: ClassVar[bool] = False            # True: its entries are reference arms unless they say `reference: false`
 
     def parse(self, label: str, raw: dict, data_values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-        """The entry's fields (TeacherSpec.args), checked for form only: no file, package or network access."""
+        """The entry's fields (TeacherSpec.args), checked for form only: no file, package, network, environment or
+        home access (`base_dir`: the YAML's folder as given; relative paths are joined to it, resolved by `place`)."""
         raise NotImplementedError
+
+    def place(self, spec: TeacherSpec, env: Mapping[str, str]) -> None:
+        """After parsing, once (sweep/places.py): the entry's paths made absolute, `~` expanded, what the environment
+        gives filled in. Parsing reads no environment, working directory or home."""
 
     def check_entry(self, spec: TeacherSpec, teachers: dict[str, TeacherSpec], labellers: tuple[str, ...]) -> None:
         """Parsing, across entries: the names this entry refers to exist (`labellers`: the entries with a module)."""
@@ -74,12 +91,13 @@ class Source:
         raise NotImplementedError
 
     def owns(self, saved: dict) -> bool:
-        """Whether a resolved folder's config.json was written by this source (for loading it)."""
+        """Whether a config.json written before folders named their source (`teacher_source`) is this source's."""
         return False
 
     def load(self, folder: Path, saved: dict, device: torch.device | str) -> nn.Module | None:
-        """The teacher module of a resolved folder this source owns (None: a teacher without a module)."""
-        raise NotImplementedError
+        """The teacher module of a folder this source resolved (None: a teacher without a module); by default
+        config.json's architecture + model.safetensors."""
+        return load_weights_folder(folder, saved, device)
 
     def method(self, saved: dict, trial: TrialConfig) -> str:
         """The method a student of this teacher trains with (a baseline replaces the trial's)."""

@@ -1,8 +1,9 @@
 """The teacher-source registry: a `teachers:` entry's source key -> its adapter (source.Source), and the
 functions that go through it -- parse an entry, check it before anything is written, resolve it to a teacher
-folder, load a resolved folder. Nothing else in the package names a source.
+folder (a resolved.ResolvedTeacher record). Nothing else in the package names a source.
 
-A new source is one adapter module with a `SOURCE` and one line in SOURCES (or `register(adapter)`).
+A new source is one adapter module with a `SOURCE` and one registry line (trial/registry.py's Registry, the shape
+of every extension point): `SOURCES.register(key, adapter)` or `register(adapter)`.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from ..trial.config import TrialConfig, check_field, check_keys
 from ..trial.data import Splits
 from ..trial.errors import SpecError
 from ..trial.files import read_json
+from ..trial.registry import Registry
 from . import baseline, checkpoint, labels, robustbench, train, zoo
-from .folders import load_weights_folder
+from .resolved import SOURCE_KEY, ResolvedTeacher, Teachers
 from .source import Log, Source, TeacherSpec
 
 if TYPE_CHECKING:
@@ -23,17 +25,18 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-SOURCES: dict[str, Source] = {s.key: s for s in (checkpoint.SOURCE, train.SOURCE, robustbench.SOURCE, zoo.SOURCE,
-                                                 baseline.SOURCE, labels.SOURCE)}
+SOURCES = Registry("teacher source")  # key -> adapter, in the order "give exactly one of" lists them
+for _adapter in (checkpoint.SOURCE, train.SOURCE, robustbench.SOURCE, zoo.SOURCE, baseline.SOURCE, labels.SOURCE):
+    SOURCES.register(_adapter.key, _adapter)
 CARD_KEYS = ("card_examples", "card_aa_examples")
 REFERENCE_KEY = "reference"  # every source's entries take it: a reference arm, never stopped early by the scheduler
 _FIELDS = {f.name: f for f in fields(TeacherSpec) if f.name in CARD_KEYS + (REFERENCE_KEY,)}
 
 
 def register(source: Source) -> Source:
-    """Add (or replace) a source; returns it, so an adapter module can end with `SOURCE = register(MySource())`."""
-    SOURCES[source.key] = source
-    return source
+    """Add (or replace) a source under its key; returns it, so an adapter module can end with
+    `SOURCE = register(MySource())`."""
+    return SOURCES.register(source.key, source)
 
 
 def _one_of() -> str:
@@ -81,50 +84,30 @@ def check_teacher_weights(teachers: dict[str, TeacherSpec], splits: Splits) -> N
 
 
 def prepare_teachers(teachers: dict[str, TeacherSpec], trial: TrialConfig, runs_dir: Path,
-                     needed: set[str] | None = None, log: Log = print) -> dict[str, str]:
-    """Resolve every teacher a sweep can use (`needed` and what they depend on); returns name -> folder (absolute)."""
+                     needed: set[str] | None = None, log: Log = print) -> Teachers:
+    """Resolve every teacher a sweep can use (`needed` and what they depend on), once: name -> its record (folder
+    absolute, config.json read, the source stamped into it)."""
     if needed is not None:
         needed = set(needed) | {d for n in needed if n in teachers for d in SOURCES[teachers[n].source].depends_on(teachers[n])}
-    return {name: str(SOURCES[spec.source].resolve(spec, trial, runs_dir, log).resolve())
-            for name, spec in teachers.items() if needed is None or name in needed}
+    folders = {name: SOURCES[spec.source].resolve(spec, trial, runs_dir, log).resolve()
+               for name, spec in teachers.items() if needed is None or name in needed}
+    return {name: read_teacher(name, folder, teachers[name].source).stamped() for name, folder in folders.items()}
 
 
-def source_of(saved: dict) -> Source | None:
-    """The source that wrote a resolved folder's config.json (None: a plain weights folder)."""
-    return next((s for s in SOURCES.values() if s.owns(saved)), None)
+def read_teacher(name: str, folder: str | Path, key: str | None = None) -> ResolvedTeacher:
+    """The record of a resolved folder (its config.json read here, once). Its source: `key` when the caller resolved
+    it, else the one config.json names; a folder written before that stamp is matched by its keys (Source.owns)."""
+    folder = Path(folder)
+    saved = read_json(folder / "config.json", f"teacher {folder.name}")
+    key = key or saved.get(SOURCE_KEY) or next((k for k, s in SOURCES.items() if s.owns(saved)), None)
+    return ResolvedTeacher(name, folder, SOURCES[key] if key in SOURCES else Source(), saved)
+
+
+def read_teachers(dirs: dict[str, str]) -> Teachers:
+    """The records of a finished sweep's teachers (name -> folder, as its sweep.json keeps them)."""
+    return {name: read_teacher(name, folder) for name, folder in dirs.items()}
 
 
 def load_teacher(folder: str | Path, device: torch.device | str = "cpu") -> nn.Module | None:
-    """The teacher module of a resolved folder, in eval mode without gradients (None: a teacher without one)."""
-    folder = Path(folder)
-    saved = read_json(folder / "config.json", f"teacher {folder.name}")
-    source = source_of(saved)
-    model = source.load(folder, saved, device) if source else load_weights_folder(folder, saved, device)
-    return None if model is None else model.eval().requires_grad_(False)
-
-
-def train_splits(folder: str | Path, splits: Splits, teacher_dirs: dict[str, str], device) -> Splits:
-    """The training split a student of this resolved teacher sees (Source.train_splits)."""
-    folder = Path(folder)
-    saved = read_json(folder / "config.json", f"teacher {folder.name}")
-    source = source_of(saved)
-    return source.train_splits(folder, saved, splits, lambda name: load_teacher(teacher_dirs[name], device)) if source else splits
-
-
-def distils(folder: str | Path) -> bool:
-    """Whether a resolved teacher's students distil from it (False: a no-teacher baseline)."""
-    source = source_of(read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}"))
-    return source.distils if source else True
-
-
-def is_control(folder: str | Path) -> bool:
-    """Whether a resolved teacher is a reference (the no-teacher baseline, the label teacher), not a teacher to rank."""
-    source = source_of(read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}"))
-    return bool(source and source.control)
-
-
-def student_method(folder: str | Path, trial: TrialConfig) -> str:
-    """The method a resolved teacher's students train with (a baseline's own method, else the trial's)."""
-    saved = read_json(Path(folder) / "config.json", f"teacher {Path(folder).name}")
-    source = source_of(saved)
-    return source.method(saved, trial) if source else trial.method
+    """The module of a resolved folder given by its path alone (None: a teacher without one)."""
+    return read_teacher(Path(folder).name, folder).load(device)

@@ -18,8 +18,8 @@ from ..trial.files import save_weights, write_json
 from ..trial.methods import KNOBS, METHODS
 from ..trial.progress import bar
 from ..trial.trainer import student_config, train_model
-from .folders import card, check_folder, complete_card, discard, load_weights_folder, publish, why
-from .source import Log, Source, TeacherSpec
+from .folders import card, check_folder, complete_card, discard, publish, why
+from .source import Log, Source, TeacherSpec, load_weights_folder
 
 TEACHER_METHODS = tuple(m for m, cls in METHODS.items() if not cls.needs_teacher)
 # Knobs that no teacher method reads cannot change a teacher's weights and could be left out of its digest; the

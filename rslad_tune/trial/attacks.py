@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from .errors import SpecError
 from .lazy import LazyModule
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ STARTS: dict[str, Callable[[Tensor, float], Tensor]] = {
 
 def random_start(x: Tensor, eps: float, start: str) -> Tensor:
     if start not in STARTS:
-        raise ValueError(f"start: {start!r} is not allowed; one of {', '.join(STARTS)}")
+        raise SpecError("start", start, f"one of {', '.join(STARTS)}")
     return STARTS[start](x, eps)
 
 

@@ -3,8 +3,9 @@
 `TrialConfig` declares each field's type and bounds once, in its dataclass field metadata
 (`num`, `choice`, `flag`, ...); `check_trial_value` and `parse_section` read that metadata, so no
 key is listed twice. Names come from the registries of the modules that run them: methods
-(methods.METHODS), architectures (models.REGISTRY), datasets and augmentations (data.LOADERS,
-data.AUGMENTS), PGD starts (attacks.STARTS) and LR schedules (schedules.SCHEDULES).
+(methods.METHODS), architectures (models.REGISTRY), datasets and augmentations (data.DATASETS,
+data.AUGMENTS), PGD starts (attacks.STARTS) and LR schedules (schedules.SCHEDULES), read when a value is checked
+(a name registered after this import counts). The method knobs' defaults are methods.KNOB_DEFAULTS.
 
 Bottom level: imports only the stdlib, yaml and those registries, which import no torch (trial/lazy.py: a
 registry names where its implementation lives, torch comes with the first tensor); touches no disk.
@@ -20,9 +21,9 @@ from typing import Any, Callable, Collection
 
 
 from .attacks import STARTS
-from .data import AUGMENTS, LOADERS
+from .data import AUGMENTS, DATASETS
 from .errors import SpecError
-from .methods import KL_REDUCTIONS, METHODS
+from .methods import KL_REDUCTIONS, KNOB_DEFAULTS, METHODS
 from .models import REGISTRY as MODELS
 from .schedules import SCHEDULES
 
@@ -165,11 +166,16 @@ def _positive_int(optional: bool = False, hi: int | None = None) -> dict:
 SEED_MAX = 2**32 - 1  # NumPy's and Optuna's seeds are 32-bit
 
 
-def _check_width(cfg: "TrialConfig", label: str, searched: tuple[str, ...] = ()) -> None:
-    """`width` only for an architecture that has one (the others would ignore it, silently)."""
-    if "arch" not in searched and (cfg.width is not None or "width" in searched) and "width" not in MODELS[cfg.arch][1]:
-        with_width = ", ".join(a for a, (_, kwargs) in MODELS.items() if "width" in kwargs)
-        raise SpecError(label, cfg.width, f"{cfg.arch} has no width (only {with_width} takes one); remove it")
+def _check_arch_settings(cfg: "TrialConfig", section: str, searched: tuple[str, ...] = ()) -> None:
+    """An architecture's setting (`width`: models.Arch.settings) only for an architecture that takes it (the others
+    would ignore it, silently)."""
+    if "arch" in searched:
+        return
+    for key in (k for k in TRIAL_KEYS if any(k in a.settings for a in MODELS.values())):
+        if (getattr(cfg, key) is not None or key in searched) and key not in MODELS[cfg.arch].settings:
+            takes = ", ".join(a for a, entry in MODELS.items() if key in entry.settings)
+            raise SpecError(f"search.{key}" if key in searched else f"{section}{key}", getattr(cfg, key),
+                            f"{cfg.arch} has no {key} (only {takes} takes one); remove it")
 
 
 # --------------------------------------------------------------------------- one trial
@@ -182,7 +188,7 @@ class TrialConfig:
     Field order and defaults are part of the teacher cache key (TeacherSpec.cache_key hashes to_dict())."""
 
     # -- data
-    dataset: str = field(default="fashion_mnist", metadata=choice(LOADERS))
+    dataset: str = field(default="fashion_mnist", metadata=choice(DATASETS))
     # dataset folder (None: the loader's default)
     data_dir: str | None = field(default=None, metadata=custom(_directory, optional=True, allowed="a directory path"))
     train_subset: int | None = field(default=None, metadata=_positive_int(optional=True))  # first N training images (before the validation split)
@@ -201,11 +207,14 @@ class TrialConfig:
     width: int | None = field(default=None, metadata=_positive_int(optional=True, hi=4096))  # small_cnn width
     # a name from the `teachers:` section
     teacher: str | None = field(default=None, metadata=custom(_teacher_name, optional=True, allowed="a name from teachers:"))
-    alpha: float = field(default=5 / 6, metadata=num(lo=0, hi=1))  # RSLAD: weight of the adversarial KL term; ARD: weight of the KL term
-    temperature: float = field(default=1.0, metadata=num(lo=0, lo_open=True))  # softmax temperature (ARD, IAD, RSLAD's teacher)
-    lam: float = field(default=6.0, metadata=num(lo=0, lo_open=True))  # TRADES / MART: weight lambda of the KL term
-    iad_beta: float = field(default=0.1, metadata=num(lo=0))  # IAD: exponent beta of the teacher's trust T_y(x')^beta
-    kl_reduction: str = field(default="batchmean", metadata=choice(KL_REDUCTIONS))  # RSLAD/ARD KL: batchmean, or paper (mean over batch x classes)
+    # RSLAD: weight of the adversarial KL term; ARD: weight of the KL term
+    alpha: float = field(default=KNOB_DEFAULTS["alpha"], metadata=num(lo=0, hi=1))
+    # softmax temperature (ARD, IAD, RSLAD's teacher)
+    temperature: float = field(default=KNOB_DEFAULTS["temperature"], metadata=num(lo=0, lo_open=True))
+    lam: float = field(default=KNOB_DEFAULTS["lam"], metadata=num(lo=0, lo_open=True))  # TRADES / MART: weight lambda of the KL term
+    iad_beta: float = field(default=KNOB_DEFAULTS["iad_beta"], metadata=num(lo=0))  # IAD: exponent beta of the teacher's trust T_y(x')^beta
+    # RSLAD/ARD KL: batchmean, or paper (mean over batch x classes)
+    kl_reduction: str = field(default=KNOB_DEFAULTS["kl_reduction"], metadata=choice(KL_REDUCTIONS))
     soft_label_cache: bool = field(default=True, metadata=flag())  # read the teacher's clean-view logits from a table built once (soft_labels.py)
     # -- training attack
     epsilon: float = field(default=0.1, metadata=num(lo=0, hi=1, lo_open=True))  # L-inf radius of the training attack
@@ -278,7 +287,7 @@ def check_trial_config(cfg: TrialConfig, where: str = "", searched: tuple[str, .
         raise SpecError("trial.step_size", cfg.step_size, f"must be <= epsilon ({cfg.epsilon})", where)
     if cfg.eval_step_size is not None and cfg.eval_step_size > cfg.eval_epsilon:
         raise SpecError("trial.eval_step_size", cfg.eval_step_size, f"must be <= eval_epsilon ({cfg.eval_epsilon})", where)
-    _check_width(cfg, "search.width" if "width" in searched else "trial.width", searched)
+    _check_arch_settings(cfg, "trial.", searched)
     return cfg
 
 
@@ -286,7 +295,7 @@ def make_trial_config(values: dict[str, Any], teachers: tuple[str, ...] | None =
     check_keys(section, values, TRIAL_KEYS)
     checked = {k: check_trial_value(k, v, teachers, f"{section}{k}") for k, v in values.items()}
     cfg = TrialConfig(**checked)
-    _check_width(cfg, f"{section}width")
+    _check_arch_settings(cfg, section)
     return cfg
 
 

@@ -1,5 +1,6 @@
 """Datasets as whole tensors on the device, a fixed validation split, and on-device augmentation.
 
+The datasets are DATASETS' records (datasets.Dataset: loader, image shape, classes, preflight, source folder).
 Fashion-MNIST (offline default) and CIFAR-10/100 are read through torchvision's dataset
 classes; `synthetic` (MNIST-shaped) and `synthetic_cifar` are seeded class-template images
 for tests. Images are float32 in [0, 1], NCHW; no normalisation (RobustBench convention).
@@ -17,8 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DataError
+from .datasets import Dataset, cache_dir, default_root
+from .errors import DataError, SpecError
 from .lazy import LazyModule
+from .registry import Registry
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -31,10 +34,6 @@ DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 VAL_SPLIT_SEED = 1234  # the validation split is the same for every trial and teacher of every sweep
 UNLABELLED = -1  # train_y of an image without a label (data.labelled): an index error in any loss that reads it
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RSLAD_TUNE_CACHE", Path.home() / ".cache" / "rslad-tune"))
 
 
 @dataclass
@@ -123,10 +122,10 @@ def _unreadable(path: Path, why: str) -> DataError:
 
 
 def prepare_data(dataset: str, data_dir: str | None) -> None:
-    """What the preflight checks of the data before torch is imported: Fashion-MNIST's files unpacked and their
-    headers read (a corrupt .gz is one line from a small process). CIFAR is checked by torchvision (md5)."""
-    if dataset == "fashion_mnist":
-        prepare_fashion_mnist(data_dir)
+    """What the preflight checks of the data before torch is imported (the record's `prepare`): Fashion-MNIST's files
+    unpacked and their headers read (a corrupt .gz is one line from a small process). CIFAR is checked by torchvision
+    (md5)."""
+    DATASETS[dataset].prepare(data_dir)
 
 
 def prepare_fashion_mnist(data_dir: str | None = None) -> Path:
@@ -189,7 +188,7 @@ def _load_cifar(name: str, data_dir: str | None) -> tuple[Tensor, Tensor, Tensor
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls, n = (CIFAR10, 10) if name == "cifar10" else (CIFAR100, 100)
-    root = Path(data_dir).expanduser() if data_dir else cache_dir() / "torchvision"
+    root = default_root(data_dir)
     try:  # a given data_dir is used as it is; without one, torchvision downloads (checks md5)
         tr = cls(str(root), train=True, download=data_dir is None)
         te = cls(str(root), train=False, download=data_dir is None)
@@ -223,22 +222,34 @@ def synthetic(shape: tuple[int, int, int], n_train: int, n_test: int, num_classe
     return (*draw(n_train), *draw(n_test), num_classes)
 
 
-# --------------------------------------------------------------------------- splits
+def _synthetic(name: str, shape: tuple[int, int, int]) -> Dataset:
+    def load(data_dir, train_subset, test_subset):
+        return synthetic(shape, train_subset or 2000, test_subset or 500)
+    return Dataset(name, load, shape, 10, "crop_flip" if shape[0] == 3 else "none", "rslad_tune.trial.data.synthetic")
 
 
-def _synthetic_loader(shape: tuple[int, int, int]):
-    return lambda data_dir, train_subset, test_subset: synthetic(shape, train_subset or 2000, test_subset or 500)
+def _cifar(name: str, num_classes: int) -> Dataset:
+    return Dataset(name, lambda data_dir, train_subset, test_subset: _load_cifar(name, data_dir), (3, 32, 32),
+                   num_classes, "crop_flip")
 
 
-# dataset name -> loader(data_dir, train_subset, test_subset) -> (train_x, train_y, test_x, test_y, num_classes);
-# the one list of dataset names (the YAML's data.dataset is checked against its keys)
-LOADERS = {
-    "fashion_mnist": lambda data_dir, train_subset, test_subset: _load_fashion_mnist(data_dir),
-    "cifar10": lambda data_dir, train_subset, test_subset: _load_cifar("cifar10", data_dir),
-    "cifar100": lambda data_dir, train_subset, test_subset: _load_cifar("cifar100", data_dir),
-    "synthetic": _synthetic_loader((1, 28, 28)),
-    "synthetic_cifar": _synthetic_loader((3, 32, 32)),
-}
+def _fmnist_files(data_dir: str | None) -> str | None:
+    src = _fmnist_source(data_dir)
+    return None if src is None else str(src.resolve())
+
+
+# --------------------------------------------------------------------------- the registry
+
+# dataset name -> its record (datasets.Dataset), or "package.module:RECORD" imported at its first use: the one list
+# of dataset names (the YAML's data.dataset is checked against it when it is read, so later entries count too)
+DATASETS: Registry = Registry("dataset")
+DATASETS.register(Dataset("fashion_mnist", lambda data_dir, train_subset, test_subset: _load_fashion_mnist(data_dir),
+                          (1, 28, 28), 10, prepare=prepare_fashion_mnist, files=_fmnist_files))
+DATASETS.register(_cifar("cifar10", 10))
+DATASETS.register(_cifar("cifar100", 100))
+DATASETS.register(_synthetic("synthetic", (1, 28, 28)))
+DATASETS.register(_synthetic("synthetic_cifar", (3, 32, 32)))
+LOADERS = DATASETS  # its former name
 # the augmentations sample_views knows; "default" is crop_flip for CIFAR-like images, none otherwise
 AUGMENTS = ("default", "none", "crop_flip", "crop")
 
@@ -246,12 +257,13 @@ AUGMENTS = ("default", "none", "crop_flip", "crop")
 def load_splits(dataset: str, *, data_dir: str | None = None, train_subset: int | None = None,
                 test_subset: int | None = None, val_size: int = 1000, augment: str = "default",
                 labelled: int | None = None, device: torch.device | str = "cpu") -> Splits:
-    if dataset not in LOADERS:
-        raise DataError(f"dataset: {dataset!r} is not known; allowed: {', '.join(LOADERS)}")
+    record = DATASETS[dataset]  # an unknown name is one SpecError line
     if augment not in AUGMENTS:
         raise DataError(f"augment: {augment!r} is not known; allowed: {', '.join(AUGMENTS)}")
-    raw = LOADERS[dataset](data_dir, train_subset, test_subset)
-    train_x, train_y, test_x, test_y, num_classes = raw
+    train_x, train_y, test_x, test_y, num_classes = record.loader(data_dir, train_subset, test_subset)
+    if (tuple(train_x.shape[1:]), num_classes) != (record.shape, record.num_classes):
+        raise DataError(f"dataset: {dataset!r} loaded {num_classes} classes of {tuple(train_x.shape[1:])} images; its record "
+                        f"says {record.num_classes} of {record.shape}")
     if train_subset is not None:
         train_x, train_y = train_x[:train_subset], train_y[:train_subset]
     if test_subset is not None:
@@ -267,7 +279,7 @@ def load_splits(dataset: str, *, data_dir: str | None = None, train_subset: int 
         train_y = train_y.clone()
         train_y[tr_idx[labelled:]] = UNLABELLED
     if augment == "default":
-        augment = "crop_flip" if dataset.startswith("cifar") or dataset == "synthetic_cifar" else "none"
+        augment = record.augment
     pad = 4 if train_x.shape[-1] >= 32 else 2
 
     def dev(x):
@@ -337,19 +349,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
+        raise SpecError("device", name, "no CUDA device is visible here (use auto or cpu)")
     return torch.device(name)
 
 
 def data_source(dataset: str, data_dir: str | None) -> str | None:
-    """The folder a dataset's files are read from (None: generated in memory, the synthetic sets)."""
-    if dataset.startswith("synthetic"):
-        return None
-    if dataset == "fashion_mnist":
-        src = _fmnist_source(data_dir)
-        if src is not None:
-            return str(src.resolve())
-    return str((Path(data_dir).expanduser() if data_dir else cache_dir() / "torchvision").resolve())
+    """The folder a dataset's files are read from (None: generated in memory, the synthetic sets): its record's."""
+    return DATASETS[dataset].source(data_dir)
 
 
 def load_data(cfg, device: torch.device) -> Splits:

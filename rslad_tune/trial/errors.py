@@ -1,9 +1,11 @@
 """The project's errors, in one place. Each one's `str()` is one line: the CLI prints it as `rslad-tune: error: ...`
-and exits 2 (SpecError, DataError); TrialDiverged ends a trial as failed."""
+and exits 2 (SpecError, DataError); TrialDiverged ends a trial as failed; Interrupted ends a command stopped by a
+signal with 128 + its number; LockHeld is a lock another command holds."""
 from __future__ import annotations
 
 import math
 import os
+import signal
 import stat
 from typing import Any
 
@@ -43,6 +45,26 @@ class SweepFailed(RuntimeError):
     def __init__(self, reason: str, resume: str | None = None):
         super().__init__(reason)
         self.resume = resume
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by a signal; `resume` is the sweep folder to resume, when there is one."""
+
+    def __init__(self, signum: int, resume: str | None = None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.resume = signum, resume
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class LockHeld(Exception):
+    """`files.file_lock(wait=False)` found the lock taken; `holder` is the note its holder wrote ('' if none)."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
 
 
 def not_a_file(path) -> str:

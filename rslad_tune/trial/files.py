@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from safetensors import SafetensorError, safe_open
 
-from .errors import SpecError
+from .errors import LockHeld, SpecError
 from .lazy import LazyModule
 from .models import robustbench_state_dict
 
@@ -55,14 +55,6 @@ def _disk_full(folder: Path) -> bool:
     except OSError:
         return False
     return st.f_bavail * st.f_frsize < (1 << 20)
-
-
-class LockHeld(Exception):
-    """`file_lock(wait=False)` found the lock taken; `holder` is the note its holder wrote ('' if none)."""
-
-    def __init__(self, holder: str):
-        super().__init__(holder)
-        self.holder = holder
 
 
 @contextmanager

@@ -1,6 +1,8 @@
 """Training methods, each one small unit: its inner (attack) loss and its outer (training) loss.
 
-Adding a method = adding one class here and one line to METHODS.
+Adding a method = one Method subclass, registered: `@METHODS.register()` on a class here, or in its own module
+with one line here, `METHODS.register("name", "package.module:Class")` (imported at its first use). METHODS keeps
+the order of registration (the order users see).
 Losses follow Table 1 of Zi et al. (ICCV 2021). "KL(S(x'), T(x))" there is KL(T(x) || S(x')): the second
 argument is the reference distribution. KL terms are per-sample KL averaged over the batch ("batchmean"); RSLAD and
 ARD take `kl_reduction: paper` for the authors' average over batch x classes (KL_REDUCTIONS). Inner losses are summed over
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .attacks import LossFn, ce_loss, kl_loss
 from .lazy import LazyModule
+from .registry import Registry
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -53,7 +56,8 @@ def kl_per_sample(student_logits: Tensor, target_probs: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(student_logits.float(), dim=1), target_probs, reduction="none").sum(dim=1)
 
 
-# defaults of the knobs when a method is built outside a trial (tests); a trial passes its TrialConfig values
+# the one place of the knobs' defaults: TrialConfig's fields take theirs from here, and a method built outside a
+# trial (tests) gets them; a trial passes its TrialConfig values
 KNOB_DEFAULTS = {"alpha": 5 / 6, "temperature": 1.0, "lam": 6.0, "iad_beta": 0.1, "kl_reduction": "batchmean"}
 
 
@@ -82,6 +86,10 @@ class Method:
         raise NotImplementedError
 
 
+METHODS: Registry = Registry("method")  # name -> Method subclass, in the order users see
+
+
+@METHODS.register()
 class Natural(Method):
     name = "natural"
     adversarial = False
@@ -91,6 +99,7 @@ class Natural(Method):
         return F.cross_entropy(clean_logits.float(), batch.y)
 
 
+@METHODS.register()
 class SAT(Method):
     """Madry et al.: min CE(f(x'), y), x' = argmax CE(f(x'), y)."""
 
@@ -103,31 +112,7 @@ class SAT(Method):
         return F.cross_entropy(adv_logits.float(), batch.y)
 
 
-class RSLAD(Method):
-    """Eq. (3): (1-a) KL(S(x), T(x)) + a KL(S(x'), T(x)), x' = argmax KL(S(x'), T(x)); T(x) = softmax(teacher/tau)."""
-
-    name = "rslad"
-    knobs = ("alpha", "temperature", "kl_reduction")
-    needs_labels = False  # eq. 3 and its attack use the teacher's soft labels only: unlabelled images train it too
-    needs_teacher = True
-    uses_clean = True
-
-    def soft_labels(self, batch: Batch) -> Tensor:
-        return F.softmax(batch.teacher_logits.float() / self.temperature, dim=1)
-
-    def inner_loss(self, batch):
-        return kl_loss(self.soft_labels(batch))
-
-    def kl(self, student_logits: Tensor, t: Tensor) -> Tensor:
-        if self.kl_reduction == "paper":  # the authors' line: mean over batch x classes of -a*b + log(b + 1e-5)*b
-            return (t * (torch.log(t + 1e-5) - F.log_softmax(student_logits.float(), dim=1))).mean()
-        return kl_batchmean(student_logits, t)
-
-    def outer_loss(self, clean_logits, adv_logits, batch):
-        t = self.soft_labels(batch)
-        return (1 - self.alpha) * self.kl(clean_logits, t) + self.alpha * self.kl(adv_logits, t)
-
-
+@METHODS.register()
 class TRADES(Method):
     """Zhang et al. 2019: min CE(f(x), y) + lam KL(f(x'), f(x)), x' = argmax KL(f(x'), f(x)).
 
@@ -148,6 +133,7 @@ class TRADES(Method):
         return F.cross_entropy(clean, batch.y) + self.lam * kl_batchmean(adv_logits, F.softmax(clean, dim=1))
 
 
+@METHODS.register()
 class MART(Method):
     """Wang et al. 2020: min BCE(f(x'), y) + lam (1 - f_y(x)) KL(f(x'), f(x)), x' = argmax CE(f(x'), y).
 
@@ -173,6 +159,7 @@ class MART(Method):
         return bce + self.lam * (kl * (1.0000001 - true_probs)).mean()
 
 
+@METHODS.register()
 class ARD(Method):
     """Goldblum et al. 2020: min (1-a) CE(S^tau(x), y) + a tau^2 KL(S^tau(x'), T^tau(x)), x' = argmax CE(S(x'), y).
 
@@ -197,6 +184,7 @@ class ARD(Method):
         return (1 - self.alpha) * F.cross_entropy(clean_logits.float() / tau, batch.y) + self.alpha * tau ** 2 * kl
 
 
+@METHODS.register()
 class IAD(Method):
     """Zhu et al. 2022 (IAD-I): min w KL(S^tau(x'), T^tau(x)) + (1-w) KL(S^tau(x'), S^tau(x)), w = T_y(x')^beta,
     x' = argmax CE(S(x'), y).
@@ -226,7 +214,32 @@ class IAD(Method):
         return (w * to_teacher + (1 - w) * to_self).mean()
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Natural, SAT, TRADES, MART, ARD, IAD, RSLAD)}
+@METHODS.register()
+class RSLAD(Method):
+    """Eq. (3): (1-a) KL(S(x), T(x)) + a KL(S(x'), T(x)), x' = argmax KL(S(x'), T(x)); T(x) = softmax(teacher/tau)."""
+
+    name = "rslad"
+    knobs = ("alpha", "temperature", "kl_reduction")
+    needs_labels = False  # eq. 3 and its attack use the teacher's soft labels only: unlabelled images train it too
+    needs_teacher = True
+    uses_clean = True
+
+    def soft_labels(self, batch: Batch) -> Tensor:
+        return F.softmax(batch.teacher_logits.float() / self.temperature, dim=1)
+
+    def inner_loss(self, batch):
+        return kl_loss(self.soft_labels(batch))
+
+    def kl(self, student_logits: Tensor, t: Tensor) -> Tensor:
+        if self.kl_reduction == "paper":  # the authors' line: mean over batch x classes of -a*b + log(b + 1e-5)*b
+            return (t * (torch.log(t + 1e-5) - F.log_softmax(student_logits.float(), dim=1))).mean()
+        return kl_batchmean(student_logits, t)
+
+    def outer_loss(self, clean_logits, adv_logits, batch):
+        t = self.soft_labels(batch)
+        return (1 - self.alpha) * self.kl(clean_logits, t) + self.alpha * self.kl(adv_logits, t)
+
+
 KNOBS: tuple[str, ...] = tuple(KNOB_DEFAULTS)  # every method knob (each a TrialConfig field)
 
 

@@ -11,7 +11,9 @@ import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .attacks import ce_loss, cw_loss, fgsm, pgd
+from .errors import SpecError
 from .lazy import LazyModule
+from .metrics import PGD, metric_key
 from .progress import bar
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ def clean_and_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size:
     """The pair every trial reports: clean accuracy and PGD accuracy, with a fixed attack seed."""
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return {"clean_acc": accuracy(model, x, y), "pgd_acc": pgd_accuracy(model, x, y, eps, step_size, steps)}
+        return {metric_key("Clean"): accuracy(model, x, y), metric_key(PGD): pgd_accuracy(model, x, y, eps, step_size, steps)}
 
 
 # --------------------------------------------------------------------------- the paper's evaluation suite
@@ -52,11 +54,11 @@ AA_CHUNK = 100  # images per AutoAttack call: one progress line each (~4 min for
 
 
 def resolve_columns(attacks: Sequence[str]) -> list[str]:
-    """Column names from column or CLI names (`pgd_sat` -> PGD_SAT); ValueError for unknown ones."""
+    """Column names from column or CLI names (`pgd_sat` -> PGD_SAT); SpecError (a ValueError) for unknown ones."""
     wanted = [ATTACK_NAMES.get(str(a).lower(), a) for a in attacks]
     unknown = [a for a in wanted if a not in COLUMNS]
     if unknown or not wanted:
-        raise ValueError(f"attacks: {unknown or '[]'} not known; allowed: {', '.join(ATTACK_NAMES)}")
+        raise SpecError("attacks", unknown, f"a non-empty list of {', '.join(ATTACK_NAMES)} (or their column names)")
     return wanted
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from .errors import SpecError
+
 
 def cosine(t: float, cfg: Any) -> float:
     return 0.5 * (1 + math.cos(math.pi * t))
@@ -36,5 +38,5 @@ SCHEDULES: dict[str, Callable[[float, Any], float]] = {
 def lr_factor(cfg: Any, step: int, total: int) -> float:
     """Multiplier of cfg.lr at optimizer step `step` of `total` (per-step schedules, finishing at the last epoch)."""
     if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"schedule: {cfg.schedule!r} is not allowed; one of {', '.join(SCHEDULES)}")
+        raise SpecError("schedule", cfg.schedule, f"one of {', '.join(SCHEDULES)}")
     return SCHEDULES[cfg.schedule](step / max(total, 1), cfg)

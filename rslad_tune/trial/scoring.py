@@ -1,7 +1,7 @@
 """One way to score a checkpoint: the accuracy of a model under a protocol -- a column of the suite (Clean,
 FGSM, PGD_SAT, PGD_TRADES, CW_inf, AA) or a trial's own PGD -- on the first n test images with an attack seed.
 
-Every command that scores weights (export, compare, report, evaluate, teacher cards) calls `score`. Each number
+Every command that scores a finished model (train, export, compare, report, evaluate, teacher cards) calls `score`. Each number
 is cached under its protocol key in a JSON file beside the weights, together with the weights' digest: a
 number computed once is read back by every later command, and recomputed only when the weights changed.
 Each column reseeds the RNG with `seed` (robustness.evaluate_suite), so a cached column equals the same

@@ -18,14 +18,16 @@ from .attacks import pgd
 from .config import TrialConfig
 from .data import Splits, apply_views, load_data, resolve_device, sample_views, view_ids
 from .errors import SpecError, TrialDiverged
-from .files import load_torch_weights, load_weights, read_state_dict, save_atomic, save_weights, write_json
+from .files import file_digest, load_torch_weights, load_weights, read_state_dict, save_atomic, save_weights, write_json
 from .folding import attack_model
 from .lazy import LazyModule
 from .methods import METHODS, Batch, Method
+from .metrics import as_metrics
 from .precision import autocast, fp32_grouped_convs
 from .models import build_from_config, model_config
 from .robustness import clean_and_pgd
 from .schedules import lr_factor
+from .scoring import pgd_column, score
 
 if TYPE_CHECKING:
     from torch import nn
@@ -146,7 +148,8 @@ def train_model(cfg: TrialConfig, teacher: nn.Module | None = None, *, splits: S
     if method.needs_labels:  # few labels: a method that reads labels never sees the unlabelled images
         splits = splits.only_labelled()
     if method.needs_teacher and teacher is None and (soft_labels is None or method.needs_teacher_on_adv):
-        raise ValueError(f"method {cfg.method!r} needs a teacher model")
+        raise SpecError("teacher", None, f"method {cfg.method!r} needs a teacher model (or its soft labels, for a method that "
+                        "does not run the teacher on attacked images)")
     if teacher is not None:
         teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
     # channels_last: 1.5-1.7x faster convolutions on CPU (oneDNN) and the layout tensor cores want on GPU
@@ -239,8 +242,13 @@ def verified_resume(folders: list[Path], model: nn.Module, device, log=None) -> 
 
 
 def score_test_split(model: nn.Module, cfg: TrialConfig, splits: Splits, n: int | None = None,
-                     prefix: str = "test_") -> dict[str, float]:
-    """Numbers on the first `n` test images (None: all): reported, never used to choose anything."""
+                     prefix: str = "test_", weights: Path | None = None) -> dict[str, float]:
+    """Numbers on the first `n` test images (None: all), reported, never used to choose anything: clean and the
+    trial's own PGD through scoring.score, as export scores them. `weights`: the file that holds the model's weights
+    (its numbers are then cached beside it, as for a sweep's checkpoint). Call it after training: it reseeds the RNG
+    inside a fork, but a finished model's numbers have no business in its training."""
     x, y = splits.test_x[:n], splits.test_y[:n]
-    m = clean_and_pgd(model, x, y, cfg.eval_epsilon, cfg.resolved_eval_step_size, cfg.eval_steps, seed=cfg.seed)
-    return {f"{prefix}{k}": v for k, v in m.items()} | {f"{prefix}n": len(x)}
+    col = pgd_column(cfg.eval_epsilon, cfg.eval_steps, cfg.resolved_eval_step_size)
+    cached = {} if weights is None else {"cache": Path(weights).with_suffix(".scores.json"), "digest": file_digest(weights)}
+    m = score(model, x, y, cfg.eval_epsilon, ["Clean", col], seed=cfg.seed, **cached)
+    return as_metrics(m, col, prefix=prefix, n=len(x))

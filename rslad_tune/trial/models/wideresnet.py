@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SpecError
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 
@@ -89,7 +91,7 @@ class WideResNet(nn.Module):
         super().__init__()
         n_ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         if (depth - 4) % 6:
-            raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
+            raise SpecError("depth", depth, "a WideResNet's depth must be 6n+4")
         n = (depth - 4) // 6
         self.conv1 = nn.Conv2d(in_channels, n_ch[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.block1 = NetworkBlock(n, n_ch[0], n_ch[1], 1, drop_rate)
@@ -165,7 +167,7 @@ class _Block(nn.Module):
         elif self._stride == 2:
             v = F.pad(v, (0, 1, 0, 1))
         else:
-            raise ValueError("Unsupported `stride`.")
+            raise SpecError("stride", self._stride, "must be 1 or 2")
         out = self.conv_0(v)
         out = self.relu_1(self.batchnorm_1(out))
         out = self.conv_1(out)
@@ -193,15 +195,15 @@ class DMWideResNet(nn.Module):
                  mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD, padding: int = 0):
         super().__init__()
         if len(mean) != in_channels or len(std) != in_channels:
-            raise ValueError(f"DMWideResNet normalises with one mean/std per input channel: got in_channels="
-                             f"{in_channels} but {len(mean)} means and {len(std)} stds (the RobustBench "
-                             f"checkpoints are 3-channel CIFAR models)")
+            raise SpecError("in_channels", in_channels, f"DMWideResNet normalises with one mean/std per input channel: "
+                            f"{len(mean)} means and {len(std)} stds here (the RobustBench checkpoints are 3-channel "
+                            "CIFAR models)")
         self.register_buffer("mean", torch.tensor(mean).view(in_channels, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(in_channels, 1, 1))
         self.padding = padding
         num_channels = [16, 16 * width, 32 * width, 64 * width]
         if (depth - 4) % 6:
-            raise ValueError(f"DMWideResNet depth must be 6n+4, got {depth}")
+            raise SpecError("depth", depth, "a DMWideResNet's depth must be 6n+4")
         num_blocks = (depth - 4) // 6
         self.init_conv = nn.Conv2d(in_channels, num_channels[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.layer = nn.Sequential(
