@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from test_bad_input import GOOD
 
 from rslad_tune.cli import main
-from rslad_tune.sweep.layout import ExperimentDir, check_experiment_name
+from rslad_tune.sweep.layout import ExperimentDir
+from rslad_tune.sweep.spec import check_experiment_name
 from rslad_tune.sweep.spec import parse_sweep
 from rslad_tune.trial.errors import SpecError
 

@@ -43,25 +43,6 @@ from .stores import check_sweep_store, choose_store, relocate_artifacts, sqlite_
 from .two_axes import best_trial
 
 NOT_A_SWEEP = "is not a sweep folder of rslad-tune (no sweep.json); expected runs/<experiment>"
-# entries of runs/ that are not sweeps: an experiment of that name would overwrite or be mistaken for them
-RESERVED_NAMES = ("teachers", "mlartifacts", "mlruns", "mlflow.db", "optuna.db")
-RESERVED_SUFFIXES = ("-train", ".db", ".lock", ".tmp")
-_ARCHIVED = re.compile(r".*\.\d{8}-\d{6}(-\d+)?")
-
-
-def check_experiment_name(name: str) -> str:
-    """An experiment name that is a plain folder name and collides with nothing else this tool keeps in runs/."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
-        raise SpecError("experiment", name, "must be a name of letters, digits, '_', '-' or '.', starting with a letter "
-                        "or digit (it becomes a folder name: runs/<experiment>)")
-    low = name.lower()
-    if low in RESERVED_NAMES or low.endswith(RESERVED_SUFFIXES) or _ARCHIVED.fullmatch(name):
-        raise SpecError("experiment", name, f"is reserved: runs/ also holds {', '.join(RESERVED_NAMES)}, "
-                        f"names ending in {', '.join(RESERVED_SUFFIXES)} and moved-aside sweeps "
-                        "(<experiment>.YYYYMMDD-HHMMSS); choose another name")
-    return name
-
-
 @dataclass(frozen=True)
 class TrialDir:
     """One trial's folder: Ray's JSON files and our checkpoint (the latest one Ray kept)."""

@@ -21,7 +21,6 @@ from ..trial.config import (DATA_KEYS, SEARCHABLE_KEYS, TRIAL_KEYS, TrialConfig,
 from ..trial.errors import SpecError
 from ..trial.methods import METHODS
 from ..trial.yaml_loader import load_yaml, parse_set_overrides, read_space  # noqa: F401 (parse_set_overrides: callers import it from here)
-from .layout import check_experiment_name
 from .stores import check_tracking_uri
 from .two_axes import OBJECTIVES
 
@@ -167,6 +166,25 @@ class SweepSpec:
 
 TOP_KEYS = ("experiment", "data", "teachers", "trial", "search", "tune", "report", "runs_dir", "tracking_uri",
             "registered_model")
+
+
+# entries of runs/ that are not sweeps: an experiment of that name would overwrite or be mistaken for them
+RESERVED_NAMES = ("teachers", "mlartifacts", "mlruns", "mlflow.db", "optuna.db")
+RESERVED_SUFFIXES = ("-train", ".db", ".lock", ".tmp")
+_ARCHIVED = re.compile(r".*\.\d{8}-\d{6}(-\d+)?")
+
+
+def check_experiment_name(name: str) -> str:
+    """An experiment name that is a plain folder name and collides with nothing else this tool keeps in runs/."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise SpecError("experiment", name, "must be a name of letters, digits, '_', '-' or '.', starting with a letter "
+                        "or digit (it becomes a folder name: runs/<experiment>)")
+    low = name.lower()
+    if low in RESERVED_NAMES or low.endswith(RESERVED_SUFFIXES) or _ARCHIVED.fullmatch(name):
+        raise SpecError("experiment", name, f"is reserved: runs/ also holds {', '.join(RESERVED_NAMES)}, "
+                        f"names ending in {', '.join(RESERVED_SUFFIXES)} and moved-aside sweeps "
+                        "(<experiment>.YYYYMMDD-HHMMSS); choose another name")
+    return name
 
 
 def _experiment_name(v: Any) -> str:
