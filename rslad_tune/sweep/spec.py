@@ -266,6 +266,13 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         if "experiment" not in raw:
             raise SpecError("experiment", None, "required: a name for the sweep (becomes runs/<experiment>)")
         experiment = _experiment_name(raw["experiment"])
+        registered = _registered_model(raw.get("registered_model"))
+        runs_dir = raw.get("runs_dir", "runs")
+        if not isinstance(runs_dir, str) or not runs_dir:
+            raise SpecError("runs_dir", runs_dir, "must be a directory path")
+        tracking_uri = raw.get("tracking_uri")
+        if tracking_uri is not None:
+            tracking_uri = check_tracking_uri(tracking_uri, "tracking_uri")
         base_dir = Path(path).parent  # as given: sweep/places.py makes the paths absolute after parsing
 
         data = dict(as_mapping(raw.get("data"), "data"))
@@ -294,6 +301,10 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
                 raise SpecError(f"search.{k}", search_raw[k], f"{k!r} is also fixed in trial:; a key is either fixed or searched")
         trial = make_trial_config({**data_values, **trial_raw}, names)
         tune = parse_section(TuneSpec, raw.get("tune"), "tune")
+        report = parse_section(ReportSpec, raw.get("report"), "report")
+        if report.clean_weight is not None and report.objective != "balanced":
+            raise SpecError("report.clean_weight", report.clean_weight, f"only objective balanced weighs clean accuracy "
+                            f"(report.objective is {report.objective}); remove it or set objective: balanced")
         if tune.searcher == "optuna" and any(d.kind == "grid" for d in search.values()):
             k = next(d.key for d in search.values() if d.kind == "grid")
             raise SpecError(f"search.{k}.grid", search[k].args, "grid needs tune.searcher.type: random (Optuna proposes points itself); use choice")
@@ -312,18 +323,7 @@ def parse_sweep(raw: Any, *, path: str = "", source: str = "", overrides: dict[s
         if distillers and trial.teacher is None and "teacher" not in search:
             raise SpecError("trial.teacher", None, f"method {distillers[0]!r} needs one of {', '.join(names)} (or search teacher)")
         _check_labelled(trial, methods, distillers)
-        runs_dir = raw.get("runs_dir", "runs")
-        if not isinstance(runs_dir, str) or not runs_dir:
-            raise SpecError("runs_dir", runs_dir, "must be a directory path")
-        tracking_uri = raw.get("tracking_uri")
-        if tracking_uri is not None:
-            tracking_uri = check_tracking_uri(tracking_uri, "tracking_uri")
-        report = parse_section(ReportSpec, raw.get("report"), "report")
-        if report.clean_weight is not None and report.objective != "balanced":
-            raise SpecError("report.clean_weight", report.clean_weight, f"only objective balanced weighs clean accuracy "
-                            f"(report.objective is {report.objective}); remove it or set objective: balanced")
-        return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path, report,
-                         _registered_model(raw.get("registered_model")))
+        return SweepSpec(experiment, trial, search, teachers, tune, runs_dir, tracking_uri, source, path, report, registered)
     except SpecError as e:
         raise _from_set(e, overrides) or (e.located(where) if where and not e.where else e) from None
 
