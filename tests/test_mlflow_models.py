@@ -19,7 +19,12 @@ def test_a_zoo_teacher_is_one_logged_model_with_its_name_and_digest(tmp_path):
     run = client.create_run(exp).info.run_id
     spec = TeacherSpec("z", "zoo", {"zoo": "fashion_mnist/sat_w8"})
     logs = []
-    ids = log_teachers(client, exp, run, {"z": str(ZOO), "gone": str(tmp_path / "gone")}, {"z": read_card(ZOO)},
+    from rslad_tune.teachers.resolved import ResolvedTeacher
+    from rslad_tune.teachers.source import Source
+    from rslad_tune.teachers.sources import read_teacher
+
+    zoo = read_teacher("z", ZOO, "zoo")  # the sweep's records (a folder that vanished since: one line, the rest logged)
+    ids = log_teachers(client, exp, run, {"z": zoo, "gone": ResolvedTeacher("gone", tmp_path / "gone", Source())}, {"z": read_card(ZOO)},
                        {"z": spec}, logs.append)
     assert set(ids) == {"z"} and len(logs) == 1 and logs[0].startswith("teacher gone: not logged")  # one line
     model = client.get_logged_model(ids["z"])
@@ -29,7 +34,7 @@ def test_a_zoo_teacher_is_one_logged_model_with_its_name_and_digest(tmp_path):
     assert model.params["params"] == str(read_card(ZOO)["params"])
     assert {a.path for a in client.list_logged_model_artifacts(model.model_id)} == {"model.safetensors", "config.json",
                                                                                     "card.json"}
-    again = log_teachers(client, exp, client.create_run(exp).info.run_id, {"z": str(ZOO)}, {}, {"z": spec}, logs.append)
+    again = log_teachers(client, exp, client.create_run(exp).info.run_id, {"z": zoo}, {}, {"z": spec}, logs.append)
     assert again == ids and len(client.search_logged_models([exp])) == 1  # logged once
 
 
