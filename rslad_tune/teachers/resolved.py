@@ -96,8 +96,9 @@ def train_student(cfg: TrialConfig, teachers: Teachers, *, splits: Splits | None
     """One trial: its teacher's record (None without one) decides the method, the training split and what the
     student reads, then train_model. `train_kwargs` go to train_model (report, checkpoint_dir, resume_dir, on_batch)."""
     teacher = teachers.get(cfg.teacher) if cfg.teacher else None
-    if teacher is not None and teacher.method(cfg) != cfg.method:  # a baseline trains with its own method
-        cfg = dataclasses.replace(cfg, method=teacher.method(cfg))
+    method = teacher.method(cfg) if teacher is not None else cfg.method
+    if method != cfg.method:  # a baseline trains with its own method
+        cfg = dataclasses.replace(cfg, method=method)
     device = resolve_device(cfg.device)
     splits = splits or load_data(cfg, device)
     if teacher is not None:  # few labels: a label teacher keeps the labelled images, a pseudo baseline labels the rest
